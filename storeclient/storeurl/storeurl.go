@@ -1,0 +1,72 @@
+// Package storeurl opens a store from its URL (cli.md "Store URLs").
+//
+//	memory:            an empty in-memory store
+//	local:DIR, DIR     the embedded on-disk store in DIR
+//
+// Later backends (grpc+…, nix+…, cache:) are added here.
+package storeurl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/storeclient/memory"
+)
+
+// Options says how a store is opened.
+type Options struct {
+	// ReadOnly opens the store for reading only. Several read-only openers
+	// of one local store may run at once; a writer excludes them.
+	ReadOnly bool
+}
+
+// DefaultLocalDir returns where the embedded store lives when no --store
+// is given: $XDG_DATA_HOME/storefs, else ~/.local/share/storefs.
+func DefaultLocalDir() (string, error) {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "storefs"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("find the default store: %w (set --store or XDG_DATA_HOME)", err)
+	}
+	return filepath.Join(home, ".local", "share", "storefs"), nil
+}
+
+// Open opens the store named by rawURL. An empty rawURL means the default
+// local store.
+func Open(ctx context.Context, rawURL string, opts Options) (storeclient.Store, error) {
+	if rawURL == "" {
+		dir, err := DefaultLocalDir()
+		if err != nil {
+			return nil, err
+		}
+		return openLocal(ctx, dir, opts)
+	}
+	scheme, rest, hasScheme := strings.Cut(rawURL, ":")
+	if !hasScheme || strings.HasPrefix(rawURL, "/") || strings.HasPrefix(rawURL, ".") {
+		return openLocal(ctx, rawURL, opts)
+	}
+	switch scheme {
+	case "memory":
+		if rest != "" {
+			return nil, fmt.Errorf("store URL %q: memory: takes no arguments", rawURL)
+		}
+		return memory.New(), nil
+	case "local":
+		if rest == "" {
+			return nil, fmt.Errorf("store URL %q: local: needs a directory, e.g. local:/var/lib/storefs", rawURL)
+		}
+		return openLocal(ctx, rest, opts)
+	}
+	return nil, fmt.Errorf("store URL %q: unknown scheme %q (want local:, memory:)", rawURL, scheme)
+}
+
+func openLocal(ctx context.Context, dir string, opts Options) (storeclient.Store, error) {
+	return nil, errors.New("the local store is not built yet")
+}
