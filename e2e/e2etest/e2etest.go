@@ -49,8 +49,8 @@ func NeedFUSE(t testing.TB) {
 }
 
 // NixEnv returns the environment for running Nix 2.8 as root without a
-// daemon, build users or network access (peers.md), with the store under
-// root when root is not empty (a chroot store) or the real /nix/store.
+// daemon, build users or network access (peers.md). Add
+// "--store local?root=DIR" to a command to keep its store out of /nix.
 func NixEnv() []string {
 	return append(os.Environ(),
 		"NIX_CONFIG=build-users-group =\nexperimental-features = nix-command\nsubstituters =\nsandbox = false")
