@@ -1,0 +1,227 @@
+package local
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/zeebo/blake3"
+
+	"github.com/storefs/storefs/storeclient"
+)
+
+// writeBufferSize batches the many small writes of an import into fewer
+// system calls.
+const writeBufferSize = 128 << 10
+
+// blobPath returns where the blob with digest d lives:
+// DIR/blobs/ab/cd/abcd…, two levels of 256 shards so no directory grows
+// huge.
+func (s *Store) blobPath(d storeclient.Digest) string {
+	h := d.Hex()
+	return filepath.Join(s.dir, blobsDir, h[0:2], h[2:4], h)
+}
+
+// StatBlob implements storeclient.BlobService.
+func (s *Store) StatBlob(ctx context.Context, d storeclient.Digest) (int64, error) {
+	if err := s.usable(ctx, false); err != nil {
+		return 0, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	fi, err := os.Stat(s.blobPath(d))
+	if err != nil {
+		return 0, fmt.Errorf("stat blob %s: %w", d, notFound(err))
+	}
+	return fi.Size(), nil
+}
+
+// notFound turns a missing file into storeclient.ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return storeclient.ErrNotFound
+	}
+	return err
+}
+
+// OpenBlob implements storeclient.BlobService. The reader it returns is a
+// *BlobReader, backed by the blob's file.
+func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
+	if err := s.usable(ctx, false); err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	f, err := os.Open(s.blobPath(d))
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", d, notFound(err))
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	return &BlobReader{f: f, size: fi.Size()}, nil
+}
+
+// BlobReader reads a blob of a local store straight from its file. ReadAt
+// is safe for concurrent use (it is pread(2)).
+type BlobReader struct {
+	f    *os.File
+	size int64
+}
+
+var _ storeclient.BlobReader = (*BlobReader)(nil)
+
+// ReadAt implements io.ReaderAt. A read at or past Size returns 0 bytes
+// and io.EOF.
+func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read blob %s at negative offset %d", r.f.Name(), off)
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	return r.f.ReadAt(p, off)
+}
+
+// Size returns the blob's length.
+func (r *BlobReader) Size() int64 { return r.size }
+
+// File returns the blob's open file, for callers that can hand a file to
+// the kernel (splice, FUSE passthrough). It stays owned by the reader: do
+// not close it, and do not use it after Close. Its content is immutable.
+func (r *BlobReader) File() *os.File { return r.f }
+
+// Close closes the file.
+func (r *BlobReader) Close() error { return r.f.Close() }
+
+// NewBlobWriter implements storeclient.BlobService. The blob is written to
+// a temporary file in DIR/tmp and hashed while it is written; Commit
+// fsyncs it and renames it to its digest's name.
+func (s *Store) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, error) {
+	if err := s.usable(ctx, true); err != nil {
+		return nil, fmt.Errorf("new blob writer: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), "blob-*")
+	if err != nil {
+		return nil, fmt.Errorf("new blob writer: %w", err)
+	}
+	return &blobWriter{s: s, ctx: ctx, f: f, buf: bufio.NewWriterSize(f, writeBufferSize), h: storeclient.NewHasher()}, nil
+}
+
+type blobWriter struct {
+	s    *Store
+	ctx  context.Context
+	f    *os.File
+	buf  *bufio.Writer
+	h    *blake3.Hasher
+	done bool
+}
+
+var errWriterDone = errors.New("blob writer is already committed or closed")
+
+func (w *blobWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errWriterDone
+	}
+	if err := w.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("write blob: %w", err)
+	}
+	n, err := w.buf.Write(p)
+	w.h.Write(p[:n])
+	if err != nil {
+		return n, fmt.Errorf("write blob %s: %w", w.f.Name(), err)
+	}
+	return n, nil
+}
+
+// Commit makes the blob durable under its final name, or drops the
+// temporary file if a blob of that digest and length is already there.
+func (w *blobWriter) Commit() (storeclient.Digest, error) {
+	if w.done {
+		return storeclient.Digest{}, errWriterDone
+	}
+	w.done = true
+	d := storeclient.Digest(w.h.Sum(nil))
+	err := w.commit(d)
+	if err != nil {
+		os.Remove(w.f.Name())
+		return storeclient.Digest{}, fmt.Errorf("commit blob %s: %w", d, err)
+	}
+	return d, nil
+}
+
+func (w *blobWriter) commit(d storeclient.Digest) error {
+	tmp := w.f.Name()
+	err := w.buf.Flush()
+	var size int64
+	if err == nil {
+		size, err = w.f.Seek(0, io.SeekCurrent)
+	}
+	if err == nil && !w.s.noSync {
+		err = w.f.Sync()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := w.s.usable(w.ctx, true); err != nil {
+		return err
+	}
+	final := w.s.blobPath(d)
+	if fi, err := os.Stat(final); err == nil && fi.Size() == size {
+		// Already stored: dedup. (A file of the wrong length is a corrupt
+		// copy; it is replaced below.)
+		return os.Remove(tmp)
+	}
+	if err := os.Chmod(tmp, 0o444); err != nil {
+		return err
+	}
+	if err := w.s.mkdirShards(filepath.Dir(final)); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	if w.s.noSync {
+		return nil
+	}
+	return syncDir(filepath.Dir(final))
+}
+
+// mkdirShards creates the two shard directories of a blob path if needed,
+// syncing the parent of each new one so the blob's path survives a crash.
+func (s *Store) mkdirShards(leaf string) error {
+	mid := filepath.Dir(leaf)
+	for _, d := range []string{mid, leaf} {
+		err := os.Mkdir(d, 0o755)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !s.noSync {
+			if err := syncDir(filepath.Dir(d)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Close discards an uncommitted blob; after Commit it does nothing.
+func (w *blobWriter) Close() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.f.Close()
+	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("discard blob %s: %w", w.f.Name(), err)
+	}
+	return nil
+}

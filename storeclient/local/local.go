@@ -1,0 +1,362 @@
+// Package local is the embedded on-disk castore of storefs: the default
+// store, and the `local:DIR` store URL (a bare path means the same).
+//
+// # Layout
+//
+//	DIR/VERSION              "storefs-local-store 1": the layout version
+//	DIR/lock                 the inter-process lock (see Open)
+//	DIR/blobs/ab/cd/<hex>    one read-only file per blob, named by the 64
+//	                         hexadecimal characters of its BLAKE3 digest
+//	DIR/tmp/                 blobs being written (same filesystem, so a
+//	                         finished blob is renamed into place)
+//	DIR/meta.db              bbolt: bucket "directories" (32-byte digest →
+//	                         canonical Directory encoding) and bucket
+//	                         "pathinfos" (20-byte store path digest →
+//	                         PathInfo protobuf)
+//
+// # Consistency
+//
+// A blob appears under its final name only complete and fsynced; a
+// Directory is stored only if every child Directory it names is stored
+// with the recorded size; a PathInfo is stored only if its root content is
+// stored. An importer writes blobs, then Directories leaves to root, then
+// the PathInfo, so a process killed at any point leaves a store in which
+// every PathInfo has all of its content. Data is hashed when it is written
+// and again by Verify; GetDirectory re-hashes what it reads (it is cheap),
+// blob reads do not (the store is trusted-local, see TrustedLocal).
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/storefs/storefs/storeclient"
+)
+
+// LayoutVersion is the version of the on-disk layout this package reads
+// and writes. It is recorded in DIR/VERSION; a store with another version
+// is refused with an error instead of being misread.
+const LayoutVersion = 1
+
+// DefaultLockTimeout is how long Open waits for a conflicting opener to
+// close the store when Options.LockTimeout is zero.
+const DefaultLockTimeout = 2 * time.Second
+
+const (
+	versionMagic = "storefs-local-store"
+	versionFile  = "VERSION"
+	lockFile     = "lock"
+	blobsDir     = "blobs"
+	tmpDir       = "tmp"
+	dbFile       = "meta.db"
+)
+
+var (
+	bucketDirectories = []byte("directories")
+	bucketPathInfos   = []byte("pathinfos")
+)
+
+// Options says how a store is opened.
+type Options struct {
+	// ReadOnly opens the store for reading only, under a shared lock:
+	// several read-only openers, in any processes, may use a store at once.
+	// A read-write opener takes the lock exclusively and so excludes every
+	// other opener, reader or writer.
+	ReadOnly bool
+	// LockTimeout is how long Open waits for a conflicting opener to close
+	// the store before it fails with "store DIR is locked by pid N". Zero
+	// means DefaultLockTimeout; a negative value means not to wait.
+	LockTimeout time.Duration
+	// NoSync skips fsync of blobs, directories and the database. A killed
+	// process still leaves a consistent store (the kernel keeps the
+	// writes), but a power loss or kernel crash may lose or corrupt recent
+	// writes. Meant for tests and throw-away stores.
+	NoSync bool
+	// Logger receives the store's log lines; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is the embedded on-disk storeclient.Store. It is safe for
+// concurrent use by many goroutines.
+type Store struct {
+	dir      string
+	readOnly bool
+	noSync   bool
+	log      *slog.Logger
+	lock     *storeLock
+	db       *bolt.DB
+	closed   atomic.Bool
+}
+
+var _ storeclient.Store = (*Store)(nil)
+
+// errReadOnly is returned by every write to a store opened read-only.
+var errReadOnly = errors.New("store is opened read-only")
+
+// errClosed is returned by every call after Close.
+var errClosed = errors.New("local store is closed")
+
+// Open opens the store in dir, creating it if dir does not exist or is an
+// empty directory: the default store is created on first use, by readers
+// too (a read-only opener then briefly holds the lock exclusively while it
+// creates the store). A directory that holds other files and no VERSION
+// file is refused rather than filled.
+//
+// A read-write open holds an exclusive lock and a read-only open a shared
+// lock until Close. A conflicting open waits up to opts.LockTimeout, then
+// fails with an error naming the holder's pid.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	dir = abs
+	timeout := opts.LockTimeout
+	if timeout == 0 {
+		timeout = DefaultLockTimeout
+	}
+	if _, err := os.Stat(filepath.Join(dir, versionFile)); errors.Is(err, os.ErrNotExist) {
+		if err := create(ctx, dir, timeout, opts.NoSync); err != nil {
+			return nil, fmt.Errorf("create store %s: %w", dir, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+
+	lk, err := acquireLock(ctx, dir, !opts.ReadOnly, timeout)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, log: opts.Logger, lock: lk}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if err := s.open(timeout); err != nil {
+		lk.release()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// open does the part of Open that runs under the lock.
+func (s *Store) open(timeout time.Duration) error {
+	if err := checkVersion(s.dir); err != nil {
+		return err
+	}
+	if !s.readOnly {
+		// Under the exclusive lock nobody else is writing: whatever is in
+		// tmp was left by a killed writer.
+		if err := clearTmp(s.dir); err != nil {
+			return err
+		}
+	}
+	db, err := bolt.Open(filepath.Join(s.dir, dbFile), 0o644, &bolt.Options{
+		ReadOnly:     s.readOnly,
+		Timeout:      max(timeout, time.Second),
+		NoSync:       s.noSync,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dbFile, err)
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketDirectories, bucketPathInfos} {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("%s has no bucket %q: %w", dbFile, b, storeclient.ErrCorrupt)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return err
+	}
+	s.db = db
+	return nil
+}
+
+// create makes a new store in dir, under the exclusive lock, unless
+// another process made it first. VERSION is written last, so a store
+// whose creation was interrupted is created again.
+func create(ctx context.Context, dir string, timeout time.Duration, noSync bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	lk, err := acquireLock(ctx, dir, true, timeout)
+	if err != nil {
+		return err
+	}
+	defer lk.release()
+	if _, err := os.Stat(filepath.Join(dir, versionFile)); err == nil {
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		switch e.Name() {
+		case lockFile, blobsDir, tmpDir, dbFile, versionFile + ".tmp":
+		default:
+			return fmt.Errorf("%s holds %q but no %s file: not a storefs store, refusing to use it", dir, e.Name(), versionFile)
+		}
+	}
+	for _, d := range []string{blobsDir, tmpDir} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	db, err := bolt.Open(filepath.Join(dir, dbFile), 0o644, &bolt.Options{Timeout: max(timeout, time.Second), NoSync: noSync})
+	if err != nil {
+		return fmt.Errorf("create %s: %w", dbFile, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketDirectories, bucketPathInfos} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", dbFile, err)
+	}
+	content := fmt.Sprintf("%s %d\n", versionMagic, LayoutVersion)
+	return writeFileAtomic(filepath.Join(dir, versionFile), []byte(content), noSync)
+}
+
+// checkVersion reads DIR/VERSION and refuses a layout this package does not
+// know.
+func checkVersion(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, versionFile))
+	if err != nil {
+		return fmt.Errorf("read layout version: %w", err)
+	}
+	magic, v, ok := strings.Cut(strings.TrimSpace(string(b)), " ")
+	if !ok || magic != versionMagic {
+		return fmt.Errorf("%s is %q, want %q: not a storefs store", versionFile, strings.TrimSpace(string(b)), fmt.Sprintf("%s %d", versionMagic, LayoutVersion))
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return fmt.Errorf("%s: bad layout version %q", versionFile, v)
+	}
+	if n != LayoutVersion {
+		return fmt.Errorf("store has layout version %d, this storefs reads only version %d (use a storefs that matches the store)", n, LayoutVersion)
+	}
+	return nil
+}
+
+// writeFileAtomic writes a small file through a temporary name, so that
+// path either does not exist or has all of b.
+func writeFileAtomic(path string, b []byte, noSync bool) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil && !noSync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if noSync {
+		return nil
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a directory's entries (created, renamed files) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// clearTmp removes the partial blobs of a writer that was killed.
+func clearTmp(dir string) error {
+	tmp := filepath.Join(dir, tmpDir)
+	entries, err := os.ReadDir(tmp)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.Mkdir(tmp, 0o755)
+	}
+	if err != nil {
+		return fmt.Errorf("clear %s: %w", tmp, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(tmp, e.Name())); err != nil {
+			return fmt.Errorf("clear %s: %w", tmp, err)
+		}
+	}
+	return nil
+}
+
+func lockPath(dir string) string { return filepath.Join(dir, lockFile) }
+
+// Dir returns the store's directory (absolute).
+func (s *Store) Dir() string { return s.dir }
+
+// ReadOnly reports whether the store was opened read-only.
+func (s *Store) ReadOnly() bool { return s.readOnly }
+
+// TrustedLocal reports that data read from this store needs no
+// re-verification: the store hashes everything when it is written, and
+// `storefs verify` (Verify) re-hashes it on demand.
+func (s *Store) TrustedLocal() bool { return true }
+
+// Close releases the database and the lock. Calls after Close fail; Close
+// itself may be called more than once.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	err := s.db.Close()
+	if lerr := s.lock.release(); err == nil {
+		err = lerr
+	}
+	if err != nil {
+		return fmt.Errorf("close store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// usable fails if the store is closed, or, for a write, read-only.
+func (s *Store) usable(ctx context.Context, write bool) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	if write && s.readOnly {
+		return fmt.Errorf("store %s: %w", s.dir, errReadOnly)
+	}
+	return ctx.Err()
+}

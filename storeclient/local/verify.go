@@ -1,0 +1,342 @@
+package local
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/storefs/storefs/storeclient"
+)
+
+// verifyWorkers is how many blob files Verify hashes at once.
+const verifyWorkers = 2
+
+// verifyBufferSize is the read buffer of each Verify worker: memory stays
+// bounded whatever the blob sizes.
+const verifyBufferSize = 1 << 20
+
+// ProblemKind says what is wrong with an object.
+type ProblemKind string
+
+// The kinds of Problem.
+const (
+	// ProblemCorrupt: the object is stored but its bytes do not match its
+	// digest, or cannot be decoded, or its length disagrees with what
+	// refers to it.
+	ProblemCorrupt ProblemKind = "corrupt"
+	// ProblemMissing: an object that another one refers to is not stored.
+	ProblemMissing ProblemKind = "missing"
+	// ProblemStray: a file in the blob directories that is not a blob.
+	ProblemStray ProblemKind = "stray"
+)
+
+// Problem is one corrupt, missing or stray object found by Verify.
+type Problem struct {
+	Kind ProblemKind
+	// Object is "blob", "directory", "pathinfo" or "file".
+	Object string
+	// ID names the object: a digest in display form, a store path, or a
+	// file path for a stray file.
+	ID string
+	// Detail says what was found, and for a missing object who refers to
+	// it.
+	Detail string
+}
+
+// String formats p as one line, e.g.
+// "corrupt blob blake3-…: content hashes to blake3-…".
+func (p Problem) String() string {
+	return fmt.Sprintf("%s %s %s: %s", p.Kind, p.Object, p.ID, p.Detail)
+}
+
+// VerifyStats counts what Verify checked.
+type VerifyStats struct {
+	Blobs       int64
+	BlobBytes   int64
+	Directories int64
+	PathInfos   int64
+	Problems    int64
+	Duration    time.Duration
+}
+
+// Verify re-hashes every blob file (streaming, verifyWorkers files at a
+// time) and every Directory, checks that every child of every Directory and
+// the root of every PathInfo is stored with the recorded size, and calls
+// report for each problem found, from one goroutine at a time. It returns
+// what it checked; an error means verification could not finish (I/O
+// error, cancelled context), not that problems were found.
+//
+// Verify only reads, so it may run on a store opened read-only next to
+// other readers (a mount, say).
+func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, error) {
+	start := time.Now()
+	var st VerifyStats
+	var mu sync.Mutex // serialises report and st.Problems
+	problem := func(p Problem) {
+		mu.Lock()
+		defer mu.Unlock()
+		st.Problems++
+		s.log.Warn("verify: problem", "kind", p.Kind, "object", p.Object, "id", p.ID, "detail", p.Detail)
+		report(p)
+	}
+	if err := s.usable(ctx, false); err != nil {
+		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
+	}
+	if err := s.verifyBlobs(ctx, &st, problem); err != nil {
+		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
+	}
+	if err := s.verifyDirectories(ctx, &st, problem); err != nil {
+		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
+	}
+	if err := s.verifyPathInfos(ctx, &st, problem); err != nil {
+		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
+	}
+	st.Duration = time.Since(start)
+	return st, nil
+}
+
+// verifyBlobs walks DIR/blobs and hashes every file.
+func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, problem func(Problem)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type job struct {
+		path string
+		d    storeclient.Digest
+	}
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+			cancel()
+		}
+	}
+	for range verifyWorkers {
+		wg.Go(func() {
+			buf := make([]byte, verifyBufferSize)
+			for j := range jobs {
+				n, err := s.verifyBlob(j.path, j.d, buf, problem)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				mu.Lock()
+				st.Blobs++
+				st.BlobBytes += n
+				mu.Unlock()
+			}
+		})
+	}
+	root := filepath.Join(s.dir, blobsDir)
+	walkErr := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		if rel == "." {
+			return nil
+		}
+		depth := strings.Count(rel, string(filepath.Separator)) + 1
+		if e.IsDir() {
+			if depth > 2 || !isHexShard(e.Name()) {
+				problem(Problem{Kind: ProblemStray, Object: "file", ID: path, Detail: "directory that is not a blob shard"})
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		d, ok := blobName(rel)
+		if !ok || !e.Type().IsRegular() {
+			problem(Problem{Kind: ProblemStray, Object: "file", ID: path, Detail: "not a blob (blobs are regular files named blobs/ab/cd/abcd…)"})
+			return nil
+		}
+		select {
+		case jobs <- job{path, d}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(jobs)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if walkErr != nil {
+		return fmt.Errorf("walk blobs: %w", walkErr)
+	}
+	return nil
+}
+
+// verifyBlob hashes one blob file and reports it if its content does not
+// match its name. It returns the number of bytes read; an error means the
+// file could not be read at all for a reason other than corruption.
+func (s *Store) verifyBlob(path string, d storeclient.Digest, buf []byte, problem func(Problem)) (int64, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil // removed since the walk saw it
+	}
+	if err != nil {
+		return 0, fmt.Errorf("verify blob %s: %w", d, err)
+	}
+	defer f.Close()
+	h := storeclient.NewHasher()
+	n, err := io.CopyBuffer(h, onlyReader{f}, buf)
+	if err != nil {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("read %s: %v", path, err)})
+		return n, nil
+	}
+	if got := storeclient.Digest(h.Sum(nil)); got != d {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("content of %s (%d bytes) hashes to %s", path, n, got)})
+	}
+	return n, nil
+}
+
+// onlyReader hides other methods of a reader so io.CopyBuffer uses the
+// given buffer.
+type onlyReader struct{ io.Reader }
+
+// isHexShard reports whether name is a shard directory name: two lower-case
+// hexadecimal characters.
+func isHexShard(name string) bool {
+	if len(name) != 2 {
+		return false
+	}
+	_, err := hex.DecodeString(name)
+	return err == nil && name == lowerHex(name)
+}
+
+func lowerHex(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'F' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// blobName parses "ab/cd/abcd…" (relative to DIR/blobs) into a digest.
+func blobName(rel string) (storeclient.Digest, bool) {
+	dir, name := filepath.Split(rel)
+	if len(name) != 2*storeclient.DigestSize || name != lowerHex(name) {
+		return storeclient.Digest{}, false
+	}
+	d, err := storeclient.ParseDigest(name)
+	if err != nil {
+		return storeclient.Digest{}, false
+	}
+	if dir != filepath.Join(name[0:2], name[2:4])+string(filepath.Separator) {
+		return storeclient.Digest{}, false
+	}
+	return d, true
+}
+
+// verifyDirectories re-hashes and decodes every Directory and checks its
+// children.
+func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, problem func(Problem)) error {
+	for k, v := range s.scan(ctx, bucketDirectories) {
+		if k == nil {
+			return fmt.Errorf("scan directories: %w", v.err)
+		}
+		st.Directories++
+		d, err := storeclient.DigestFromBytes(k)
+		if err != nil {
+			problem(Problem{Kind: ProblemCorrupt, Object: "directory", ID: fmt.Sprintf("key %x", k), Detail: err.Error()})
+			continue
+		}
+		dir, err := decodeDirectory(d, v.value)
+		if err != nil {
+			problem(Problem{Kind: ProblemCorrupt, Object: "directory", ID: d.String(), Detail: err.Error()})
+			continue
+		}
+		for _, e := range dir.Entries() {
+			referrer := fmt.Sprintf("entry %q of directory %s", string(e.Name), d)
+			if err := s.checkNode(e.Node, referrer, problem); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// verifyPathInfos decodes every PathInfo and checks its root.
+func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, problem func(Problem)) error {
+	for k, v := range s.scan(ctx, bucketPathInfos) {
+		if k == nil {
+			return fmt.Errorf("scan pathinfos: %w", v.err)
+		}
+		st.PathInfos++
+		p, err := decodePathInfo(k, v.value)
+		if err != nil {
+			problem(Problem{Kind: ProblemCorrupt, Object: "pathinfo", ID: fmt.Sprintf("key %x", k), Detail: err.Error()})
+			continue
+		}
+		if err := s.checkNode(p.Node, "root of "+p.StorePath.Absolute(), problem); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkNode reports a directory or file node whose content is missing or
+// has another size than recorded. Corrupt content is reported where it is
+// hashed, not again here. An error means the database could not be read.
+func (s *Store) checkNode(n storeclient.Node, referrer string, problem func(Problem)) error {
+	switch n.Kind() {
+	case storeclient.KindFile:
+		err := s.checkBlob(n.Digest(), n.Size())
+		switch {
+		case errors.Is(err, storeclient.ErrNotFound):
+			problem(Problem{Kind: ProblemMissing, Object: "blob", ID: n.Digest().String(), Detail: "referred to by " + referrer})
+		case err != nil:
+			problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: n.Digest().String(), Detail: fmt.Sprintf("%v (referred to by %s)", err, referrer)})
+		}
+	case storeclient.KindDirectory:
+		var size uint64
+		var found, decoded bool
+		d := n.Digest()
+		err := s.db.View(func(tx *bolt.Tx) error {
+			raw, ok := get(tx.Bucket(bucketDirectories), d[:])
+			if !ok {
+				return nil
+			}
+			found = true
+			dir, err := storeclient.UnmarshalDirectory(raw)
+			if err != nil {
+				return nil // reported as corrupt where it is scanned
+			}
+			decoded, size = true, dir.Size()
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read directory %s: %w", n.Digest(), err)
+		}
+		switch {
+		case !found:
+			problem(Problem{Kind: ProblemMissing, Object: "directory", ID: n.Digest().String(), Detail: "referred to by " + referrer})
+		case decoded && size != n.Size():
+			problem(Problem{Kind: ProblemCorrupt, Object: "directory", ID: n.Digest().String(), Detail: fmt.Sprintf("size %d, %s records %d", size, referrer, n.Size())})
+		}
+	}
+	return nil
+}
