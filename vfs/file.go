@@ -1,0 +1,200 @@
+package vfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/storefs/storefs/storeclient"
+)
+
+// File is an open regular file. ReadAt may be called concurrently; reads of
+// one blob through many Files proceed in parallel. Close it when done.
+type File struct {
+	node Node
+	size int64
+	r    storeclient.BlobReader // nil for the empty file
+	op   string
+}
+
+// Open opens a regular file for reading. A directory (or the root) is EISDIR,
+// a symlink ELOOP (callers follow links first). A missing blob is EIO. For a
+// store that is not trusted-local the whole blob is hashed before Open
+// returns, unless its digest was verified recently (verify-then-serve):
+// corrupt content is EIO and logged once with the digest, never served.
+func (f *FS) Open(ctx context.Context, n Node) (*File, error) {
+	switch {
+	case n.place == placeInvalid:
+		return nil, newError("open", "", syscall.EINVAL, errors.New("invalid node"))
+	case n.IsDir():
+		return nil, newError("open", "", syscall.EISDIR, nil)
+	case n.node.Kind() == storeclient.KindSymlink:
+		return nil, newError("open", "", syscall.ELOOP, errors.New("a symlink"))
+	}
+	d, size := n.node.Digest(), n.node.Size()
+	if size > 1<<63-1 {
+		return nil, f.corrupt("open", d, fmt.Errorf("recorded size %d is too large", size))
+	}
+	if size == 0 {
+		if d != storeclient.EmptyDigest {
+			return nil, f.corrupt("open", d, errors.New("recorded size 0 but the digest is not the empty blob's"))
+		}
+		return &File{node: n, op: "read " + d.String()}, nil
+	}
+	octx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+	br, err := f.store.OpenBlob(octx, d)
+	cancel()
+	if err != nil {
+		if errors.Is(err, storeclient.ErrCorrupt) {
+			f.log.Error("vfs: corrupt blob", "digest", d.String(), "err", err)
+		}
+		return nil, backendError("open", d.String(), err)
+	}
+	var r storeclient.BlobReader = br
+	if !f.trusted {
+		r = &boundedReader{r: br, timeout: f.opts.Timeout}
+	}
+	if r.Size() != int64(size) {
+		r.Close()
+		return nil, f.corrupt("open", d, fmt.Errorf("blob has %d bytes, the node records %d", r.Size(), size))
+	}
+	if !f.trusted {
+		if err := f.verifyBlob(ctx, d, r); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	return &File{node: n, size: int64(size), r: r, op: "read " + d.String()}, nil
+}
+
+// corrupt logs one line for corrupt content and returns its EIO error.
+func (f *FS) corrupt(op string, d storeclient.Digest, cause error) error {
+	f.log.Error("vfs: corrupt blob", "digest", d.String(), "err", cause)
+	return backendError(op, d.String(), fmt.Errorf("%w: %w", storeclient.ErrCorrupt, cause))
+}
+
+// verifyChunk is how much of a blob one verification read asks for.
+const verifyChunk = 1 << 20
+
+// verifyBlob hashes the whole blob behind r (unless d was verified before)
+// and fails with EIO if it does not hash to d. Concurrent opens of one blob
+// share one verification.
+func (f *FS) verifyBlob(ctx context.Context, d storeclient.Digest, r storeclient.BlobReader) error {
+	if f.verified.Contains(d) {
+		return nil
+	}
+	_, err, _ := f.blobFlight.Do(string(d[:]), func() (any, error) {
+		h := storeclient.NewHasher()
+		buf := make([]byte, min(verifyChunk, r.Size()))
+		for off := int64(0); off < r.Size(); {
+			if err := ctx.Err(); err != nil {
+				return nil, backendError("open", d.String(), err)
+			}
+			n, err := r.ReadAt(buf[:min(int64(len(buf)), r.Size()-off)], off)
+			if n > 0 {
+				h.Write(buf[:n])
+				off += int64(n)
+			}
+			if err != nil && !(errors.Is(err, io.EOF) && off == r.Size()) {
+				if errors.Is(err, io.EOF) {
+					return nil, f.corrupt("open", d, fmt.Errorf("blob ends at %d of %d bytes", off, r.Size()))
+				}
+				return nil, backendError("open", d.String(), err)
+			}
+		}
+		if got := storeclient.Digest(h.Sum(nil)); got != d {
+			return nil, f.corrupt("open", d, fmt.Errorf("content hashes to %s", got))
+		}
+		f.verified.Add(d, struct{}{})
+		return nil, nil
+	})
+	return err
+}
+
+// Node returns the node the file was opened from.
+func (fl *File) Node() Node { return fl.node }
+
+// Size returns the file's length.
+func (fl *File) Size() int64 { return fl.size }
+
+// ReadAt reads len(p) bytes at off, as io.ReaderAt: fewer bytes only at the
+// end of the file, with io.EOF; a read at or past the end returns 0, io.EOF.
+// A negative offset is EINVAL; a backend failure or timeout EIO.
+func (fl *File) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, newError(fl.op, "", syscall.EINVAL, errors.New("negative offset"))
+	}
+	if off >= fl.size {
+		return 0, io.EOF
+	}
+	var eof error
+	if rem := fl.size - off; int64(len(p)) > rem {
+		p, eof = p[:rem], io.EOF
+	}
+	if len(p) == 0 {
+		return 0, eof
+	}
+	n, err := fl.r.ReadAt(p, off)
+	if n == len(p) {
+		return n, eof
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = fmt.Errorf("blob ended at %d of %d bytes: %w", off+int64(n), fl.size, storeclient.ErrCorrupt)
+	}
+	return n, backendError(fl.op, "", err)
+}
+
+// Close releases the file. It waits for reads still running in the backend.
+func (fl *File) Close() error {
+	if fl.r == nil {
+		return nil
+	}
+	return fl.r.Close()
+}
+
+// boundedReader bounds each ReadAt of an untrusted backend by a timeout.
+// The backend's ReadAt has no context, so it runs in a goroutine reading
+// into its own buffer; the goroutine belongs to the reader, and Close waits
+// for it after closing the backend reader (which must unblock its reads).
+type boundedReader struct {
+	r       storeclient.BlobReader
+	timeout time.Duration
+	wg      sync.WaitGroup
+}
+
+type readResult struct {
+	n   int
+	err error
+}
+
+func (b *boundedReader) Size() int64 { return b.r.Size() }
+
+func (b *boundedReader) ReadAt(p []byte, off int64) (int, error) {
+	buf := make([]byte, len(p))
+	done := make(chan readResult, 1)
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		n, err := b.r.ReadAt(buf, off)
+		done <- readResult{n, err}
+	}()
+	t := time.NewTimer(b.timeout)
+	defer t.Stop()
+	select {
+	case res := <-done:
+		copy(p, buf[:res.n])
+		return res.n, res.err
+	case <-t.C:
+		return 0, fmt.Errorf("blob read at %d: %w", off, context.DeadlineExceeded)
+	}
+}
+
+func (b *boundedReader) Close() error {
+	err := b.r.Close()
+	b.wg.Wait()
+	return err
+}

@@ -1,0 +1,221 @@
+package vfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"syscall"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/storefs/storefs/storeclient"
+)
+
+// trustedLocal is implemented by stores whose data was verified when it was
+// written (the embedded local store, the memory store). Their blobs and
+// Directories are served without re-hashing.
+type trustedLocal interface {
+	TrustedLocal() bool
+}
+
+// FS is the read-only filesystem over one store. All its methods may be
+// called concurrently. It starts no goroutines of its own that outlive a
+// call, holds no resources beyond bounded caches, and needs no Close; the
+// caller owns and closes the store.
+type FS struct {
+	store   storeclient.Store
+	opts    Options
+	trusted bool
+	log     *slog.Logger
+
+	dirs      *lru.Cache[storeclient.Digest, *cachedDir]
+	dirFlight singleflight.Group
+
+	verified   *lru.Cache[storeclient.Digest, struct{}]
+	blobFlight singleflight.Group
+
+	rootMu   sync.Mutex
+	rootSnap []rootEntry // the latest sorted root listing; see readdir.go
+}
+
+// cachedDir is a Directory that has been verified against its digest, with
+// the sizes a parent may record for it.
+type cachedDir struct {
+	dir        *storeclient.Directory
+	legacySize uint64
+	legacyOK   bool
+}
+
+// New returns an FS over store. A store that does not implement
+// TrustedLocal() bool returning true gets every blob and Directory verified
+// against its digest before anything that depends on it is served.
+func New(store storeclient.Store, opts Options) (*FS, error) {
+	opts = opts.withDefaults()
+	dirs, err := lru.New[storeclient.Digest, *cachedDir](opts.DirectoryCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("vfs: directory cache: %w", err)
+	}
+	verified, err := lru.New[storeclient.Digest, struct{}](opts.VerifiedBlobCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("vfs: verified blob cache: %w", err)
+	}
+	tl, ok := store.(trustedLocal)
+	return &FS{
+		store:    store,
+		opts:     opts,
+		trusted:  ok && tl.TrustedLocal(),
+		log:      opts.Logger,
+		dirs:     dirs,
+		verified: verified,
+	}, nil
+}
+
+// Options returns the options in effect, defaults filled in.
+func (f *FS) Options() Options { return f.opts }
+
+// Root returns the root directory.
+func (f *FS) Root() Node { return rootNode() }
+
+// getPathInfo asks the store for a PathInfo, bounded by the timeout.
+func (f *FS) getPathInfo(ctx context.Context, sp storeclient.StorePathDigest) (*storeclient.PathInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+	defer cancel()
+	return f.store.GetPathInfo(ctx, sp)
+}
+
+// directory returns the Directory behind a directory node, from the cache or
+// the store; verified against its digest (untrusted stores) and against the
+// size the parent recorded for it (always). Errors are *Error with EIO; a
+// missing Directory wraps storeclient.ErrNotFound.
+func (f *FS) directory(ctx context.Context, op string, n storeclient.Node) (*storeclient.Directory, error) {
+	d := n.Digest()
+	cd, ok := f.dirs.Get(d)
+	if !ok {
+		v, err, _ := f.dirFlight.Do(string(d[:]), func() (any, error) {
+			return f.fetchDirectory(ctx, d)
+		})
+		if err != nil {
+			return nil, backendError(op, d.String(), err)
+		}
+		cd = v.(*cachedDir)
+	}
+	if cd.dir.Size() != n.Size() && !(f.opts.LegacySizes && cd.legacyOK && cd.legacySize == n.Size()) {
+		err := &storeclient.ValidationError{Rule: storeclient.RuleSize,
+			Detail: fmt.Sprintf("directory %s has size %d but its parent records %d", d, cd.dir.Size(), n.Size())}
+		f.log.Error("vfs: corrupt directory: recorded size disagrees", "digest", d.String(), "size", cd.dir.Size(), "recorded", n.Size())
+		return nil, backendError(op, d.String(), err)
+	}
+	return cd.dir, nil
+}
+
+func (f *FS) fetchDirectory(ctx context.Context, d storeclient.Digest) (*cachedDir, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+	defer cancel()
+	dir, err := f.store.GetDirectory(ctx, d)
+	if err != nil {
+		if errors.Is(err, storeclient.ErrCorrupt) {
+			f.log.Error("vfs: corrupt directory", "digest", d.String(), "err", err)
+		}
+		return nil, err
+	}
+	if !f.trusted {
+		if got := dir.Digest(); got != d {
+			f.log.Error("vfs: corrupt directory: digest mismatch", "digest", d.String(), "got", got.String())
+			return nil, fmt.Errorf("directory %s: content hashes to %s: %w", d, got, storeclient.ErrCorrupt)
+		}
+	}
+	cd := &cachedDir{dir: dir}
+	if ls, err := dir.LegacySize(); err == nil {
+		cd.legacySize, cd.legacyOK = ls, true
+	}
+	f.dirs.Add(d, cd)
+	return cd, nil
+}
+
+// checkName rejects names no entry can have: empty, ".", "..", containing
+// "/" or NUL (ENOENT), longer than 255 bytes (ENAMETOOLONG).
+func checkName(op, name string) error {
+	if len(name) > storeclient.MaxNameLen {
+		return newError(op, name, syscall.ENAMETOOLONG, nil)
+	}
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return newError(op, name, syscall.ENOENT, errors.New("not an entry name"))
+	}
+	return nil
+}
+
+// Lookup returns the entry called name in the directory dir.
+//
+// In the root, name must parse as a store path basename and equal the
+// PathInfo's basename exactly; anything else is ENOENT. Below the root the
+// Directory is read (EIO if it is missing or corrupt). A non-directory dir
+// is ENOTDIR; "", ".", "..", and names with "/" or NUL are ENOENT (frontends
+// resolve "." and ".." themselves); names over 255 bytes ENAMETOOLONG.
+func (f *FS) Lookup(ctx context.Context, dir Node, name string) (Node, error) {
+	if err := checkName("lookup", name); err != nil {
+		return Node{}, err
+	}
+	switch {
+	case dir.place == placeRoot:
+		return f.lookupRoot(ctx, name)
+	case dir.place == placeInvalid:
+		return Node{}, newError("lookup", name, syscall.EINVAL, errors.New("invalid node"))
+	case dir.node.Kind() != storeclient.KindDirectory:
+		return Node{}, newError("lookup", name, syscall.ENOTDIR, nil)
+	}
+	d, err := f.directory(ctx, "lookup", dir.node)
+	if err != nil {
+		return Node{}, err
+	}
+	e, i, ok := d.Lookup(name)
+	if !ok {
+		return Node{}, newError("lookup", name, syscall.ENOENT, nil)
+	}
+	return childNode(dir.node, i, e.Node), nil
+}
+
+func (f *FS) lookupRoot(ctx context.Context, name string) (Node, error) {
+	sp, err := storeclient.ParseStorePathBasename(name)
+	if err != nil {
+		return Node{}, newError("lookup", name, syscall.ENOENT, err)
+	}
+	pi, err := f.getPathInfo(ctx, sp.Digest)
+	if errors.Is(err, storeclient.ErrNotFound) {
+		return Node{}, newError("lookup", name, syscall.ENOENT, err)
+	}
+	if err != nil {
+		return Node{}, backendError("lookup", name, err)
+	}
+	if pi.StorePath.Digest != sp.Digest || pi.StorePath.Name != sp.Name {
+		return Node{}, newError("lookup", name, syscall.ENOENT,
+			fmt.Errorf("the store path with this hash is %s", pi.StorePath.Basename()))
+	}
+	return topNode(sp.Digest, pi.Node), nil
+}
+
+// Readlink returns a symlink's target; EINVAL for other nodes.
+func (f *FS) Readlink(n Node) (string, error) {
+	if n.place == placeRoot || n.node.Kind() != storeclient.KindSymlink {
+		return "", newError("readlink", "", syscall.EINVAL, errors.New("not a symlink"))
+	}
+	return string(n.node.Target()), nil
+}
+
+// Statfs describes the filesystem for statfs/FSSTAT.
+type Statfs struct {
+	BlockSize uint32 // bytes per block
+	Blocks    uint64 // total blocks (0: the store's size is not known)
+	Files     uint64 // total nodes (0: not known)
+	NameMax   uint32 // longest name: 255
+	ReadOnly  bool   // always true
+}
+
+// Statfs never fails: the filesystem is read-only, free space is zero and
+// names are at most 255 bytes.
+func (f *FS) Statfs() Statfs {
+	return Statfs{BlockSize: 4096, NameMax: storeclient.MaxNameLen, ReadOnly: true}
+}
