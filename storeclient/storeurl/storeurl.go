@@ -8,13 +8,13 @@ package storeurl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/storeclient/local"
 	"github.com/storefs/storefs/storeclient/memory"
 )
 
@@ -68,5 +68,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (storeclient.Store, 
 }
 
 func openLocal(ctx context.Context, dir string, opts Options) (storeclient.Store, error) {
-	return nil, errors.New("the local store is not built yet")
+	s, err := local.Open(ctx, dir, local.Options{ReadOnly: opts.ReadOnly})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
