@@ -156,8 +156,12 @@ func (s *Store) open(timeout time.Duration) error {
 	if !s.readOnly {
 		// Under the exclusive lock nobody else is writing: whatever is in
 		// tmp was left by a killed writer.
-		if err := clearTmp(s.dir); err != nil {
+		n, err := clearTmp(s.dir)
+		if err != nil {
 			return err
+		}
+		if n > 0 {
+			s.log.Info("removed partial blobs left by a writer that did not finish", "store", s.dir, "files", n)
 		}
 	}
 	db, err := bolt.Open(filepath.Join(s.dir, dbFile), 0o644, &bolt.Options{
@@ -303,22 +307,23 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// clearTmp removes the partial blobs of a writer that was killed.
-func clearTmp(dir string) error {
+// clearTmp removes the partial blobs of a writer that was killed and
+// returns how many it removed.
+func clearTmp(dir string) (int, error) {
 	tmp := filepath.Join(dir, tmpDir)
 	entries, err := os.ReadDir(tmp)
 	if errors.Is(err, os.ErrNotExist) {
-		return os.Mkdir(tmp, 0o755)
+		return 0, os.Mkdir(tmp, 0o755)
 	}
 	if err != nil {
-		return fmt.Errorf("clear %s: %w", tmp, err)
+		return 0, fmt.Errorf("clear %s: %w", tmp, err)
 	}
 	for _, e := range entries {
 		if err := os.RemoveAll(filepath.Join(tmp, e.Name())); err != nil {
-			return fmt.Errorf("clear %s: %w", tmp, err)
+			return 0, fmt.Errorf("clear %s: %w", tmp, err)
 		}
 	}
-	return nil
+	return len(entries), nil
 }
 
 func lockPath(dir string) string { return filepath.Join(dir, lockFile) }

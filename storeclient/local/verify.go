@@ -86,7 +86,6 @@ func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, 
 		mu.Lock()
 		defer mu.Unlock()
 		st.Problems++
-		s.log.Warn("verify: problem", "kind", p.Kind, "object", p.Object, "id", p.ID, "detail", p.Detail)
 		report(p)
 	}
 	if err := s.usable(ctx, false); err != nil {
