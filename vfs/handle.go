@@ -45,7 +45,7 @@ func (n Node) AppendHandle(b []byte) []byte {
 		return append(b, tagRoot)
 	case placeTop:
 		b = append(b, tagTop)
-		return append(b, n.storePath[:]...)
+		return append(b, n.ref[:storeclient.StorePathDigestSize]...)
 	case placeChild:
 		switch n.node.Kind() {
 		case storeclient.KindDirectory:
@@ -65,7 +65,7 @@ func (n Node) AppendHandle(b []byte) []byte {
 			return append(b, flags)
 		case storeclient.KindSymlink:
 			b = append(b, tagSymlink)
-			b = append(b, n.parent[:]...)
+			b = append(b, n.ref[:]...)
 			b = binary.BigEndian.AppendUint64(b, n.parentSize)
 			return binary.BigEndian.AppendUint32(b, n.index)
 		}

@@ -33,11 +33,10 @@ type Node struct {
 	place place
 	ino   uint64
 
-	// placeTop: the store path digest of the PathInfo.
-	storePath storeclient.StorePathDigest
-	// placeChild: the Directory holding the entry and the entry's index,
-	// needed to resolve a symlink's handle.
-	parent     storeclient.Digest
+	// ref is, for placeTop, the store path digest of the PathInfo (first 20
+	// bytes); for placeChild, the digest of the Directory holding the
+	// entry. With parentSize and index it resolves a symlink's handle.
+	ref        [32]byte
 	parentSize uint64
 	index      uint32
 }
@@ -105,11 +104,13 @@ func inoOf(sn storeclient.Node) uint64 {
 func rootNode() Node { return Node{place: placeRoot, ino: RootIno} }
 
 func topNode(sp storeclient.StorePathDigest, sn storeclient.Node) Node {
-	return Node{node: sn, place: placeTop, ino: inoOf(sn), storePath: sp}
+	n := Node{node: sn, place: placeTop, ino: inoOf(sn)}
+	copy(n.ref[:], sp[:])
+	return n
 }
 
 func childNode(parent storeclient.Node, index int, sn storeclient.Node) Node {
-	return Node{node: sn, place: placeChild, ino: inoOf(sn), parent: parent.Digest(), parentSize: parent.Size(), index: uint32(index)}
+	return Node{node: sn, place: placeChild, ino: inoOf(sn), ref: parent.Digest(), parentSize: parent.Size(), index: uint32(index)}
 }
 
 // Attr is what stat shows for a node (docs/filesystem.md "Attributes").
