@@ -1,0 +1,68 @@
+// Package vfs is the one read-only filesystem every storefs frontend (FUSE,
+// NFSv3, 9P2000.L, virtiofs) serves. It decides everything a user sees
+// (spec/filesystem.md); frontends only translate its answers to their
+// protocol.
+//
+// # Nodes and operations
+//
+// An FS wraps a storeclient.Store. A Node is a small immutable value: the
+// root (FS.Root), the root node of a PathInfo, or an entry below one.
+// FS.Lookup, FS.ReadDir, FS.Attr, FS.Readlink, FS.Open (then File.ReadAt),
+// FS.Getxattr, FS.Listxattr and FS.Statfs are the operations; FS.Walk
+// resolves a path for path-based callers. FS.Attr needs no store call, so
+// readdirplus and getattr are free once a node is known.
+//
+// # Errors
+//
+// Every error is an *Error carrying the errno the frontend answers with;
+// Errno(err) returns it (ENOENT, EIO, EPERM, EROFS, EINVAL, EISDIR, ENOTDIR,
+// ENODATA, ERANGE, ENAMETOOLONG, ESTALE, ELOOP). Writes are refused with
+// ReadOnly(op, name) (EROFS), which matches ErrReadOnly.
+//
+// # Inode numbers
+//
+// The root is 1. Every other node's inode number is a pure function of its
+// content: the first 64 bits of the Directory digest (directories) or blob
+// digest (files), XORed with a constant per kind — directory, plain file,
+// executable file — or of the BLAKE3 of the target (symlinks). Equal content
+// has one inode number everywhere, on every daemon and after restarts; 0 and
+// 1 are moved to 2 and 3. Distinct contents collide only by chance: for n
+// distinct nodes the probability that any two share a number is about
+// 1 - exp(-n²/2^65): 2.7e-8 for 10^6 nodes, 2.7 % for 10^9 nodes. A
+// frontend that dedups nodes by inode (go-fuse does) should therefore check
+// that the content matches before reusing a node.
+//
+// # Handles
+//
+// Node.Handle returns at most MaxHandleLen (45) bytes; FS.ResolveHandle
+// turns a handle back into the Node on any FS over the same store, without
+// a table. The first byte is a tag:
+//
+//	0x01                                   the root
+//	0x02 storePathDigest[20]               the root node of a PathInfo
+//	0x03 digest[32] size[8]                a directory (Directory digest, size)
+//	0x04 digest[32] size[8] flags[1]       a file (blob digest, size, bit 0 executable)
+//	0x05 parent[32] parentSize[8] index[4] a symlink: entry index in its parent Directory
+//
+// Integers are big endian. A handle that does not decode or whose object the
+// store does not hold resolves to ESTALE.
+//
+// # Directory cookies
+//
+// FS.ReadDir resumes after a cookie (0 starts; never returned). Below the
+// root, entry i has cookie i+1 (Directories are immutable). At the root,
+// whose names can grow during a listing, the cookie is the 60-bit value of
+// the first 12 nixbase32 characters of the basename shifted left by 4, plus
+// 1 plus the rank among names sharing that prefix, so it rises with the
+// names and a resumed listing never drops or repeats a name.
+//
+// # Integrity and bounds
+//
+// Stores that do not implement TrustedLocal() bool returning true get every
+// Directory re-hashed on fetch and every blob hashed in full on first open
+// (verify-then-serve; verified digests are remembered in a bounded LRU).
+// Child Directory sizes are checked against what the parent recorded. Every
+// backend call is bounded by Options.Timeout. Directories are cached in an
+// LRU of Options.DirectoryCacheSize with one fetch per concurrent miss;
+// nothing else grows with the nodes seen.
+package vfs
