@@ -145,6 +145,9 @@ func (r *Reader) readString(max int, what string) ([]byte, error) {
 	if n > uint64(max) {
 		return nil, r.malformed("%s of %d bytes is longer than %d", what, n, max)
 	}
+	if uint64(cap(r.tok)) < n {
+		r.tok = make([]byte, n)
+	}
 	r.tok = r.tok[:n]
 	if _, err := io.ReadFull(r.r, r.tok); err != nil {
 		return nil, r.ioErr(err, what)
