@@ -1,0 +1,10 @@
+package castorepb
+
+// ReadOffsetMetadata is a storefs extension of BlobService.Read, carried in
+// gRPC metadata so that the messages stay those of tvix/snix: a client puts
+// a decimal byte offset under this key in the request metadata, and a
+// server that honours it starts the stream at that offset and echoes the
+// same value under the same key in its response header. A server that does
+// not know the key ignores it and streams from the start, and its header
+// lacks the echo, so the client can tell the two apart.
+const ReadOffsetMetadata = "storefs-read-offset"

@@ -1,0 +1,118 @@
+package grpcserver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/storeclient/castorepb"
+)
+
+type blobService struct {
+	castorepb.UnimplementedBlobServiceServer
+	store storeclient.Store
+	opts  Options
+}
+
+// Stat answers with the blob as its one chunk when chunks are asked for,
+// which tells the client the blob's length.
+func (b *blobService) Stat(ctx context.Context, req *castorepb.StatBlobRequest) (*castorepb.StatBlobResponse, error) {
+	d, err := digestArg(req.GetDigest(), "stat blob")
+	if err != nil {
+		return nil, err
+	}
+	size, err := b.store.StatBlob(ctx, d)
+	if err != nil {
+		return nil, statusFor(err, false)
+	}
+	resp := &castorepb.StatBlobResponse{}
+	if req.GetSendChunks() {
+		resp.Chunks = []*castorepb.StatBlobResponse_ChunkMeta{{Digest: d[:], Size: uint64(size)}}
+	}
+	return resp, nil
+}
+
+// Read streams a blob, from the offset of castorepb.ReadOffsetMetadata if
+// the client sent one (echoed in the response header).
+func (b *blobService) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStreamingServer[castorepb.BlobChunk]) error {
+	ctx := stream.Context()
+	d, err := digestArg(req.GetDigest(), "read blob")
+	if err != nil {
+		return err
+	}
+	var off int64
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(castorepb.ReadOffsetMetadata); len(v) > 0 {
+			off, err = strconv.ParseInt(v[0], 10, 64)
+			if err != nil || off < 0 || len(v) > 1 {
+				return status.Errorf(codes.InvalidArgument, "read blob %s: bad %s %q", d, castorepb.ReadOffsetMetadata, v)
+			}
+		}
+	}
+	r, err := b.store.OpenBlob(ctx, d)
+	if err != nil {
+		return statusFor(err, false)
+	}
+	defer r.Close()
+	if off > 0 {
+		if off > r.Size() {
+			return status.Errorf(codes.OutOfRange, "read blob %s: offset %d past its %d bytes", d, off, r.Size())
+		}
+		if err := stream.SendHeader(metadata.Pairs(castorepb.ReadOffsetMetadata, strconv.FormatInt(off, 10))); err != nil {
+			return err
+		}
+	}
+	buf := make([]byte, b.opts.ReadChunkSize)
+	for off < r.Size() {
+		n, err := r.ReadAt(buf[:min(int64(len(buf)), r.Size()-off)], off)
+		if n > 0 {
+			if err := stream.Send(&castorepb.BlobChunk{Data: buf[:n]}); err != nil {
+				return err
+			}
+			off += int64(n)
+		}
+		if err == io.EOF && off < r.Size() {
+			return status.Errorf(codes.DataLoss, "read blob %s: ends at %d of %d bytes", d, off, r.Size())
+		}
+		if err != nil && err != io.EOF {
+			peerLog(ctx, b.opts.Logger).Warn("grpc: read blob failed", "digest", d.String(), "offset", off, "err", err)
+			return statusFor(err, false)
+		}
+	}
+	return nil
+}
+
+// Put stores the streamed bytes as one blob.
+func (b *blobService) Put(stream grpc.ClientStreamingServer[castorepb.BlobChunk, castorepb.PutBlobResponse]) error {
+	ctx := stream.Context()
+	w, err := b.store.NewBlobWriter(ctx)
+	if err != nil {
+		return statusFor(err, true)
+	}
+	defer w.Close()
+	for {
+		c, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(c.GetData()); err != nil {
+			return statusFor(err, true)
+		}
+	}
+	d, err := w.Commit()
+	if err != nil {
+		peerLog(ctx, b.opts.Logger).Warn("grpc: put blob failed", "err", err)
+		return statusFor(err, true)
+	}
+	return stream.SendAndClose(&castorepb.PutBlobResponse{Digest: d[:]})
+}

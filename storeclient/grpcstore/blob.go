@@ -1,0 +1,489 @@
+package grpcstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/zeebo/blake3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/storeclient/castorepb"
+)
+
+// putChunkSize is the largest BlobChunk an upload sends.
+const putChunkSize = 1 << 20
+
+// maxSkip is how far ahead a reader reads and discards instead of
+// re-opening the stream at the offset, when the server supports offsets.
+const maxSkip = 1 << 20
+
+// segment is a part of a blob that can be read on its own: the whole blob,
+// or one chunk of it as listed by Stat.
+type segment struct {
+	off, size int64
+	digest    storeclient.Digest
+}
+
+// stat asks for a blob's chunks. It returns the segments, or nil segments
+// with a nil error when the server lists none (the size is then unknown).
+func (s *Store) stat(ctx context.Context, d storeclient.Digest) ([]segment, error) {
+	var resp *castorepb.StatBlobResponse
+	err := s.call(ctx, "stat blob "+d.String(), true, false, func(ctx context.Context, pkg grpc.CallOption) error {
+		var err error
+		resp, err = s.blobs.Stat(ctx, &castorepb.StatBlobRequest{Digest: d[:], SendChunks: true}, pkg)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	chunks := resp.GetChunks()
+	if len(chunks) == 0 {
+		return nil, nil
+	}
+	segs := make([]segment, 0, len(chunks))
+	var off int64
+	for i, c := range chunks {
+		cd, err := storeclient.DigestFromBytes(c.GetDigest())
+		if err != nil {
+			return nil, fmt.Errorf("grpc store %s: stat blob %s: chunk %d: %w", s.target, d, i, errors.Join(storeclient.ErrCorrupt, err))
+		}
+		size := int64(c.GetSize())
+		if size < 0 || off+size < off || (size == 0 && len(chunks) > 1) {
+			return nil, fmt.Errorf("grpc store %s: stat blob %s: chunk %d has size %d: %w", s.target, d, i, c.GetSize(), storeclient.ErrCorrupt)
+		}
+		segs = append(segs, segment{off: off, size: size, digest: cd})
+		off += size
+	}
+	if len(segs) == 1 && (segs[0].digest != d || (segs[0].size == 0) != (d == storeclient.EmptyDigest)) {
+		return nil, fmt.Errorf("grpc store %s: stat blob %s: its only chunk is %s: %w", s.target, d, segs[0].digest, storeclient.ErrCorrupt)
+	}
+	return segs, nil
+}
+
+// StatBlob implements storeclient.BlobService. When the server lists no
+// chunks in Stat, the size is measured by streaming the blob once (and
+// remembered).
+func (s *Store) StatBlob(ctx context.Context, d storeclient.Digest) (int64, error) {
+	segs, err := s.segments(ctx, d)
+	if err != nil {
+		return 0, err
+	}
+	last := segs[len(segs)-1]
+	return last.off + last.size, nil
+}
+
+// segments returns the readable parts of a blob, measuring its size if the
+// server does not say it.
+func (s *Store) segments(ctx context.Context, d storeclient.Digest) ([]segment, error) {
+	if d == storeclient.EmptyDigest {
+		// Still ask: the server must have it.
+		if _, err := s.stat(ctx, d); err != nil {
+			return nil, err
+		}
+		return []segment{{digest: d}}, nil
+	}
+	segs, err := s.stat(ctx, d)
+	if err != nil || segs != nil {
+		return segs, err
+	}
+	if n, ok := s.sizes.get(d); ok {
+		return []segment{{size: n, digest: d}}, nil
+	}
+	n, err := s.measure(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	s.sizes.put(d, n)
+	return []segment{{size: n, digest: d}}, nil
+}
+
+// measure streams a whole blob to learn its length, checking its digest.
+func (s *Store) measure(ctx context.Context, d storeclient.Digest) (int64, error) {
+	var n int64
+	err := s.call(ctx, "measure blob "+d.String(), true, true, func(ctx context.Context, pkg grpc.CallOption) error {
+		st, err := s.openRead(ctx, d, 0, pkg)
+		if err != nil {
+			return err
+		}
+		defer st.close()
+		n = 0
+		for {
+			b, err := st.recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			n += int64(len(b))
+		}
+		if got := storeclient.Digest(st.hasher.Sum(nil)); got != d {
+			return fmt.Errorf("blob %s: the server sent bytes hashing to %s: %w", d, got, storeclient.ErrCorrupt)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// OpenBlob implements storeclient.BlobService.
+func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
+	segs, err := s.segments(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	last := segs[len(segs)-1]
+	return &blobReader{s: s, digest: d, segs: segs, size: last.off + last.size}, nil
+}
+
+// readStream is one open Read stream of a segment.
+type readStream struct {
+	stream  grpc.ServerStreamingClient[castorepb.BlobChunk]
+	kick    func()
+	stop    func()
+	ctx     context.Context
+	pos     int64  // segment offset of pending[0]
+	pending []byte // received, not yet consumed
+	hasher  *blake3.Hasher
+}
+
+// openRead opens a Read stream of digest d starting at off (0 or, with
+// the offset extension, any offset). The returned stream's pos says where
+// it really starts. The stream is cut when the server sends nothing for a
+// whole timeout.
+func (s *Store) openRead(ctx context.Context, d storeclient.Digest, off int64, pkg grpc.CallOption) (*readStream, error) {
+	ictx, kick, stop := idleContext(ctx, s.opts.Timeout)
+	octx := ictx
+	askOffset := off > 0 && s.offsetReads.Load() >= 0
+	if askOffset {
+		octx = metadata.AppendToOutgoingContext(ictx, castorepb.ReadOffsetMetadata, strconv.FormatInt(off, 10))
+	}
+	stream, err := s.blobs.Read(octx, &castorepb.ReadBlobRequest{Digest: d[:]}, pkg)
+	if err != nil {
+		stop()
+		return nil, idleErr(ictx, err)
+	}
+	st := &readStream{stream: stream, kick: kick, stop: stop, ctx: ictx}
+	if askOffset {
+		hdr, err := stream.Header()
+		if err != nil {
+			stop()
+			return nil, idleErr(ictx, err)
+		}
+		if v := hdr.Get(castorepb.ReadOffsetMetadata); len(v) == 1 && v[0] == strconv.FormatInt(off, 10) {
+			st.pos = off
+			s.offsetReads.Store(1)
+		} else {
+			s.offsetReads.Store(-1)
+		}
+	}
+	if st.pos == 0 {
+		// Streamed from the start: the bytes can be checked at the end.
+		st.hasher = storeclient.NewHasher()
+	}
+	// Surface NOT_FOUND or UNIMPLEMENTED now, while the call can still be
+	// retried or redirected to the other package.
+	if err := st.fill(); err != nil && err != io.EOF {
+		stop()
+		return nil, err
+	}
+	return st, nil
+}
+
+// fill receives the next message if nothing is pending.
+func (st *readStream) fill() error {
+	for len(st.pending) == 0 {
+		st.kick()
+		msg, err := st.stream.Recv()
+		if err != nil {
+			return idleErr(st.ctx, err)
+		}
+		st.pending = msg.GetData()
+		if st.hasher != nil {
+			st.hasher.Write(st.pending)
+		}
+	}
+	return nil
+}
+
+// recv returns the next bytes of the stream, or io.EOF at its end.
+func (st *readStream) recv() ([]byte, error) {
+	if err := st.fill(); err != nil {
+		return nil, err
+	}
+	b := st.pending
+	st.pos += int64(len(b))
+	st.pending = nil
+	return b, nil
+}
+
+func (st *readStream) close() { st.stop() }
+
+// blobReader is a storeclient.BlobReader over Read streams.
+type blobReader struct {
+	s      *Store
+	digest storeclient.Digest
+	segs   []segment
+	size   int64
+
+	mu     sync.Mutex
+	cur    *readStream
+	curSeg int
+	cache  []window
+	tick   uint64
+	closed bool
+}
+
+type window struct {
+	seg  int
+	idx  int64
+	data []byte
+	used uint64
+}
+
+func (r *blobReader) Size() int64 { return r.size }
+
+func (r *blobReader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	r.dropStream()
+	r.cache = nil
+	return nil
+}
+
+func (r *blobReader) dropStream() {
+	if r.cur != nil {
+		r.cur.close()
+		r.cur = nil
+	}
+}
+
+// ReadAt implements io.ReaderAt. Concurrent calls are served one at a time.
+func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("blob %s: read at negative offset %d", r.digest, off)
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, fmt.Errorf("blob %s: read after close", r.digest)
+	}
+	n := 0
+	for n < len(p) && off+int64(n) < r.size {
+		pos := off + int64(n)
+		i, _ := slices.BinarySearchFunc(r.segs, pos, func(s segment, pos int64) int {
+			switch {
+			case s.off+s.size <= pos:
+				return -1
+			case s.off > pos:
+				return 1
+			}
+			return 0
+		})
+		seg := r.segs[i]
+		w := int64(r.s.opts.Window)
+		idx := (pos - seg.off) / w
+		data, err := r.window(i, idx)
+		if err != nil {
+			return n, err
+		}
+		n += copy(p[n:], data[pos-seg.off-idx*w:])
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// window returns window idx of segment i, from the cache or the stream.
+func (r *blobReader) window(i int, idx int64) ([]byte, error) {
+	r.tick++
+	for k := range r.cache {
+		if c := &r.cache[k]; c.seg == i && c.idx == idx {
+			c.used = r.tick
+			return c.data, nil
+		}
+	}
+	seg := r.segs[i]
+	w := int64(r.s.opts.Window)
+	start, end := idx*w, min((idx+1)*w, seg.size)
+	var data []byte
+	err := r.s.call(r.s.ctx, "read blob "+r.digest.String(), true, true, func(ctx context.Context, pkg grpc.CallOption) error {
+		var err error
+		data, err = r.fillWindow(ctx, pkg, i, start, end)
+		if err != nil {
+			r.dropStream()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	entry := window{seg: i, idx: idx, data: data, used: r.tick}
+	if len(r.cache) < r.s.opts.CachedWindows {
+		r.cache = append(r.cache, entry)
+	} else {
+		lru := 0
+		for k := range r.cache {
+			if r.cache[k].used < r.cache[lru].used {
+				lru = k
+			}
+		}
+		r.cache[lru] = entry
+	}
+	return data, nil
+}
+
+// fillWindow reads bytes [start, end) of segment i, reusing the open
+// stream when it has not passed start.
+func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int, start, end int64) ([]byte, error) {
+	seg := r.segs[i]
+	st := r.cur
+	if st != nil && (r.curSeg != i || st.pos > start || (r.s.offsetReads.Load() > 0 && start-st.pos > maxSkip)) {
+		r.dropStream()
+		st = nil
+	}
+	if st == nil {
+		var err error
+		st, err = r.s.openRead(ctx, seg.digest, start, pkg)
+		if err != nil {
+			return nil, err
+		}
+		r.cur, r.curSeg = st, i
+	}
+	data := make([]byte, 0, end-start)
+	for st.pos < end {
+		if err := st.fill(); err != nil {
+			if err == io.EOF {
+				return nil, fmt.Errorf("blob %s: stream of %s ended at byte %d of %d: %w", r.digest, seg.digest, st.pos, seg.size, storeclient.ErrCorrupt)
+			}
+			return nil, err
+		}
+		if st.pos+int64(len(st.pending)) > seg.size {
+			return nil, fmt.Errorf("blob %s: server sent more than the %d bytes of %s: %w", r.digest, seg.size, seg.digest, storeclient.ErrCorrupt)
+		}
+		b := st.pending
+		if st.pos < start {
+			skip := min(int64(len(b)), start-st.pos)
+			b = b[skip:]
+			st.pos += skip
+		}
+		take := min(int64(len(b)), end-st.pos)
+		data = append(data, b[:take]...)
+		st.pos += take
+		st.pending = b[take:]
+	}
+	if st.pos == seg.size {
+		// The end: the stream must end too, and if it ran from the
+		// start its bytes must hash to the digest.
+		if err := st.fill(); err != io.EOF {
+			if err == nil {
+				err = fmt.Errorf("blob %s: server sent more than the %d bytes of %s: %w", r.digest, seg.size, seg.digest, storeclient.ErrCorrupt)
+			}
+			return nil, err
+		}
+		if st.hasher != nil {
+			if got := storeclient.Digest(st.hasher.Sum(nil)); got != seg.digest {
+				return nil, fmt.Errorf("blob %s: server sent bytes of %s hashing to %s: %w", r.digest, seg.digest, got, storeclient.ErrCorrupt)
+			}
+		}
+		r.dropStream()
+	}
+	return data, nil
+}
+
+// NewBlobWriter implements storeclient.BlobService. The upload streams as
+// it is written; it is not retried (its bytes are not kept).
+func (s *Store) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, error) {
+	if err := s.ensurePackage(ctx); err != nil {
+		return nil, err
+	}
+	pkg := s.Package()
+	if pkg == PackageAuto {
+		pkg = PackageSnix
+	}
+	ictx, kick, stop := idleContext(ctx, s.opts.Timeout)
+	stream, err := s.blobs.Put(ictx, packageOption{pkg: pkg})
+	if err != nil {
+		stop()
+		return nil, s.wrap("put blob", idleErr(ictx, err))
+	}
+	return &blobWriter{s: s, stream: stream, ctx: ictx, kick: kick, stop: stop, h: storeclient.NewHasher()}, nil
+}
+
+type blobWriter struct {
+	s      *Store
+	stream grpc.ClientStreamingClient[castorepb.BlobChunk, castorepb.PutBlobResponse]
+	ctx    context.Context
+	kick   func()
+	stop   func()
+	h      *blake3.Hasher
+	done   bool
+	err    error
+}
+
+func (w *blobWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errors.New("write to a committed or closed blob writer")
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := 0
+	for n < len(p) {
+		c := p[n:min(len(p), n+putChunkSize)]
+		w.kick()
+		if err := w.stream.Send(&castorepb.BlobChunk{Data: c}); err != nil {
+			if err == io.EOF {
+				// The server ended the call; its status says why.
+				_, err = w.stream.CloseAndRecv()
+			}
+			w.err = w.s.wrap("put blob", idleErr(w.ctx, err))
+			return n, w.err
+		}
+		w.h.Write(c)
+		n += len(c)
+	}
+	return n, nil
+}
+
+func (w *blobWriter) Commit() (storeclient.Digest, error) {
+	if w.done {
+		return storeclient.Digest{}, errors.New("commit of a committed or closed blob writer")
+	}
+	w.done = true
+	defer w.stop()
+	if w.err != nil {
+		return storeclient.Digest{}, w.err
+	}
+	w.kick()
+	resp, err := w.stream.CloseAndRecv()
+	if err != nil {
+		return storeclient.Digest{}, w.s.wrap("put blob", idleErr(w.ctx, err))
+	}
+	want := storeclient.Digest(w.h.Sum(nil))
+	got, err := storeclient.DigestFromBytes(resp.GetDigest())
+	if err != nil || got != want {
+		return storeclient.Digest{}, fmt.Errorf("grpc store %s: put blob: server returned digest %x for bytes hashing to %s: %w", w.s.target, resp.GetDigest(), want, storeclient.ErrCorrupt)
+	}
+	return got, nil
+}
+
+func (w *blobWriter) Close() error {
+	if !w.done {
+		// Cancelling the call makes the server discard the upload.
+		w.done = true
+		w.stop()
+	}
+	return nil
+}
