@@ -51,6 +51,7 @@ func newRootCommand() *cobra.Command {
 		"store URL (local:DIR, memory:, …); default: the embedded store in $XDG_DATA_HOME/storefs (env STOREFS_STORE)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("STOREFS_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	root.AddCommand(newVersionCommand())
+	root.AddCommand(newImportCommand(g))
 	root.AddCommand(newVerifyCommand(g))
 	root.AddCommand(newLsCommand(g), newCatCommand(g), newStatCommand(g))
 	return root

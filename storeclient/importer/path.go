@@ -146,7 +146,7 @@ func ImportPath(ctx context.Context, store storeclient.Store, path string, opts 
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", quote(path), err)
 	}
-	opts.logger().Info("imported", "path", abs, "store_path", info.StorePath.String(),
+	opts.logger().Debug("imported", "path", abs, "store_path", info.StorePath.String(),
 		"nar_size", info.NarSize, "files", im.files, "duration", time.Since(start).Round(time.Millisecond))
 	return info, nil
 }
