@@ -73,7 +73,7 @@ type Reader struct {
 	started bool
 	dirs    []dirFrame // open directories, innermost last
 	left    uint64     // unread content bytes of the current file
-	padLeft int    // padding after the current file's contents
+	padLeft int        // padding after the current file's contents
 	inFile  bool
 	done    bool
 
