@@ -14,6 +14,16 @@
 //	                         "pathinfos" (20-byte store path digest →
 //	                         PathInfo protobuf)
 //
+// # Locking
+//
+// A read-write opener holds DIR/lock exclusively, a read-only opener
+// shares it: many readers (in any processes) or one writer. The lock is an
+// open file description lock (Linux), so two openers in one process
+// exclude each other just like two processes; a classic POSIX lock beside
+// it lets a refused opener name the holder's pid. bbolt's own flock on
+// meta.db is a second guard. A conflicting Open waits up to
+// Options.LockTimeout, then fails with "store DIR is locked by pid N".
+//
 // # Consistency
 //
 // A blob appears under its final name only complete and fsynced; a

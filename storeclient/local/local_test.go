@@ -424,3 +424,45 @@ func TestVerifyCounts(t *testing.T) {
 		t.Errorf("Verify stats = %+v; want 4 blobs, %d bytes, 6 directories, 7 pathinfos", st, wantBytes)
 	}
 }
+
+// TestListPathInfosPaging lists more PathInfos than one scan page holds,
+// while writing to the store from inside the loop.
+func TestListPathInfosPaging(t *testing.T) {
+	ctx := t.Context()
+	s, _ := openStore(t, local.Options{NoSync: true})
+	const n = 1300
+	target, err := storeclient.NewSymlinkTarget("/nix/store/elsewhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		sp := storeclient.StorePath{Digest: storeclient.StorePathDigest{byte(i), byte(i >> 8), 0x77}, Name: "paging"}
+		p, err := storetest.PathInfoFor(sp.Basename(), storeclient.SymlinkNode(target))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutPathInfo(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := make(map[storeclient.StorePathDigest]bool)
+	for p, err := range s.ListPathInfos(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p.StorePath.Digest] {
+			t.Fatalf("%s listed twice", p.StorePath)
+		}
+		seen[p.StorePath.Digest] = true
+		// Writing while listing must not deadlock.
+		if err := storetest.PutBlob(ctx, s, []byte(p.StorePath.Basename())); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.PutDirectory(ctx, storetest.NewFixtures().DirectoryA); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("listed %d PathInfos, want %d", len(seen), n)
+	}
+}

@@ -45,6 +45,10 @@ func acquireLock(ctx context.Context, dir string, exclusive bool, timeout time.D
 		flag, typ = os.O_RDWR|os.O_CREATE, int16(unix.F_WRLCK)
 	}
 	f, err := os.OpenFile(path, flag, 0o644)
+	if !exclusive && errors.Is(err, os.ErrNotExist) {
+		// A store copied without its lock file: make one.
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
