@@ -210,7 +210,8 @@ if [ -f /storefs/plan ]; then
 			echo "STOREFS-CHECK $name PASS $el"
 			continue
 		fi
-		dmesg | tail -n 8 | sed "s/^/STOREFS-OUT $name dmesg: /"
+		dmesg | awk -v t0="$t0" '{ s = $0; sub(/^\[ */, "", s); if (s + 0 >= t0) print }' |
+			tail -n 20 | sed "s/^/STOREFS-OUT $name dmesg: /"
 		if [ "$rc" = 137 ]; then
 			echo "STOREFS-CHECK $name FAIL $el killed after the ${secs}s timeout"
 		else

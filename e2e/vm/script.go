@@ -182,6 +182,11 @@ func (s *Script) Mount9P(name string, m NinePMount, opts ...CheckOption) {
 	s.mount(name, "9p", strings.Join(o, ","), HostAddr, m.Dir, opts)
 }
 
+// NinePInode returns the inode number the Linux 9P client shows for a file
+// whose qid.path is qidPath: v9fs_qid2ino adds 2 (on 64-bit hosts), so
+// "stat -c %i" in the guest never equals qid.path itself.
+func NinePInode(qidPath uint64) uint64 { return qidPath + 2 }
+
 // VirtiofsMount says how to mount a virtiofs share in the guest. The VM
 // needs the device too: see VirtiofsQEMUArgs.
 type VirtiofsMount struct {
