@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/storefs/storefs/e2e/e2etest"
 )
@@ -19,10 +20,12 @@ func NeedHost(t testing.TB) *Host {
 	e2etest.NeedCommand(t, "qemu-system-x86_64")
 	e2etest.NeedCommand(t, "busybox")
 	e2etest.NeedCommand(t, "modprobe")
+	start := time.Now()
 	h, err := FindHost(t.Context(), t.Logf)
 	if err != nil {
 		e2etest.Missing(t, "no guest for kernel clients: %v", err)
 	}
+	t.Logf("vm: guest kernel %s ready in %v", h.Kernel.Release, time.Since(start).Round(time.Millisecond))
 	return h
 }
 

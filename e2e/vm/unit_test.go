@@ -2,6 +2,8 @@ package vm
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -105,6 +107,43 @@ func TestScriptArchive(t *testing.T) {
 	if !reflect.DeepEqual(s.features, []Feature{Feature9P}) {
 		t.Errorf("features = %v, want [9p]", s.features)
 	}
+}
+
+func TestMountNFS3Command(t *testing.T) {
+	s := NewScript()
+	s.MountNFS3("nfs", NFS3Mount{Port: 2049})
+	var buf bytes.Buffer
+	if err := s.archive(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range readCPIO(t, buf.Bytes()) {
+		if e.name == "storefs/checks/nfs.sh" && !strings.Contains(e.data,
+			"\nmount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,mountproto=tcp,nolock,addr=10.0.2.2 10.0.2.2:/ /mnt\n") {
+			t.Errorf("nfs.sh = %q", e.data)
+		}
+	}
+	if !reflect.DeepEqual(s.features, []Feature{FeatureNFS3}) {
+		t.Errorf("features = %v, want [nfs3]", s.features)
+	}
+}
+
+func TestLockFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	unlock, err := lockFile(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := lockFile(ctx, path); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second lock while held: %v, want a deadline error", err)
+	}
+	unlock()
+	unlock2, err := lockFile(t.Context(), path)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
 }
 
 func TestScriptErrors(t *testing.T) {
