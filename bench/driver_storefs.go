@@ -9,6 +9,9 @@ import (
 	"strings"
 
 	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/storeclient/importer"
+	"github.com/storefs/storefs/storeclient/local"
+	"github.com/storefs/storefs/storeclient/memory"
 	"github.com/storefs/storefs/storeclient/storeurl"
 )
 
@@ -74,4 +77,26 @@ func storefsBlobRead(ctx context.Context, storeDir, storePath string, verify boo
 		return off, fmt.Errorf("blob %s does not match its digest", info.Node.Digest())
 	}
 	return off, nil
+}
+
+// storefsImportInProcess imports path with the importer package directly,
+// into a local store opened with NoSync (no fsync of blobs, Directories
+// and the database, like nix-store --add, which syncs only its SQLite
+// database) or, when storeDir is "", into a memory store. It separates the
+// importer's own cost from the durability cost of the local store.
+func storefsImportInProcess(ctx context.Context, storeDir, path string) (string, error) {
+	var s storeclient.Store = memory.New()
+	if storeDir != "" {
+		ls, err := local.Open(ctx, storeDir, local.Options{NoSync: true})
+		if err != nil {
+			return "", err
+		}
+		s = ls
+	}
+	defer s.Close()
+	info, err := importer.ImportPath(ctx, s, path, importer.Options{})
+	if err != nil {
+		return "", err
+	}
+	return info.StorePath.Absolute(), nil
 }

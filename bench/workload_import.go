@@ -66,6 +66,34 @@ func runImportWorkload(ctx context.Context, env *Env) ([]Result, error) {
 	paths = append(paths, got)
 	results = append(results, sf)
 
+	for _, v := range []struct {
+		system string
+		dir    string
+	}{
+		{"storefs importer in process (local store, NoSync)", filepath.Join(env.Scratch, "nosync")},
+		{"storefs importer in process (memory store)", ""},
+	} {
+		r := base
+		r.System = v.system
+		reset := func() error { return os.RemoveAll(v.dir) }
+		if v.dir == "" {
+			reset = nil
+		}
+		wall, err := timeBest(env, reset, func() (err error) {
+			got, err = storefsImportInProcess(ctx, v.dir, tree)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if v.dir != "" {
+			os.RemoveAll(v.dir)
+		}
+		r.Wall = wall
+		paths = append(paths, got)
+		results = append(results, r)
+	}
+
 	for _, p := range paths[1:] {
 		if p != paths[0] {
 			return nil, fmt.Errorf("store paths differ: %s and %s", paths[0], p)
