@@ -10,6 +10,7 @@ import (
 // harness reports each failure instead of passing or hanging.
 
 func TestGuestCheckFailures(t *testing.T) {
+	t.Parallel()
 	h := NeedHost(t)
 	s := NewScript()
 	s.Check("fails", "echo oops\nfalse\necho not reached")
@@ -57,6 +58,7 @@ func TestGuestCheckFailures(t *testing.T) {
 }
 
 func TestGuestPanic(t *testing.T) {
+	t.Parallel()
 	h := NeedHost(t)
 	s := NewScript()
 	s.Check("crash", "echo c > /proc/sysrq-trigger\nsleep 30")

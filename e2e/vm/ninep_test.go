@@ -23,8 +23,8 @@ import (
 // stand-in for the storefs 9P server, in the guest and checks it with
 // every building block a frontend uses.
 func TestNinePDiod(t *testing.T) {
+	h := NeedHost(t)
 	diod := e2etest.NeedCommand(t, "diod")
-	busybox := e2etest.NeedCommand(t, "busybox")
 	tree := makeTree(t)
 	port := startDiod(t, diod, tree)
 
@@ -32,7 +32,7 @@ func TestNinePDiod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLs, err := ListLong(t.Context(), busybox, filepath.Join(tree, "data"))
+	wantLs, err := ListLong(t.Context(), h.Busybox, filepath.Join(tree, "data"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestNinePDiod(t *testing.T) {
 	s.Inodes("inodes", guestPaths)
 	s.WriteFails("read-only", "/mnt", "hello.txt")
 	s.Umount("umount", "/mnt")
-	res := Run(t, Options{Timeout: 90 * time.Second}, s)
+	res := h.Run(t, Options{Timeout: 90 * time.Second}, s)
 
 	if c, ok := res.Check("inodes"); ok && c.Status == Pass {
 		got, err := c.Inodes()

@@ -37,12 +37,19 @@ func NeedHost(t testing.TB) *Host {
 // on the Go side (Capture, Inodes).
 func Run(t *testing.T, opts Options, s *Script) *Result {
 	t.Helper()
-	h := NeedHost(t)
+	return NeedHost(t).Run(t, opts, s)
+}
+
+// Run is the package's Run on a Host found once, e.g. shared by several
+// tests of a package.
+func (h *Host) Run(t *testing.T, opts Options, s *Script) *Result {
+	t.Helper()
 	res, err := Boot(t.Context(), h, opts, s, func(line string) { t.Log("guest: " + line) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("vm: initrd %v, qemu %v (kernel reached /init at %v)", res.InitrdBuild.Round(1e6), res.Wall.Round(1e6), res.InitAt)
+	t.Logf("vm: initrd %v, qemu %v (kernel reached /init at %v)", res.InitrdBuild.Round(time.Millisecond),
+		res.Wall.Round(time.Millisecond), res.InitAt.Round(10*time.Millisecond))
 	res.Report(t)
 	return res
 }
@@ -61,7 +68,7 @@ func (r *Result) Report(t *testing.T) {
 			t.Helper()
 			switch {
 			case !ok:
-				t.Error("the guest never reported this check")
+				t.Error("the guest never reported this check (see the error above)")
 			case c.Status == Fail:
 				t.Errorf("guest check failed after %v: %s\n%s", c.Elapsed, c.Detail, strings.Join(c.Output, "\n"))
 			case c.Status == Skip:

@@ -20,6 +20,7 @@ const virtiofsd = "/usr/lib/qemu/virtiofsd"
 // by QEMU's virtiofsd (a stand-in for storefs' virtiofs backend) is
 // mounted and read in the guest.
 func TestVirtiofs(t *testing.T) {
+	h := NeedHost(t)
 	if _, err := os.Stat(virtiofsd); err != nil {
 		e2etest.Missing(t, "virtiofsd (qemu-system-common) is not installed: %v", err)
 	}
@@ -43,7 +44,7 @@ func TestVirtiofs(t *testing.T) {
 	s.CountEntries("find", "/mnt", entries)
 	s.ExpectOutput("readlink", "readlink /mnt/link", "hello.txt\n")
 	s.Umount("umount", "/mnt")
-	Run(t, Options{QEMUArgs: VirtiofsQEMUArgs(sock, "storefs", 0), Timeout: 90 * time.Second}, s)
+	h.Run(t, Options{QEMUArgs: VirtiofsQEMUArgs(sock, "storefs", 0), Timeout: 90 * time.Second}, s)
 }
 
 // startVirtiofsd shares dir on a new socket until the test ends and
