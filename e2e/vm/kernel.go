@@ -57,6 +57,10 @@ func CacheDir() string {
 // kernel package.
 var kernelRelease = regexp.MustCompile(`^linux-image-([0-9][A-Za-z0-9.+~-]*-amd64)$`)
 
+// FetchTimeout bounds FindHost's wait for the cache lock, the download and
+// the extraction together.
+const FetchTimeout = 10 * time.Minute
+
 // FetchKernel returns the guest kernel, downloading and extracting it into
 // cacheDir/kernel/RELEASE on first use. The release is $STOREFS_VM_KERNEL,
 // or the one Debian's linux-image-amd64 currently depends on. Concurrent
@@ -99,7 +103,24 @@ func FetchKernel(ctx context.Context, cacheDir string, logf func(format string, 
 	if err := fetchKernel(ctx, kdir, release, logf); err != nil {
 		return nil, err
 	}
+	pruneKernels(kdir, release, logf)
 	return cachedKernel(kdir, release)
+}
+
+// pruneKernels removes the kernels in kdir other than keep (about 400 MB
+// each): Debian moved on from them. The caller holds the cache lock.
+func pruneKernels(kdir, keep string, logf func(string, ...any)) {
+	ents, err := os.ReadDir(kdir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() && e.Name() != keep && !strings.HasPrefix(e.Name(), ".") {
+			if err := os.RemoveAll(filepath.Join(kdir, e.Name())); err != nil {
+				logf("vm: removing old kernel %s: %v", e.Name(), err)
+			}
+		}
+	}
 }
 
 // cachedKernel returns the kernel in kdir/release if it is complete.
@@ -120,7 +141,8 @@ func cachedKernel(kdir, release string) (*Kernel, error) {
 	return k, nil
 }
 
-// newestCached returns the most recently fetched complete kernel in kdir.
+// newestCached returns the complete kernel in kdir with the newest
+// modification time (dpkg -x gives the root the package's).
 func newestCached(kdir string) (*Kernel, error) {
 	ents, err := os.ReadDir(kdir)
 	if err != nil {

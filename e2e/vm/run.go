@@ -54,7 +54,8 @@ type Host struct {
 }
 
 // FindHost looks up qemu-system-x86_64 and busybox in PATH and fetches the
-// guest kernel into CacheDir (see FetchKernel).
+// guest kernel into CacheDir (see FetchKernel), giving up after
+// FetchTimeout.
 func FindHost(ctx context.Context, logf func(string, ...any)) (*Host, error) {
 	q, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
@@ -67,6 +68,8 @@ func FindHost(ctx context.Context, logf func(string, ...any)) (*Host, error) {
 	if err := CheckStaticBusybox(bb); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+	defer cancel()
 	k, err := FetchKernel(ctx, CacheDir(), logf)
 	if err != nil {
 		return nil, err

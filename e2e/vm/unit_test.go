@@ -244,3 +244,43 @@ func TestQuote(t *testing.T) {
 		}
 	}
 }
+
+func TestKernelCache(t *testing.T) {
+	kdir := t.TempDir()
+	fake := func(release string, mtime time.Time) {
+		t.Helper()
+		root := filepath.Join(kdir, release)
+		for name, data := range map[string]string{
+			"boot/vmlinuz-" + release:                 "image",
+			"lib/modules/" + release + "/modules.dep": "",
+		} {
+			p := filepath.Join(root, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chtimes(root, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake("6.1.0-1-amd64", time.Unix(1e9, 0))
+	fake("6.1.0-2-amd64", time.Unix(2e9, 0))
+	if err := os.MkdirAll(filepath.Join(kdir, "6.1.0-3-amd64", "boot"), 0o755); err != nil { // incomplete
+		t.Fatal(err)
+	}
+	if _, err := cachedKernel(kdir, "6.1.0-3-amd64"); err == nil {
+		t.Error("cachedKernel accepted a kernel without image and modules.dep")
+	}
+	k, err := newestCached(kdir)
+	if err != nil || k.Release != "6.1.0-2-amd64" || k.Image != filepath.Join(kdir, "6.1.0-2-amd64/boot/vmlinuz-6.1.0-2-amd64") {
+		t.Errorf("newestCached = %+v, %v", k, err)
+	}
+	pruneKernels(kdir, "6.1.0-1-amd64", t.Logf)
+	ents, _ := os.ReadDir(kdir)
+	if len(ents) != 1 || ents[0].Name() != "6.1.0-1-amd64" {
+		t.Errorf("after pruning: %v", ents)
+	}
+}
