@@ -11,7 +11,6 @@ import (
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/importer"
 	"github.com/storefs/storefs/storeclient/local"
-	"github.com/storefs/storefs/storeclient/memory"
 	"github.com/storefs/storefs/storeclient/storeurl"
 )
 
@@ -81,17 +80,13 @@ func storefsBlobRead(ctx context.Context, storeDir, storePath string, verify boo
 
 // storefsImportInProcess imports path with the importer package directly,
 // into a local store opened with NoSync (no fsync of blobs, Directories
-// and the database, like nix-store --add, which syncs only its SQLite
-// database) or, when storeDir is "", into a memory store. It separates the
-// importer's own cost from the durability cost of the local store.
+// and the database; nix-store --add syncs only its SQLite database). It
+// separates the importer's own cost from the durability cost of the local
+// store.
 func storefsImportInProcess(ctx context.Context, storeDir, path string) (string, error) {
-	var s storeclient.Store = memory.New()
-	if storeDir != "" {
-		ls, err := local.Open(ctx, storeDir, local.Options{NoSync: true})
-		if err != nil {
-			return "", err
-		}
-		s = ls
+	s, err := local.Open(ctx, storeDir, local.Options{NoSync: true})
+	if err != nil {
+		return "", err
 	}
 	defer s.Close()
 	info, err := importer.ImportPath(ctx, s, path, importer.Options{})

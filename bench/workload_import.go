@@ -71,14 +71,10 @@ func runImportWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		dir    string
 	}{
 		{"storefs importer in process (local store, NoSync)", filepath.Join(env.Scratch, "nosync")},
-		{"storefs importer in process (memory store)", ""},
 	} {
 		r := base
 		r.System = v.system
 		reset := func() error { return os.RemoveAll(v.dir) }
-		if v.dir == "" {
-			reset = nil
-		}
 		wall, err := timeBest(env, reset, func() (err error) {
 			got, err = storefsImportInProcess(ctx, v.dir, tree)
 			return err
@@ -86,9 +82,7 @@ func runImportWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if v.dir != "" {
-			os.RemoveAll(v.dir)
-		}
+		os.RemoveAll(v.dir)
 		r.Wall = wall
 		paths = append(paths, got)
 		results = append(results, r)

@@ -21,9 +21,9 @@ import (
 )
 
 // Magic bytes of the compressed forms ImportNAR recognises.
-var (
-	xzMagic   = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
-	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+const (
+	xzMagic   = "\xfd7zXZ\x00"
+	zstdMagic = "\x28\xb5\x2f\xfd"
 )
 
 // Decompress returns a reader of the NAR in r, which may be plain or
@@ -37,13 +37,13 @@ func Decompress(r io.Reader) (io.Reader, func(), error) {
 		return nil, nil, fmt.Errorf("read NAR: %w", err)
 	}
 	switch {
-	case bytes.HasPrefix(head, xzMagic):
+	case bytes.HasPrefix(head, []byte(xzMagic)):
 		xr, err := xz.NewReader(br)
 		if err != nil {
 			return nil, nil, fmt.Errorf("xz: %w", err)
 		}
 		return &wrapErr{r: xr, what: "xz"}, func() {}, nil
-	case bytes.HasPrefix(head, zstdMagic):
+	case bytes.HasPrefix(head, []byte(zstdMagic)):
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
 		if err != nil {
 			return nil, nil, fmt.Errorf("zstd: %w", err)

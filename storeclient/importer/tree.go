@@ -158,8 +158,8 @@ func (b *treeBuilder) endDir(ctx context.Context) error {
 	return b.add(top.name, storeclient.DirectoryNode(d.Digest(), d.Size()))
 }
 
-// putBlob stores data as a blob unless the store has it already, and
-// returns its digest.
+// putBlob stores data, whose BLAKE3 digest is d, as a blob unless the
+// store has it already, and checks the digest the store computes.
 func putBlob(ctx context.Context, store storeclient.BlobService, data []byte, d storeclient.Digest) error {
 	size, err := store.StatBlob(ctx, d)
 	if err == nil && size == int64(len(data)) {

@@ -93,8 +93,6 @@ func appendString(b []byte, s string) []byte {
 
 func padding(n uint64) int { return int((8 - n%8) % 8) }
 
-var zeros [8]byte
-
 func (e *Encoder) flush() error {
 	if e.err != nil {
 		return e.err
@@ -174,7 +172,7 @@ func (e *Encoder) File(size uint64, executable bool) error {
 
 func (e *Encoder) endFile() error {
 	e.inFile = false
-	e.buf = append(e.buf, zeros[:padding(e.fileSize)]...)
+	e.buf = append(e.buf, make([]byte, padding(e.fileSize))...)
 	return e.endNode()
 }
 
