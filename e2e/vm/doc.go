@@ -82,6 +82,7 @@
 // errors. Each check has a guest-side timeout (Timeout, default 60s); keep
 // Options.Timeout, the whole run, above their sum. Mount helpers add the
 // kernel modules they need; Options.Features and Options.Modules add more.
+// The 9P client shows qid.path+2 as the inode number (NinePInode).
 // Boot is the same without *testing.T, for benchmarks and for tests that
 // expect a failure.
 //

@@ -137,6 +137,10 @@ type Result struct {
 	Wall time.Duration
 	// InitAt is the guest's uptime when /init started (kernel boot time).
 	InitAt time.Duration
+	// DoneAt is the guest's uptime when its script finished; Wall minus
+	// DoneAt is the time spent in firmware, loading and decompressing the
+	// kernel, and powering off.
+	DoneAt time.Duration
 
 	expected []string
 }
@@ -353,12 +357,7 @@ func parseReport(line string, res *Result, outputs map[string][]string) {
 	kind, rest, _ := strings.Cut(line[i:], " ")
 	switch kind {
 	case "STOREFS-BOOT":
-		if v, ok := strings.CutPrefix(rest, "uptime="); ok {
-			v, _, _ = strings.Cut(v, " ")
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				res.InitAt = time.Duration(f * float64(time.Second))
-			}
-		}
+		res.InitAt = parseUptime(rest)
 	case "STOREFS-OUT":
 		name, text, _ := strings.Cut(rest, " ")
 		outputs[name] = append(outputs[name], text)
@@ -382,5 +381,20 @@ func parseReport(line string, res *Result, outputs map[string][]string) {
 		res.Checks = append(res.Checks, c)
 	case "STOREFS-DONE":
 		res.Done = true
+		res.DoneAt = parseUptime(rest)
 	}
+}
+
+// parseUptime reads "uptime=SECONDS ..." as the guest prints it.
+func parseUptime(s string) time.Duration {
+	v, ok := strings.CutPrefix(s, "uptime=")
+	if !ok {
+		return 0
+	}
+	v, _, _ = strings.Cut(v, " ")
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(f * float64(time.Second)).Round(10 * time.Millisecond)
 }

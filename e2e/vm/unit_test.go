@@ -179,8 +179,8 @@ func TestParseConsole(t *testing.T) {
 	res := &Result{}
 	var lines []string
 	st := readConsole(strings.NewReader(console), res, func(l string) { lines = append(lines, l) })
-	if !res.Done || res.InitAt != 1500*time.Millisecond {
-		t.Errorf("Done=%v InitAt=%v", res.Done, res.InitAt)
+	if !res.Done || res.InitAt != 1500*time.Millisecond || res.DoneAt != 3*time.Second {
+		t.Errorf("Done=%v InitAt=%v DoneAt=%v", res.Done, res.InitAt, res.DoneAt)
 	}
 	if lines[0] != "SeaBIOS" || len(st.tail) != len(lines) || lines[len(lines)-1] != "STOREFS-DONE uptime=3" {
 		t.Errorf("console lines %q", lines)
