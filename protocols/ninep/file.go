@@ -1,0 +1,360 @@
+package ninep
+
+import (
+	"math"
+	"sync"
+
+	"github.com/hugelgupf/p9/p9"
+
+	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/vfs"
+)
+
+// Linux dirent types (DT_* in dirent.h). Rreaddir carries these on the wire,
+// not QID types, whatever the p9 library names the field.
+const (
+	dtDir = 4
+	dtReg = 8
+	dtLnk = 10
+)
+
+// v9fsMagic is V9FS_MAGIC, the f_type Linux reports for 9P mounts.
+const v9fsMagic = 0x01021997
+
+// Offsets of the "." and ".." entries a directory listing starts with. A
+// vfs cookie c is sent as c+dotEntries, so the offset of every entry resumes
+// the listing right after it.
+const dotEntries = 2
+
+// direntFixedSize is the size of a Linux 9P dirent without its name: qid[13]
+// offset[8] type[1] name length[2].
+const direntFixedSize = 13 + 8 + 1 + 2
+
+// file is a p9.File: a thin view onto one vfs node for one fid. The library
+// owns fids, walks and message encoding; file only asks vfs and translates.
+type file struct {
+	sess *session
+	node vfs.Node
+
+	mu     sync.Mutex
+	opened bool
+	open   *vfs.File // a regular file's open handle, once opened
+	// closes is how many Close calls release f. The library hands the same
+	// File to every xattr fid walked from it and closes it once per fid, so
+	// each successful GetXattr/ListXattrs adds one.
+	closes int
+}
+
+var _ p9.File = (*file)(nil)
+
+func newFile(sess *session, n vfs.Node) *file { return &file{sess: sess, node: n, closes: 1} }
+
+// qid is the node's 9P identity: qid.path is the vfs inode number (stable
+// across restarts and daemons), version 0 (content never changes).
+func qid(fs *vfs.FS, n vfs.Node) p9.QID {
+	return p9.QID{Type: p9.ModeFromOS(fs.Attr(n).Mode).QIDType(), Path: n.Ino()}
+}
+
+// direntType returns the Linux DT_* type of a node.
+func direntType(n vfs.Node) p9.QIDType {
+	switch n.Kind() {
+	case storeclient.KindDirectory:
+		return dtDir
+	case storeclient.KindSymlink:
+		return dtLnk
+	}
+	return dtReg
+}
+
+// Walk implements p9.File. The library walks one name at a time (and clones
+// with no names).
+func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
+	qids, n, err := f.walk(names)
+	if err != nil {
+		return nil, nil, err
+	}
+	return qids, newFile(f.sess, n), nil
+}
+
+func (f *file) walk(names []string) ([]p9.QID, vfs.Node, error) {
+	n := f.node
+	qids := make([]p9.QID, 0, len(names))
+	for _, name := range names {
+		next, err := f.sess.fs.Lookup(f.sess.ctx, n, name)
+		if err != nil {
+			return nil, vfs.Node{}, p9Error(err)
+		}
+		n = next
+		qids = append(qids, qid(f.sess.fs, n))
+	}
+	return qids, n, nil
+}
+
+// WalkGetAttr implements p9.File: a walk and the attributes of its result,
+// which vfs has without a store call.
+func (f *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
+	qids, n, err := f.walk(names)
+	if err != nil {
+		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
+	}
+	_, valid, attr := attrOf(f.sess.fs, n)
+	return qids, newFile(f.sess, n), valid, attr, nil
+}
+
+// attrOf translates vfs attributes to Tgetattr's.
+func attrOf(fs *vfs.FS, n vfs.Node) (p9.QID, p9.AttrMask, p9.Attr) {
+	a := fs.Attr(n)
+	sec, nsec := uint64(a.Mtime.Unix()), uint64(a.Mtime.Nanosecond())
+	attr := p9.Attr{
+		Mode:             p9.FileMode(a.UnixMode()),
+		UID:              p9.UID(a.UID),
+		GID:              p9.GID(a.GID),
+		NLink:            p9.NLink(a.Nlink),
+		Size:             a.Size,
+		BlockSize:        uint64(fs.Statfs().BlockSize),
+		Blocks:           a.Blocks,
+		ATimeSeconds:     sec,
+		ATimeNanoSeconds: nsec,
+		MTimeSeconds:     sec,
+		MTimeNanoSeconds: nsec,
+		CTimeSeconds:     sec,
+		CTimeNanoSeconds: nsec,
+	}
+	valid := p9.AttrMask{Mode: true, NLink: true, UID: true, GID: true, RDev: true,
+		ATime: true, MTime: true, CTime: true, INo: true, Size: true, Blocks: true}
+	return qid(fs, n), valid, attr
+}
+
+// GetAttr implements p9.File.
+func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
+	q, valid, attr := attrOf(f.sess.fs, f.node)
+	return q, valid, attr, nil
+}
+
+// StatFS implements p9.File.
+func (f *file) StatFS() (p9.FSStat, error) {
+	st := f.sess.fs.Statfs()
+	return p9.FSStat{
+		Type:       v9fsMagic,
+		BlockSize:  st.BlockSize,
+		Blocks:     st.Blocks,
+		Files:      st.Files,
+		NameLength: st.NameMax,
+	}, nil
+}
+
+// openTrunc is P9_DOTL_TRUNC, O_TRUNC in Tlopen's flags.
+const openTrunc = 0o1000
+
+// Open implements p9.File. Opening for writing (or truncation) is EROFS;
+// directories open for Treaddir; regular files open their blob. iounit is
+// 0 so that Linux sizes reads by msize, not by us.
+func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
+	if mode&p9.OpenFlagsModeMask != p9.ReadOnly || mode&openTrunc != 0 {
+		return p9.QID{}, 0, p9Error(vfs.ReadOnly("open", ""))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.opened {
+		return p9.QID{}, 0, p9Error(errAlreadyOpen)
+	}
+	if !f.node.IsDir() {
+		h, err := f.sess.fs.Open(f.sess.ctx, f.node)
+		if err != nil {
+			return p9.QID{}, 0, p9Error(err)
+		}
+		f.open = h
+	}
+	f.opened = true
+	return qid(f.sess.fs, f.node), 0, nil
+}
+
+// ReadAt implements p9.File. The wire layer has already clamped the count
+// to what fits in msize.
+func (f *file) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	h := f.open
+	f.mu.Unlock()
+	if h == nil {
+		// The library only reads opened fids, so this is a directory: vfs
+		// says what reading one is (EISDIR).
+		_, err := f.sess.fs.Open(f.sess.ctx, f.node)
+		if err == nil {
+			err = vfs.ReadOnly("read", "") // unreachable: a file is always opened with its blob
+		}
+		return 0, p9Error(err)
+	}
+	n, err := h.ReadAt(p, off)
+	return n, p9Error(err)
+}
+
+// Readdir implements p9.File: entries after offset, as many as fit in count
+// bytes. Offsets 0, 1 and 2 start before ".", before ".." and before the
+// first entry; every other offset is a vfs cookie plus 2, so a listing
+// resumes exactly after the last entry the client received, however the
+// client sizes its reads.
+func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
+	var out p9.Dirents
+	used := uint32(0)
+	add := func(d p9.Dirent) bool {
+		size := direntFixedSize + uint32(len(d.Name))
+		if used+size > count {
+			return false
+		}
+		used += size
+		out = append(out, d)
+		return true
+	}
+	self := qid(f.sess.fs, f.node)
+	if offset == 0 && !add(p9.Dirent{QID: self, Offset: 1, Type: dtDir, Name: "."}) {
+		return nil, p9Error(errCountTooSmall)
+	}
+	if offset <= 1 && !add(p9.Dirent{QID: self, Offset: 2, Type: dtDir, Name: ".."}) {
+		return out, nil
+	}
+	cookie := uint64(0)
+	if offset > dotEntries {
+		cookie = offset - dotEntries
+	}
+	// Every entry takes at least direntFixedSize+1 bytes: ask vfs for no
+	// more than can fit.
+	max := int((count-used)/(direntFixedSize+1)) + 1
+	es, err := f.sess.fs.ReadDir(f.sess.ctx, f.node, cookie, max)
+	if err != nil {
+		return nil, p9Error(err)
+	}
+	for _, e := range es {
+		if e.Cookie > math.MaxUint64-dotEntries {
+			f.sess.log.Error("ninep: directory cookie too large for a 9P offset", "cookie", e.Cookie, "name", e.Name)
+			return nil, p9Error(errCookieOverflow)
+		}
+		d := p9.Dirent{QID: qid(f.sess.fs, e.Node), Offset: e.Cookie + dotEntries, Type: direntType(e.Node), Name: e.Name}
+		if !add(d) {
+			break
+		}
+	}
+	if len(out) == 0 && len(es) > 0 {
+		return nil, p9Error(errCountTooSmall)
+	}
+	return out, nil
+}
+
+// Readlink implements p9.File.
+func (f *file) Readlink() (string, error) {
+	s, err := f.sess.fs.Readlink(f.node)
+	return s, p9Error(err)
+}
+
+// GetXattr implements p9.File (Txattrwalk with a name). The library answers
+// every error here with EINVAL; the wire layer restores ENODATA (see
+// wire.go).
+func (f *file) GetXattr(name string) ([]byte, error) {
+	size, err := f.sess.fs.Getxattr(f.node, name, nil)
+	if err != nil {
+		return nil, p9Error(err)
+	}
+	b := make([]byte, size)
+	if size > 0 {
+		if size, err = f.sess.fs.Getxattr(f.node, name, b); err != nil {
+			return nil, p9Error(err)
+		}
+	}
+	f.sharedWithXattrFid()
+	return b[:size], nil
+}
+
+// ListXattrs implements p9.File (Txattrwalk without a name).
+func (f *file) ListXattrs() ([]string, error) {
+	names := f.sess.fs.Xattrs(f.node)
+	f.sharedWithXattrFid()
+	return names, nil
+}
+
+// sharedWithXattrFid records that the library will close f once more: a
+// successful xattr walk makes a fid that shares f.
+func (f *file) sharedWithXattrFid() {
+	f.mu.Lock()
+	f.closes++
+	f.mu.Unlock()
+}
+
+// Close implements p9.File: the last Close releases an open blob.
+func (f *file) Close() error {
+	f.mu.Lock()
+	f.closes--
+	var h *vfs.File
+	if f.closes == 0 {
+		h, f.open = f.open, nil
+	}
+	f.mu.Unlock()
+	if h != nil {
+		return p9Error(h.Close())
+	}
+	return nil
+}
+
+// FSync implements p9.File: nothing to flush in a read-only filesystem.
+func (f *file) FSync() error { return nil }
+
+// Lock implements p9.File: advisory locks always succeed; nobody can write.
+func (f *file) Lock(int, p9.LockType, p9.LockFlags, uint64, uint64, string) (p9.LockStatus, error) {
+	return p9.LockStatusOK, nil
+}
+
+// Renamed implements p9.File; nothing is ever renamed.
+func (f *file) Renamed(p9.File, string) {}
+
+// The write-type methods. The wire layer refuses these requests before the
+// library sees them; these answers are the same refusal, for requests that
+// reach the library another way (p9's Tucreate family, for instance).
+
+// SetAttr implements p9.File.
+func (f *file) SetAttr(p9.SetAttrMask, p9.SetAttr) error { return refusal("setattr") }
+
+// WriteAt implements p9.File.
+func (f *file) WriteAt([]byte, int64) (int, error) { return 0, refusal("write") }
+
+// SetXattr implements p9.File.
+func (f *file) SetXattr(string, []byte, p9.XattrFlags) error { return refusal("setxattr") }
+
+// RemoveXattr implements p9.File.
+func (f *file) RemoveXattr(string) error { return refusal("removexattr") }
+
+// Create implements p9.File.
+func (f *file) Create(string, p9.OpenFlags, p9.FileMode, p9.UID, p9.GID) (p9.File, p9.QID, uint32, error) {
+	return nil, p9.QID{}, 0, refusal("create")
+}
+
+// Mkdir implements p9.File.
+func (f *file) Mkdir(string, p9.FileMode, p9.UID, p9.GID) (p9.QID, error) {
+	return p9.QID{}, refusal("mkdir")
+}
+
+// Symlink implements p9.File.
+func (f *file) Symlink(string, string, p9.UID, p9.GID) (p9.QID, error) {
+	return p9.QID{}, refusal("symlink")
+}
+
+// Link implements p9.File.
+func (f *file) Link(p9.File, string) error { return refusal("link") }
+
+// Mknod implements p9.File.
+func (f *file) Mknod(string, p9.FileMode, uint32, uint32, p9.UID, p9.GID) (p9.QID, error) {
+	return p9.QID{}, refusal("mknod")
+}
+
+// Rename implements p9.File.
+func (f *file) Rename(p9.File, string) error { return refusal("rename") }
+
+// RenameAt implements p9.File.
+func (f *file) RenameAt(string, p9.File, string) error { return refusal("rename") }
+
+// UnlinkAt implements p9.File.
+func (f *file) UnlinkAt(string, uint32) error { return refusal("unlink") }
+
+// attacher makes the root file of every Tattach on one connection. The
+// library walks the aname from it, so an aname selects a subtree.
+type attacher struct{ sess *session }
+
+// Attach implements p9.Attacher.
+func (a attacher) Attach() (p9.File, error) { return newFile(a.sess, a.sess.fs.Root()), nil }

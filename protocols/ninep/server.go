@@ -1,0 +1,332 @@
+package ninep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hugelgupf/p9/p9"
+
+	"github.com/storefs/storefs/vfs"
+)
+
+// DefaultAddr is where `storefs serve --9p` listens unless told otherwise:
+// loopback only, the standard 9P port.
+const DefaultAddr = "127.0.0.1:564"
+
+// Defaults for the zero fields of Options.
+const (
+	DefaultMaxMsize    = 1 << 20 // 1 MiB: Linux asks for at most 512 KiB (virtio) or 1 MiB
+	DefaultMaxConns    = 64
+	DefaultMaxFids     = 65536
+	DefaultMaxRequests = 256
+)
+
+// MinMsize is the smallest msize a client may ask for (Linux's own
+// minimum); a smaller one gets Rversion "unknown".
+const MinMsize = 4096
+
+// maxMsize is the largest msize the p9 library can handle (its maximum
+// message length).
+const maxMsize = 4 << 20
+
+// Options configure a Server. The zero value is the documented default of
+// every option.
+type Options struct {
+	// MaxMsize is the largest msize granted in Rversion; a client asking
+	// for more gets this. Default DefaultMaxMsize; at most 4 MiB.
+	MaxMsize uint32
+
+	// MaxConns is how many connections are served at once; more are
+	// closed on accept, with a log line. Default DefaultMaxConns.
+	MaxConns int
+
+	// MaxFids is how many fids one connection may hold; a request that
+	// would make another gets Rlerror EMFILE. Default DefaultMaxFids (the
+	// Linux client holds one per cached dentry and open file).
+	MaxFids int
+
+	// MaxRequests is how many requests of one connection are handled at
+	// once; the connection is not read further until one is answered.
+	// Default DefaultMaxRequests.
+	MaxRequests int
+
+	// AllowedClients are the networks, besides loopback, whose clients
+	// are served. A TCP connection from any other address is closed with
+	// a log line. Unix socket clients are always served (the socket's
+	// permissions decide). Serving a non-loopback address with no
+	// AllowedClients is an error.
+	AllowedClients []netip.Prefix
+
+	// Logger receives one line per refused connection, protocol violation
+	// and connection event (debug), with the client address. Default
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxMsize == 0 {
+		o.MaxMsize = DefaultMaxMsize
+	}
+	o.MaxMsize = min(max(o.MaxMsize, MinMsize), maxMsize)
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.MaxFids <= 0 {
+		o.MaxFids = DefaultMaxFids
+	}
+	if o.MaxRequests <= 0 {
+		o.MaxRequests = DefaultMaxRequests
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Server serves one vfs.FS over 9P2000.L on any number of listeners. Its
+// methods may be called concurrently.
+type Server struct {
+	fs   *vfs.FS
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[*wireConn]struct{}
+	wg        sync.WaitGroup // connection goroutines
+}
+
+// New returns a Server of fs. It serves nothing until Serve.
+func New(fs *vfs.FS, opts Options) *Server {
+	opts = opts.withDefaults()
+	return &Server{
+		fs:        fs,
+		opts:      opts,
+		log:       opts.Logger,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*wireConn]struct{}),
+	}
+}
+
+// Serve is New(fs, opts).Serve(ctx, lis): it serves until ctx is done or
+// the listener fails, and returns once every connection is closed.
+func Serve(ctx context.Context, lis net.Listener, fs *vfs.FS, opts Options) error {
+	s := New(fs, opts)
+	defer s.Close()
+	return s.Serve(ctx, lis)
+}
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("ninep: server closed")
+
+// Serve accepts connections on lis and serves each until it ends, ctx is
+// done or Close is called. It closes lis. It returns nil when ctx is done,
+// ErrServerClosed after Close, or the listener's error; in every case only
+// after the connections it accepted are closed and their goroutines have
+// returned.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	if err := s.checkListener(lis); err != nil {
+		lis.Close()
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		lis.Close()
+		return ErrServerClosed
+	}
+	s.listeners[lis] = struct{}{}
+	s.mu.Unlock()
+	s.log.Info("ninep: serving 9P2000.L", "addr", lis.Addr().String(), "max_msize", s.opts.MaxMsize)
+
+	ctx, cancel := context.WithCancel(ctx)
+	var mine sync.WaitGroup // this Serve's connections and its watcher
+	mine.Add(1)
+	go func() { // closes the listener (and so ends Accept) when ctx is done
+		defer mine.Done()
+		<-ctx.Done()
+		lis.Close()
+	}()
+	defer func() {
+		cancel()
+		s.mu.Lock()
+		delete(s.listeners, lis)
+		s.mu.Unlock()
+		mine.Wait()
+	}()
+
+	var delay time.Duration
+	for {
+		conn, err := lis.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("ninep: accept on %s: %w", lis.Addr(), err)
+			}
+			// Out of file descriptors, a connection aborted before accept:
+			// keep serving the others, backing off.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("ninep: accept failed; retrying", "addr", lis.Addr().String(), "err", err, "delay", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		delay = 0
+		wc, ok := s.admit(ctx, conn)
+		if !ok {
+			continue
+		}
+		mine.Add(1)
+		go func() {
+			defer mine.Done()
+			s.serveConn(ctx, wc)
+		}()
+	}
+}
+
+// checkListener refuses to serve other hosts without an allow-list.
+func (s *Server) checkListener(lis net.Listener) error {
+	ta, ok := lis.Addr().(*net.TCPAddr)
+	if !ok || len(s.opts.AllowedClients) > 0 {
+		return nil
+	}
+	ip, _ := netip.AddrFromSlice(ta.IP)
+	if !ip.Unmap().IsLoopback() {
+		return fmt.Errorf("ninep: serving %s to other hosts needs AllowedClients (client networks)", lis.Addr())
+	}
+	return nil
+}
+
+// allowed reports whether a client address may be served.
+func (s *Server) allowed(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return true // a unix socket
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap()
+	if ip.IsLoopback() {
+		return true
+	}
+	for _, p := range s.opts.AllowedClients {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// admit checks a new connection against the allow-list and the connection
+// limit, and tracks it.
+func (s *Server) admit(ctx context.Context, conn net.Conn) (*wireConn, bool) {
+	client := conn.RemoteAddr().String()
+	if !s.allowed(conn.RemoteAddr()) {
+		s.log.Warn("ninep: refused connection: client not in the allowed networks", "client", client)
+		conn.Close()
+		return nil, false
+	}
+	log := s.log.With("client", client)
+	wc := newWireConn(conn, log, s.opts)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed || ctx.Err() != nil:
+		conn.Close()
+		return nil, false
+	case len(s.conns) >= s.opts.MaxConns:
+		s.log.Warn("ninep: refused connection: too many connections", "client", client, "max_conns", s.opts.MaxConns)
+		conn.Close()
+		return nil, false
+	}
+	s.conns[wc] = struct{}{}
+	s.wg.Add(1)
+	return wc, true
+}
+
+// session is one connection's view of the filesystem: what its files need.
+type session struct {
+	fs  *vfs.FS
+	ctx context.Context // done when the connection ends or the server stops
+	log *slog.Logger
+}
+
+// serveConn serves one connection until it ends or ctx is done.
+func (s *Server) serveConn(ctx context.Context, wc *wireConn) {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(ctx, func() { wc.Close() })
+	defer func() {
+		stop()
+		cancel()
+		wc.Close()
+		s.mu.Lock()
+		delete(s.conns, wc)
+		s.mu.Unlock()
+	}()
+	sess := &session{fs: s.fs, ctx: ctx, log: wc.log}
+	sess.log.Debug("ninep: connection")
+	// One p9.Server per connection: its path tree (which p9 never prunes)
+	// and its rename lock then live and die with the connection.
+	srv := p9.NewServer(attacher{sess}, p9.WithServerLogger(libLogger{wc.log}))
+	srv.Handle(wc, wc)
+	sess.log.Debug("ninep: connection closed")
+}
+
+// Close stops every Serve, closes every connection and waits until their
+// goroutines have returned. Requests in progress get their replies if the
+// client still reads them.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for lis := range s.listeners {
+		lis.Close()
+	}
+	for wc := range s.conns {
+		wc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// libLogger takes the p9 library's log lines: its per-message trace at
+// debug level, everything else (handler panics, send failures) as warnings.
+type libLogger struct{ log *slog.Logger }
+
+// Printf implements ulog.Logger.
+func (l libLogger) Printf(format string, args ...any) {
+	level := slog.LevelWarn
+	if strings.HasPrefix(format, "send ") || strings.HasPrefix(format, "recv ") || strings.HasPrefix(format, "p9.recv") {
+		// The message trace, and receive errors: a connection that
+		// ended (a protocol violation was logged by the wire layer).
+		level = slog.LevelDebug
+	}
+	if !l.log.Enabled(context.Background(), level) {
+		return
+	}
+	l.log.Log(context.Background(), level, "ninep: p9: "+fmt.Sprintf(format, args...))
+}
+
+// Print implements ulog.Logger.
+func (l libLogger) Print(args ...any) { l.Printf("%s", fmt.Sprint(args...)) }

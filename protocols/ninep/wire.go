@@ -1,0 +1,480 @@
+package ninep
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/hugelgupf/p9/linux"
+)
+
+// 9P2000.L message types the wire layer looks at.
+const (
+	tRlerror    = 7
+	tTxattrwalk = 30
+	tRxattrwalk = 31
+	tTreaddir   = 40
+	tTversion   = 100
+	tRversion   = 101
+	tTattach    = 104
+	tTwalk      = 110
+	tTread      = 116
+	tTclunk     = 120
+	tTremove    = 122
+)
+
+// writeRequests are the requests that would change the filesystem, with the
+// vfs operation each stands for. The wire layer answers them itself with
+// vfs's refusal, so the library never sees them: p9 would otherwise accept
+// Txattrcreate, fail some writes with EINVAL or EPERM before asking the
+// File, and refuse Twrite to a read-only fid with EPERM.
+var writeRequests = map[uint8]string{
+	14:  "create",   // Tlcreate
+	16:  "symlink",  // Tsymlink
+	18:  "mknod",    // Tmknod
+	20:  "rename",   // Trename
+	26:  "setattr",  // Tsetattr
+	32:  "setxattr", // Txattrcreate
+	70:  "link",     // Tlink
+	72:  "mkdir",    // Tmkdir
+	74:  "rename",   // Trenameat
+	76:  "unlink",   // Tunlinkat
+	118: "write",    // Twrite
+	128: "create",   // Tucreate (p9's 9P2000.L.Google extension)
+	130: "mkdir",    // Tumkdir
+	132: "mknod",    // Tumknod
+	134: "symlink",  // Tusymlink
+	114: "create",   // Tcreate (9P2000)
+}
+
+const (
+	headerSize   = 7      // size[4] type[1] tag[2]
+	ioHeaderSize = 11     // Rread/Rreaddir: header and count[4]
+	noTag        = 0xFFFF // the tag of Tversion
+	noFid        = ^uint32(0)
+	maxWalkNames = 16      // MAXWELEM
+	preVersion   = 512     // the largest message accepted before Tversion
+	smallFrame   = 4 << 10 // replies up to this size are copied whole
+	version      = "9P2000.L"
+)
+
+// errProtocol is the cause of a connection closed for a protocol violation.
+var errProtocol = errors.New("9P protocol violation")
+
+// request is what the wire layer remembers of a request the library is
+// handling, to keep its fid count and to correct the library's reply.
+type request struct {
+	typ      uint8
+	fid      uint32 // Tclunk, Tremove: the fid released
+	newFid   uint32 // Tattach, Twalk, Txattrwalk: the fid made on success
+	countFid bool   // newFid is not in use yet: it counts toward MaxFids
+	named    bool   // Txattrwalk: a getxattr (true) or a listxattr (false)
+}
+
+// wireConn is the connection as the p9 library sees it. It frames the 9P
+// stream and enforces and corrects what the library does not:
+//
+//   - Tversion: only plain "9P2000.L" is accepted (anything else gets
+//     Rversion "unknown" and may try again); msize is clamped to
+//     Options.MaxMsize (the library would grant 4 MiB); a second Tversion,
+//     a request before Tversion, a message larger than msize or a
+//     duplicate tag closes the connection.
+//   - Tread and Treaddir counts are clamped to msize minus the reply header
+//     (the library would overrun its msize-sized buffer and answer EFAULT).
+//   - Write-type requests are answered with vfs's refusal (EROFS).
+//   - Fids: a request that would make a fid beyond Options.MaxFids gets
+//     EMFILE; a Twalk of more than 16 names EINVAL.
+//   - In-flight requests are bounded by Options.MaxRequests (the library
+//     starts a goroutine per request): the connection is not read further
+//     until a reply goes out.
+//   - Replies: p9 v0.4.1 answers every failed Txattrwalk with EINVAL and an
+//     empty xattr list as one empty name; the reply is corrected to
+//     ENODATA (the only error vfs.Getxattr gives for an unknown name: its
+//     lookups never touch the store) and to size 0. Tremove of a root fid
+//     gets EROFS instead of the library's EINVAL. A reply to a message the
+//     library could not decode goes out with NOTAG, which the client
+//     cannot match: the connection is closed after it.
+//
+// Reads come only from the library's receiving goroutine (it serializes
+// them) and writes only under its send lock, one reply at a time; each
+// reply reaches the socket as one writev.
+type wireConn struct {
+	conn        net.Conn
+	br          *bufio.Reader
+	log         *slog.Logger
+	maxMsize    uint32
+	maxFids     int
+	slots       chan struct{} // one per request the library is handling
+	done        chan struct{} // closed by Close
+	closeOnce   sync.Once
+	closeErr    error
+	sendMu      sync.Mutex // whole replies: the library's and our own
+	rbuf, rcur  []byte     // reader: the current request and its unread part
+	msize       uint32     // reader: 0 before Tversion
+	wbuf        []byte     // writer: the reply being assembled
+	wsize       int        // writer: its size, 0 before its header arrived
+	mu          sync.Mutex // the fields below, shared by reader and writer
+	inflight    map[uint16]request
+	fids        map[uint32]struct{}
+	pendingFids int
+}
+
+func newWireConn(conn net.Conn, log *slog.Logger, opts Options) *wireConn {
+	return &wireConn{
+		conn:     conn,
+		br:       bufio.NewReaderSize(conn, 64<<10),
+		log:      log,
+		maxMsize: opts.MaxMsize,
+		maxFids:  opts.MaxFids,
+		slots:    make(chan struct{}, opts.MaxRequests),
+		done:     make(chan struct{}),
+		inflight: make(map[uint16]request),
+		fids:     make(map[uint32]struct{}),
+	}
+}
+
+// Close closes the connection; it may be called more than once.
+func (c *wireConn) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		c.closeErr = c.conn.Close()
+	})
+	return c.closeErr
+}
+
+// Read hands the library the next request it should handle, byte by byte
+// as it asks.
+func (c *wireConn) Read(p []byte) (int, error) {
+	for len(c.rcur) == 0 {
+		if err := c.nextRequest(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, c.rcur)
+	c.rcur = c.rcur[n:]
+	return n, nil
+}
+
+// violation logs a protocol violation and returns the error that ends the
+// connection.
+func (c *wireConn) violation(format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	c.log.Warn("ninep: closing connection: " + msg)
+	return fmt.Errorf("%w: %s", errProtocol, msg)
+}
+
+// nextRequest reads requests until one is for the library, answering the
+// others itself.
+func (c *wireConn) nextRequest() error {
+	for {
+		var hdr [headerSize]byte
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			return err
+		}
+		size := binary.LittleEndian.Uint32(hdr[:])
+		typ, tag := hdr[4], binary.LittleEndian.Uint16(hdr[5:])
+		limit := c.msize
+		if limit == 0 {
+			limit = preVersion
+		}
+		if size < headerSize || size > limit {
+			return c.violation("message of %d bytes (type %d), limit %d", size, typ, limit)
+		}
+		if cap(c.rbuf) < int(size) {
+			c.rbuf = make([]byte, size, max(size, 64<<10))
+		}
+		frame := c.rbuf[:size]
+		copy(frame, hdr[:])
+		if _, err := io.ReadFull(c.br, frame[headerSize:]); err != nil {
+			return fmt.Errorf("truncated %d-byte message: %w", size, err)
+		}
+		pass, err := c.inspect(typ, tag, frame)
+		if err != nil {
+			return err
+		}
+		if pass {
+			c.rcur = frame
+			return nil
+		}
+	}
+}
+
+// body reads the fixed fields of a request.
+type body struct {
+	b   []byte
+	bad bool
+}
+
+func (b *body) u16() uint16 {
+	if len(b.b) < 2 {
+		b.bad = true
+		return 0
+	}
+	v := binary.LittleEndian.Uint16(b.b)
+	b.b = b.b[2:]
+	return v
+}
+
+func (b *body) u32() uint32 {
+	if len(b.b) < 4 {
+		b.bad = true
+		return 0
+	}
+	v := binary.LittleEndian.Uint32(b.b)
+	b.b = b.b[4:]
+	return v
+}
+
+func (b *body) u64() uint64 {
+	lo, hi := b.u32(), b.u32()
+	return uint64(hi)<<32 | uint64(lo)
+}
+
+func (b *body) str() string {
+	n := int(b.u16())
+	if len(b.b) < n {
+		b.bad = true
+		return ""
+	}
+	s := string(b.b[:n])
+	b.b = b.b[n:]
+	return s
+}
+
+// inspect decides what happens to one request: passed to the library
+// (possibly rewritten), answered here, or the end of the connection.
+func (c *wireConn) inspect(typ uint8, tag uint16, frame []byte) (bool, error) {
+	b := &body{b: frame[headerSize:]}
+	if typ == tTversion {
+		return c.version(tag, frame, b)
+	}
+	if c.msize == 0 {
+		return false, c.violation("request type %d before Tversion", typ)
+	}
+	if op, ok := writeRequests[typ]; ok {
+		return false, c.replyError(tag, refusal(op))
+	}
+	req := request{typ: typ, newFid: noFid}
+	switch typ {
+	case tTattach:
+		req.newFid = b.u32()
+	case tTwalk:
+		b.u32()
+		req.newFid = b.u32()
+		if n := b.u16(); n > maxWalkNames && !b.bad {
+			return false, c.replyError(tag, errTooManyNames)
+		}
+	case tTxattrwalk:
+		b.u32()
+		req.newFid = b.u32()
+		req.named = b.str() != ""
+	case tTclunk, tTremove:
+		req.fid = b.u32()
+	case tTread, tTreaddir:
+		b.u32()
+		b.u64()
+		if count := b.u32(); !b.bad && count > c.msize-ioHeaderSize {
+			binary.LittleEndian.PutUint32(frame[headerSize+12:], c.msize-ioHeaderSize)
+		}
+	}
+	if b.bad {
+		return false, c.violation("truncated request type %d", typ)
+	}
+	if err := c.start(tag, req); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// version handles Tversion.
+func (c *wireConn) version(tag uint16, frame []byte, b *body) (bool, error) {
+	msize, v := b.u32(), b.str()
+	if b.bad {
+		return false, c.violation("truncated Tversion")
+	}
+	if c.msize != 0 {
+		return false, c.violation("Tversion after the session started")
+	}
+	if v != version || msize < MinMsize {
+		c.log.Info("ninep: refused version", "version", v, "msize", msize)
+		return false, c.replyVersion(tag, min(msize, c.maxMsize), "unknown")
+	}
+	msize = min(msize, c.maxMsize)
+	binary.LittleEndian.PutUint32(frame[headerSize:], msize)
+	c.msize = msize
+	return true, c.start(tag, request{typ: tTversion, newFid: noFid})
+}
+
+// start records a request handed to the library, waiting while the
+// connection has MaxRequests in flight.
+func (c *wireConn) start(tag uint16, req request) error {
+	c.mu.Lock()
+	if _, dup := c.inflight[tag]; dup {
+		c.mu.Unlock()
+		return c.violation("tag %d reused while in flight", tag)
+	}
+	if req.newFid != noFid {
+		if _, exists := c.fids[req.newFid]; !exists {
+			if len(c.fids)+c.pendingFids >= c.maxFids {
+				c.mu.Unlock()
+				c.log.Warn("ninep: fid limit reached", "max_fids", c.maxFids)
+				return c.replyError(tag, errTooManyFids)
+			}
+			c.pendingFids++
+			req.countFid = true
+		}
+	}
+	c.inflight[tag] = req
+	c.mu.Unlock()
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-c.done:
+		return net.ErrClosed
+	}
+}
+
+// finish forgets the request a reply answers and updates the fid count.
+func (c *wireConn) finish(typ uint8, tag uint16) (request, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	req, ok := c.inflight[tag]
+	if !ok {
+		return request{}, false
+	}
+	delete(c.inflight, tag)
+	<-c.slots
+	if req.countFid {
+		c.pendingFids--
+		if typ == req.typ+1 { // success: the R type is the T type + 1
+			c.fids[req.newFid] = struct{}{}
+		}
+	}
+	if req.typ == tTclunk || req.typ == tTremove {
+		delete(c.fids, req.fid) // the library drops the fid whatever the outcome
+	}
+	return req, true
+}
+
+// Write takes the library's reply in the pieces it writes (header, fixed
+// part, payload) and sends each whole reply with one writev.
+func (c *wireConn) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if c.wsize == 0 {
+			take := min(headerSize-len(c.wbuf), len(p))
+			c.wbuf = append(c.wbuf, p[:take]...)
+			p = p[take:]
+			if len(c.wbuf) < headerSize {
+				continue
+			}
+			c.wsize = int(binary.LittleEndian.Uint32(c.wbuf))
+			if c.wsize < headerSize {
+				return 0, fmt.Errorf("ninep: reply of %d bytes", c.wsize)
+			}
+			if c.wsize == headerSize {
+				if err := c.sendReply(nil); err != nil {
+					return 0, err
+				}
+			}
+			continue
+		}
+		need := c.wsize - len(c.wbuf)
+		take := min(need, len(p))
+		if take < need || c.wsize <= smallFrame {
+			c.wbuf = append(c.wbuf, p[:take]...)
+			p = p[take:]
+			if take < need {
+				continue
+			}
+			if err := c.sendReply(nil); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		// The last piece of a large reply (read data) goes out uncopied.
+		if err := c.sendReply(p[:take]); err != nil {
+			return 0, err
+		}
+		p = p[take:]
+	}
+	return n, nil
+}
+
+// sendReply corrects and sends the assembled reply (c.wbuf, then tail).
+func (c *wireConn) sendReply(tail []byte) error {
+	frame := c.wbuf
+	c.wbuf, c.wsize = c.wbuf[:0], 0
+	typ, tag := frame[4], binary.LittleEndian.Uint16(frame[5:])
+	req, ok := c.finish(typ, tag)
+	malformed := typ == tRlerror && tag == noTag && !ok
+	if ok && tail == nil {
+		c.correct(req, typ, frame)
+	}
+	c.sendMu.Lock()
+	bufs := net.Buffers{frame}
+	if tail != nil {
+		bufs = append(bufs, tail)
+	}
+	_, err := bufs.WriteTo(c.conn)
+	c.sendMu.Unlock()
+	if malformed {
+		c.violation("a message the server could not decode")
+		c.Close()
+	}
+	return err
+}
+
+// correct fixes the library's reply to req in place (see wireConn).
+func (c *wireConn) correct(req request, typ uint8, frame []byte) {
+	switch {
+	case typ == tRlerror && len(frame) >= headerSize+4:
+		errno := linux.Errno(binary.LittleEndian.Uint32(frame[headerSize:]))
+		var fixed linux.Errno
+		switch {
+		case req.typ == tTxattrwalk && req.named && errno == linux.EINVAL:
+			fixed = errNoData
+		case req.typ == tTremove && errno != linux.EBADF:
+			fixed = refusal("remove")
+		}
+		if fixed != 0 {
+			binary.LittleEndian.PutUint32(frame[headerSize:], uint32(fixed))
+		}
+	case typ == tRxattrwalk && req.typ == tTxattrwalk && !req.named && len(frame) >= headerSize+8:
+		if binary.LittleEndian.Uint64(frame[headerSize:]) == 1 {
+			binary.LittleEndian.PutUint64(frame[headerSize:], 0) // "\x00": no names
+		}
+	}
+}
+
+// replyError answers a request with Rlerror, without the library.
+func (c *wireConn) replyError(tag uint16, errno linux.Errno) error {
+	f := binary.LittleEndian.AppendUint32(nil, headerSize+4)
+	f = append(f, tRlerror)
+	f = binary.LittleEndian.AppendUint16(f, tag)
+	f = binary.LittleEndian.AppendUint32(f, uint32(errno))
+	return c.send(f)
+}
+
+// replyVersion answers Tversion without the library.
+func (c *wireConn) replyVersion(tag uint16, msize uint32, v string) error {
+	f := binary.LittleEndian.AppendUint32(nil, uint32(headerSize+4+2+len(v)))
+	f = append(f, tRversion)
+	f = binary.LittleEndian.AppendUint16(f, tag)
+	f = binary.LittleEndian.AppendUint32(f, msize)
+	f = binary.LittleEndian.AppendUint16(f, uint16(len(v)))
+	f = append(f, v...)
+	return c.send(f)
+}
+
+func (c *wireConn) send(frame []byte) error {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	_, err := c.conn.Write(frame)
+	return err
+}
