@@ -58,6 +58,7 @@
 // (a mount, then checks on it, then Umount) and Run it:
 //
 //	func TestNFSKernelClient(t *testing.T) {
+//		h := vm.NeedHost(t)    // skips (or fails under STOREFS_E2E=1) first
 //		port := startServer(t) // listening on 127.0.0.1
 //		s := vm.NewScript()
 //		s.MountNFS3("mount", vm.NFS3Mount{Port: port})
@@ -67,7 +68,7 @@
 //		s.Inodes("inodes", []string{"/mnt/a", "/mnt/b"})
 //		s.WriteFails("read-only", "/mnt", "some-file")
 //		s.Umount("umount", "/mnt")
-//		res := vm.Run(t, vm.Options{}, s)
+//		res := h.Run(t, vm.Options{}, s) // or vm.Run(t, opts, s)
 //		if c, ok := res.Check("inodes"); ok && c.Status == vm.Pass {
 //			ino, err := c.Inodes() // judged on the Go side
 //			...
