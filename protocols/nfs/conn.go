@@ -1,0 +1,230 @@
+package nfs
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+)
+
+// conn is one client connection. Its serve goroutine reads records and
+// dispatches each call: the record layer answers protocol errors itself,
+// runs the procedures the route table gives it in goroutines (at most
+// MaxInFlight at once), and forwards the rest, in order, to go-nfs over an
+// in-memory pipe whose replies it relays back. Replies may leave out of
+// order; RPC matches them by xid.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	log    *slog.Logger
+	port   uint16 // client's source port, for RequireSecurePort
+	wmu    sync.Mutex
+	werr   error
+	slots  chan struct{}  // MaxInFlight
+	calls  sync.WaitGroup // our procedures in progress
+	fwd    chan []byte    // records for go-nfs, owned by the forwarder
+	gonfs  net.Conn       // our end of go-nfs's pipe; nil if go-nfs is gone
+	gclose <-chan struct{}
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	c := &conn{
+		s:     s,
+		nc:    nc,
+		log:   s.log.With("client", nc.RemoteAddr().String()),
+		slots: make(chan struct{}, s.opts.MaxInFlight),
+	}
+	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
+		c.port = ap.Port()
+	}
+	return c
+}
+
+// serve runs the connection until the client leaves, breaks the protocol,
+// idles too long or the server closes; it returns after every goroutine it
+// started has ended.
+func (c *conn) serve() {
+	defer c.nc.Close()
+	var helpers sync.WaitGroup
+	if p, closed, err := c.s.gonfsLis.dial(c.nc.RemoteAddr()); err == nil {
+		c.gonfs, c.gclose = p, closed
+		c.fwd = make(chan []byte, c.s.opts.MaxInFlight)
+		helpers.Add(2)
+		go func() { defer helpers.Done(); c.forward() }()
+		go func() { defer helpers.Done(); c.relay() }()
+	}
+	br := bufio.NewReaderSize(c.nc, 64<<10)
+	for {
+		c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+		rec, err := readRecord(br, nil, c.s.opts.MaxRecordSize)
+		if err != nil {
+			c.logEnd(err)
+			break
+		}
+		c.dispatch(rec)
+	}
+	c.nc.Close() // unblocks replies being written
+	c.calls.Wait()
+	if c.fwd != nil {
+		close(c.fwd)
+		helpers.Wait()
+		select { // go-nfs closes its end once it has read our EOF
+		case <-c.gclose:
+		case <-time.After(5 * time.Second):
+			c.log.Warn("nfs: go-nfs did not end its connection")
+		}
+	}
+}
+
+// logEnd logs why the connection ended, unless the client just left.
+func (c *conn) logEnd(err error) {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.log.Debug("nfs: connection closed")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Info("nfs: connection idle too long, closed", "timeout", c.s.opts.IdleTimeout)
+	case errors.Is(err, errRecordTooLarge):
+		c.log.Warn("nfs: connection closed: record too large", "err", err, "max", c.s.opts.MaxRecordSize)
+	default:
+		c.log.Warn("nfs: connection closed", "err", err)
+	}
+}
+
+// send writes one reply built with replyHeader (or acceptedError and the
+// like), filling in its record mark. A client that does not take its
+// replies within IdleTimeout loses the connection.
+func (c *conn) send(reply []byte) {
+	setRecordMark(reply)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+	if _, err := c.nc.Write(reply); err != nil {
+		c.werr = err
+		c.log.Info("nfs: cannot send reply, closing", "err", err)
+		c.nc.Close()
+	}
+}
+
+// dispatch answers or routes one record.
+func (c *conn) dispatch(rec []byte) {
+	cl, err := parseCall(rec)
+	switch {
+	case cl == nil:
+		c.log.Debug("nfs: dropped a record too short for an RPC call", "bytes", len(rec))
+		return
+	case errors.Is(err, errNotCall):
+		return
+	case err != nil:
+		c.send(acceptedError(cl.xid, acceptGarbageArgs, 0, 0))
+		return
+	case cl.rpcvers != rpcVersion:
+		c.send(deniedRPCMismatch(cl.xid))
+		return
+	}
+	switch cl.flavor {
+	case authNone:
+	case authSys:
+		if _, err := parseAuthSys(cl.cred); err != nil {
+			c.send(deniedAuth(cl.xid, authBadCred))
+			return
+		}
+	default:
+		c.send(deniedAuth(cl.xid, authTooWeak))
+		return
+	}
+	if c.s.opts.RequireSecurePort && c.port >= 1024 {
+		c.send(deniedAuth(cl.xid, authTooWeak))
+		return
+	}
+	var table []route
+	switch cl.prog {
+	case progNFS:
+		table = c.s.routes.nfs[:]
+	case progMount:
+		table = c.s.routes.mount[:]
+	default: // NFS_ACL, NLM, NFSv4 callbacks, anything else
+		c.send(acceptedError(cl.xid, acceptProgUnavail, 0, 0))
+		return
+	}
+	if cl.vers != 3 {
+		c.send(acceptedError(cl.xid, acceptProgMismatch, 3, 3))
+		return
+	}
+	if cl.proc >= uint32(len(table)) {
+		c.send(acceptedError(cl.xid, acceptProcUnavail, 0, 0))
+		return
+	}
+	r := table[cl.proc]
+	if r.handle == nil {
+		c.forwardCall(cl)
+		return
+	}
+	c.slots <- struct{}{}
+	c.calls.Add(1)
+	go func() {
+		defer c.calls.Done()
+		defer func() { <-c.slots }()
+		c.run(r, cl)
+	}()
+}
+
+// run answers a call with one of our procedures.
+func (c *conn) run(r route, cl *call) {
+	w := xdrWriter{b: make([]byte, 0, 256)}
+	replyHeader(&w, cl.xid, acceptSuccess)
+	if err := r.handle(c, cl, &w); err != nil {
+		c.log.Debug("nfs: garbage arguments", "proc", r.name, "xid", cl.xid, "err", err)
+		c.send(acceptedError(cl.xid, acceptGarbageArgs, 0, 0))
+		return
+	}
+	c.send(w.b)
+}
+
+// forwardCall hands a call to go-nfs; SYSTEM_ERR if go-nfs is not there.
+func (c *conn) forwardCall(cl *call) {
+	if c.fwd == nil {
+		c.send(acceptedError(cl.xid, acceptSystemErr, 0, 0))
+		return
+	}
+	c.fwd <- cl.record
+}
+
+// forward writes the records for go-nfs to its pipe, one whole record per
+// write, and closes the pipe when the connection ends so that go-nfs reads
+// a clean EOF between records.
+func (c *conn) forward() {
+	defer c.gonfs.Close()
+	for rec := range c.fwd {
+		buf := make([]byte, 4+len(rec))
+		copy(buf[4:], rec)
+		setRecordMark(buf)
+		if _, err := c.gonfs.Write(buf); err != nil {
+			c.log.Warn("nfs: go-nfs stopped reading", "err", err)
+			for range c.fwd { // drain so that dispatch never blocks
+			}
+			return
+		}
+	}
+}
+
+// relay copies go-nfs's replies to the client.
+func (c *conn) relay() {
+	br := bufio.NewReader(c.gonfs)
+	for {
+		rec, err := readRecord(br, nil, 1<<30)
+		if err != nil {
+			return
+		}
+		reply := make([]byte, 4+len(rec))
+		copy(reply[4:], rec)
+		c.send(reply)
+	}
+}

@@ -1,0 +1,41 @@
+// Package nfs serves a vfs.FS over NFSv3 and MOUNT v3 on one TCP port, for
+// the Linux kernel client, macOS mount_nfs and libnfs, with no rpcbind.
+//
+// # Design
+//
+// A small RPC record layer sits in front of github.com/willscott/go-nfs
+// (v0.0.4, unmodified). For each client connection it reads RPC records
+// (RFC 5531 record marking, at most Options.MaxRecordSize, with
+// Options.IdleTimeout), decodes the call header and decides:
+//
+//   - protocol errors it answers itself: RPC version ≠ 2 (RPC_MISMATCH),
+//     credentials other than AUTH_SYS and AUTH_NONE (AUTH_ERROR), unknown
+//     programs such as NFS_ACL 100227 (PROG_UNAVAIL), NFS or MOUNT versions
+//     other than 3 (PROG_MISMATCH with mismatch_info 3..3), unknown
+//     procedures (PROC_UNAVAIL), malformed arguments (GARBAGE_ARGS);
+//   - the procedures of the route table (routes.go) it answers itself from
+//     vfs, concurrently (Options.MaxInFlight per connection);
+//   - the rest — MOUNT NULL, MNT, UMNT and NFS NULL — it forwards in order
+//     to go-nfs, which serves an in-memory pipe per client connection, and
+//     relays go-nfs's replies back.
+//
+// routes.go says, procedure by procedure, why go-nfs does not answer the
+// others. go-nfs's Handler is implemented over vfs content handles
+// (gonfs.go): ToHandle/FromHandle need no table.
+//
+// # Handles, attributes, listings
+//
+// An NFS file handle is the vfs handle (vfs.Node.Handle, ≤ 45 bytes): the
+// same after a restart and on every server over the same store. A handle
+// that names nothing the store holds is NFS3ERR_STALE. Resolved handles are
+// kept in a bounded LRU (Options.HandleCacheSize). READDIR and READDIRPLUS
+// resume at vfs cookies (nfs3.go), so a directory of any size lists in
+// O(entries) with any client buffer size. Every error status comes from
+// one table, status.go, over vfs.Errno.
+//
+// # Access control
+//
+// Connections from outside Options.AllowedNetworks (default loopback) or
+// beyond Options.MaxConnections are closed at once with a log line. Writes
+// are NFS3ERR_ROFS; ACCESS never grants MODIFY, EXTEND or DELETE.
+package nfs

@@ -1,0 +1,103 @@
+package nfs
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Defaults for the zero fields of Options.
+const (
+	DefaultMaxRecordSize  = 512 << 10
+	DefaultMaxRead        = 1 << 20
+	DefaultIdleTimeout    = 5 * time.Minute
+	DefaultMaxConnections = 256
+	DefaultMaxInFlight    = 16
+	DefaultHandleCache    = 4096
+)
+
+// DefaultAllowedNetworks is where clients may connect from when
+// Options.AllowedNetworks is empty: loopback only.
+var DefaultAllowedNetworks = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+}
+
+// Options configure a Server (config key nfs). The zero value is the
+// documented default of every option.
+type Options struct {
+	// AllowedNetworks are the client networks that may connect. A
+	// connection from anywhere else is closed at once, with a log line.
+	// Default DefaultAllowedNetworks (loopback only). IPv4-mapped IPv6
+	// addresses are matched as IPv4.
+	AllowedNetworks []netip.Prefix
+
+	// RequireSecurePort refuses calls from source ports ≥ 1024 with
+	// AUTH_ERROR (AUTH_TOOWEAK), like knfsd's "secure" export option.
+	// Default off: guests behind qemu user networking and libnfs as a
+	// normal user connect from unprivileged ports.
+	RequireSecurePort bool
+
+	// MaxRecordSize is the largest RPC record a client may send; a larger
+	// one closes its connection. Reads are requested in small records, and
+	// FSINFO advertises a write size far below this. Default
+	// DefaultMaxRecordSize.
+	MaxRecordSize int
+
+	// MaxRead is the largest READ the server answers in one reply
+	// (FSINFO rtmax and rtpref); larger requests are shortened. Default
+	// DefaultMaxRead (1 MiB, the Linux client's largest rsize).
+	MaxRead uint32
+
+	// IdleTimeout closes a connection that sends nothing, or stops in the
+	// middle of a record, or does not take its replies, for this long.
+	// Default DefaultIdleTimeout.
+	IdleTimeout time.Duration
+
+	// MaxConnections bounds the open client connections; one more is
+	// closed at once, with a log line. Default DefaultMaxConnections.
+	MaxConnections int
+
+	// MaxInFlight bounds the calls of one connection the server works on
+	// at once; further calls wait in the client's socket buffer. Default
+	// DefaultMaxInFlight.
+	MaxInFlight int
+
+	// HandleCacheSize is how many resolved file handles are remembered
+	// (least recently used dropped first), so that a stream of READs does
+	// not ask the store about the same file every time. Default
+	// DefaultHandleCache.
+	HandleCacheSize int
+
+	// Logger receives one line per refused connection, mount and
+	// connection error, with the client address. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if len(o.AllowedNetworks) == 0 {
+		o.AllowedNetworks = DefaultAllowedNetworks
+	}
+	if o.MaxRecordSize <= 0 {
+		o.MaxRecordSize = DefaultMaxRecordSize
+	}
+	if o.MaxRead == 0 {
+		o.MaxRead = DefaultMaxRead
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.HandleCacheSize <= 0 {
+		o.HandleCacheSize = DefaultHandleCache
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}

@@ -1,0 +1,216 @@
+package nfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	gonfs "github.com/willscott/go-nfs"
+
+	"github.com/storefs/storefs/vfs"
+)
+
+// ErrServerClosed is returned by Server.Serve after Close.
+var ErrServerClosed = errors.New("nfs: server closed")
+
+// Server serves one vfs.FS over NFSv3 and MOUNT v3 on the listeners given to
+// Serve. Close stops it: listeners, connections and every goroutine.
+type Server struct {
+	fs   *vfs.FS
+	opts Options
+	log  *slog.Logger
+
+	ctx    context.Context // bounds every store call; cancelled by Close
+	cancel context.CancelFunc
+
+	handles *lru.Cache[string, vfs.Node]
+	routes  routeTable
+
+	gonfsOnce  sync.Once
+	gonfsLis   *pipeListener // go-nfs accepts our in-memory connections here
+	gonfsDone  chan struct{} // closed when go-nfs's Serve returns
+	slots      chan struct{} // one per open connection (MaxConnections)
+	wg         sync.WaitGroup
+	mu         sync.Mutex
+	closed     bool
+	listeners  map[net.Listener]struct{}
+	conns      map[*conn]struct{}
+}
+
+// New returns a Server over fsys. It starts nothing until Serve.
+func New(fsys *vfs.FS, opts Options) (*Server, error) {
+	if fsys == nil {
+		return nil, errors.New("nfs: no filesystem")
+	}
+	opts = opts.withDefaults()
+	handles, err := lru.New[string, vfs.Node](opts.HandleCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("nfs: handle cache: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		fs:        fsys,
+		opts:      opts,
+		log:       opts.Logger,
+		ctx:       ctx,
+		cancel:    cancel,
+		handles:   handles,
+		routes:    defaultRoutes(),
+		gonfsLis:  newPipeListener(),
+		gonfsDone: make(chan struct{}),
+		slots:     make(chan struct{}, opts.MaxConnections),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+	}, nil
+}
+
+// Serve is New followed by Server.Serve on lis until ctx is done; it then
+// closes the server and returns nil.
+func Serve(ctx context.Context, lis net.Listener, fsys *vfs.FS, opts Options) error {
+	s, err := New(fsys, opts)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	err = s.Serve(lis)
+	s.Close()
+	if errors.Is(err, ErrServerClosed) && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Serve accepts connections on lis (TCP; MOUNT and NFS share it) and serves
+// each in its own goroutine until lis fails or Close is called, then returns
+// (ErrServerClosed after Close). It closes lis.
+func (s *Server) Serve(lis net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		lis.Close()
+		return ErrServerClosed
+	}
+	s.listeners[lis] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, lis)
+		s.mu.Unlock()
+		lis.Close()
+	}()
+	s.startGoNFS()
+	s.log.Info("nfs: serving", "addr", lis.Addr().String())
+	for {
+		nc, err := lis.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("nfs: accept on %s: %w", lis.Addr(), err)
+		}
+		s.admit(nc)
+	}
+}
+
+// admit checks a new connection against AllowedNetworks and
+// MaxConnections and starts serving it, or closes it with a log line.
+func (s *Server) admit(nc net.Conn) {
+	client := nc.RemoteAddr().String()
+	if !s.allowed(nc.RemoteAddr()) {
+		s.log.Warn("nfs: connection refused: client network not allowed", "client", client)
+		nc.Close()
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		s.log.Warn("nfs: connection refused: too many connections", "client", client, "max", s.opts.MaxConnections)
+		nc.Close()
+		return
+	}
+	c := s.newConn(nc)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		<-s.slots
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.slots }()
+		c.serve()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+}
+
+// allowed reports whether addr is in AllowedNetworks.
+func (s *Server) allowed(addr net.Addr) bool {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range s.opts.AllowedNetworks {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Close stops the server: it closes every listener and connection, cancels
+// store calls in progress and waits for every goroutine it started.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for lis := range s.listeners {
+		lis.Close()
+	}
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	s.gonfsLis.Close()
+	started := false
+	s.gonfsOnce.Do(func() { close(s.gonfsDone) }) // never started: nothing to wait for
+	<-s.gonfsDone
+	_ = started
+	return nil
+}
+
+// startGoNFS starts go-nfs's server on the in-memory listener once.
+func (s *Server) startGoNFS() {
+	s.gonfsOnce.Do(func() {
+		srv := &gonfs.Server{Handler: &gonfsHandler{s: s}, Context: s.ctx}
+		go func() {
+			defer close(s.gonfsDone)
+			_ = srv.Serve(s.gonfsLis) // returns when gonfsLis is closed
+		}()
+	})
+}
