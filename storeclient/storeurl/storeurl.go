@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/storeclient/binarycache"
 	"github.com/storefs/storefs/storeclient/local"
 	"github.com/storefs/storefs/storeclient/memory"
 )
@@ -63,6 +64,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (storeclient.Store, 
 			return nil, fmt.Errorf("store URL %q: local: needs a directory, e.g. local:/var/lib/storefs", rawURL)
 		}
 		return openLocal(ctx, rest, opts)
+	case "nix+file", "nix+http", "nix+https":
+		// The cache store is written by lookups, so it is opened
+		// read-write even for a read-only caller.
+		return binarycache.OpenURL(ctx, rawURL, func(ctx context.Context, u string) (storeclient.Store, error) {
+			return Open(ctx, u, Options{})
+		})
 	}
 	return nil, fmt.Errorf("store URL %q: unknown scheme %q (want local:, memory:)", rawURL, scheme)
 }

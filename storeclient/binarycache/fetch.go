@@ -1,0 +1,292 @@
+package binarycache
+
+import (
+	"compress/bzip2"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+
+	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/storeclient/importer"
+	"github.com/storefs/storefs/storeclient/nar"
+)
+
+// errUntrusted is wrapped (with ErrNotFound) by the error for a path that
+// is refused because no trusted key signed it.
+var errUntrusted = errors.New("not signed by a trusted key")
+
+// fetch fetches the store path with digest d into the cache store and
+// returns its PathInfo.
+func (s *Store) fetch(ctx context.Context, d storeclient.StorePathDigest) (*storeclient.PathInfo, error) {
+	// A fetch that finished just before this one was started has stored
+	// the path already.
+	if p, err := s.cache.GetPathInfo(ctx, d); err == nil || !errors.Is(err, storeclient.ErrNotFound) {
+		return p, err
+	}
+	start := time.Now()
+	ni, err := s.narinfo(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	p := ni.Info
+	if err := s.trust(p); err != nil {
+		s.log.Warn("binary cache: refused untrusted path", "path", p.StorePath.String(), "cache", s.cfg.String(), "reason", err)
+		return nil, fmt.Errorf("%s from %s: %w: %w", p.StorePath, s.cfg, errUntrusted, storeclient.ErrNotFound)
+	}
+	root, err := s.ingest(ctx, ni)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("binary cache: fetch failed", "path", p.StorePath.String(), "cache", s.cfg.String(), "err", err)
+		}
+		return nil, fmt.Errorf("fetch %s from %s: %w", p.StorePath, s.cfg, err)
+	}
+	p.Node = root
+	if err := s.cache.PutPathInfo(ctx, p); err != nil {
+		return nil, fmt.Errorf("fetch %s from %s: store pathinfo: %w", p.StorePath, s.cfg, err)
+	}
+	s.log.Debug("binary cache: fetched", "path", p.StorePath.String(), "nar_size", p.NarSize,
+		"file_size", ni.FileSize, "compression", ni.Compression, "duration", time.Since(start).Round(time.Millisecond))
+	return p, nil
+}
+
+// narinfo fetches and checks <hash>.narinfo.
+func (s *Store) narinfo(ctx context.Context, d storeclient.StorePathDigest) (*NarInfo, error) {
+	name := d.String() + ".narinfo"
+	r, err := s.t.get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("binary cache %s: %w", s.cfg, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, maxNarinfoSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("binary cache %s: read %s: %w", s.cfg, name, err)
+	}
+	ni, err := ParseNarInfo(b, d)
+	if err != nil {
+		s.log.Error("binary cache: bad narinfo", "narinfo", name, "cache", s.cfg.String(), "err", err)
+		return nil, fmt.Errorf("binary cache %s: %s: %w: %w", s.cfg, name, err, storeclient.ErrCorrupt)
+	}
+	return ni, nil
+}
+
+// trust decides whether p may be served: always when no keys are
+// configured; otherwise when a trusted key signed it, or when it is
+// content-addressed with a content address storefs checks against the
+// content (which ingest then does), as Nix trusts CA paths.
+func (s *Store) trust(p *storeclient.PathInfo) error {
+	if len(s.cfg.TrustedKeys) == 0 {
+		return nil
+	}
+	if VerifySignatures(p, s.cfg.TrustedKeys) != "" {
+		return nil
+	}
+	if p.CA != nil {
+		err := checkCAPath(p)
+		if err == nil {
+			return nil
+		}
+		return fmt.Errorf("no valid signature by a trusted key, and its content address is unusable: %w", err)
+	}
+	if len(p.Signatures) == 0 {
+		return errors.New("it has no signature")
+	}
+	return fmt.Errorf("none of its %d signatures is valid for a trusted key", len(p.Signatures))
+}
+
+// ingest downloads the NAR of ni, verifying it as it streams, into the
+// cache store, and returns the root node. Nothing is made reachable by a
+// PathInfo here.
+func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, error) {
+	body, err := s.t.get(ctx, ni.URL)
+	if err != nil {
+		// The narinfo exists, so a missing NAR is a broken cache, not a
+		// missing path.
+		return storeclient.Node{}, fmt.Errorf("NAR %s: %v", ni.URL, err)
+	}
+	defer body.Close()
+	raw := &countingReader{r: body, h: sha256.New(), limit: ni.FileSize, what: "the file", onBytes: s.onBytes}
+	if ni.FileSize == 0 {
+		raw.limit = 0
+	}
+	dec, closeDec, err := decompressor(ni.Compression, raw)
+	if err != nil {
+		return storeclient.Node{}, err
+	}
+	defer closeDec()
+	narR := &countingReader{r: dec, limit: ni.Info.NarSize, what: "the NAR"}
+	info, err := importer.ImportNAR(ctx, &staging{Store: s.cache}, narR, ni.Info.StorePath.Name)
+	if err != nil {
+		if errors.Is(err, nar.ErrMalformed) {
+			err = fmt.Errorf("%w: %w", storeclient.ErrCorrupt, err)
+		}
+		return storeclient.Node{}, err
+	}
+	// Anything after the NAR is an error, and the whole file counts for
+	// FileSize and FileHash.
+	if n, err := io.Copy(io.Discard, narR); err != nil {
+		return storeclient.Node{}, err
+	} else if n > 0 {
+		return storeclient.Node{}, fmt.Errorf("%w: %d bytes after the end of the NAR", storeclient.ErrCorrupt, n)
+	}
+	if _, err := io.Copy(io.Discard, raw); err != nil {
+		return storeclient.Node{}, err
+	}
+	if ni.FileSize != 0 && raw.n != ni.FileSize {
+		return storeclient.Node{}, fmt.Errorf("%w: %s has %d bytes, FileSize says %d", storeclient.ErrCorrupt, ni.URL, raw.n, ni.FileSize)
+	}
+	if ni.FileSHA256 != nil && [sha256.Size]byte(raw.h.Sum(nil)) != *ni.FileSHA256 {
+		return storeclient.Node{}, fmt.Errorf("%w: %s does not match its FileHash", storeclient.ErrCorrupt, ni.URL)
+	}
+	if narR.n != ni.Info.NarSize || info.NarSize != ni.Info.NarSize {
+		return storeclient.Node{}, fmt.Errorf("%w: the NAR has %d bytes, NarSize says %d", storeclient.ErrCorrupt, narR.n, ni.Info.NarSize)
+	}
+	if info.NarSHA256 != ni.Info.NarSHA256 {
+		return storeclient.Node{}, fmt.Errorf("%w: the NAR does not match its NarHash", storeclient.ErrCorrupt)
+	}
+	if needsFlatHash(ni.Info.CA) {
+		if err := s.checkFlatHash(ctx, info.Node, ni.Info.CA.Digest); err != nil {
+			return storeclient.Node{}, err
+		}
+	}
+	return info.Node, nil
+}
+
+// checkFlatHash checks that root is a file whose contents have the sha256
+// want (flat and text content addresses).
+func (s *Store) checkFlatHash(ctx context.Context, root storeclient.Node, want []byte) error {
+	if root.Kind() != storeclient.KindFile {
+		return fmt.Errorf("%w: a flat content address needs a single file, not a %s", storeclient.ErrCorrupt, root.Kind())
+	}
+	br, err := s.cache.OpenBlob(ctx, root.Digest())
+	if err != nil {
+		return fmt.Errorf("check content address: %w", err)
+	}
+	defer br.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(br, 0, br.Size())); err != nil {
+		return fmt.Errorf("check content address: %w", err)
+	}
+	if string(h.Sum(nil)) != string(want) {
+		return fmt.Errorf("%w: the file does not match its content address", storeclient.ErrCorrupt)
+	}
+	return nil
+}
+
+// maxZstdWindow bounds the memory a zstd stream may ask for (Nix's
+// highest levels use 8 MiB, --long 128 MiB).
+const maxZstdWindow = 128 << 20
+
+// decompressor returns a reader of the NAR inside r and a function that
+// releases the decoder.
+func decompressor(compression string, r io.Reader) (io.Reader, func(), error) {
+	switch compression {
+	case "none":
+		return r, func() {}, nil
+	case "xz":
+		xr, err := xz.NewReader(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: xz: %w", storeclient.ErrCorrupt, err)
+		}
+		return &namedErrReader{r: xr, what: "xz"}, func() {}, nil
+	case "zstd":
+		zr, err := zstd.NewReader(r, zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderConcurrency(2))
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return &namedErrReader{r: zr, what: "zstd"}, zr.Close, nil
+	case "bzip2":
+		return &namedErrReader{r: bzip2.NewReader(r), what: "bzip2"}, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("compression %q is not supported", compression)
+}
+
+// namedErrReader names the decompressor in its errors and marks them as
+// corrupt data, except EOF and errors of the underlying download.
+type namedErrReader struct {
+	r    io.Reader
+	what string
+}
+
+func (n *namedErrReader) Read(p []byte) (int, error) {
+	k, err := n.r.Read(p)
+	if err != nil && err != io.EOF {
+		var ce *countError
+		if errors.As(err, &ce) || errors.Is(err, context.Canceled) || errors.Is(err, errStalled) {
+			return k, err
+		}
+		err = fmt.Errorf("%w: %s: %w", storeclient.ErrCorrupt, n.what, err)
+	}
+	return k, err
+}
+
+// countingReader counts (and optionally hashes) what passes through it,
+// and fails once more than limit bytes arrive (limit 0: no limit), so a
+// hostile server cannot stream forever.
+type countingReader struct {
+	r       io.Reader
+	h       hash.Hash
+	n       uint64
+	limit   uint64
+	what    string
+	onBytes func(int64)
+}
+
+// countError is a size limit exceeded or a failure of the underlying
+// reader, as opposed to a decoding error.
+type countError struct{ err error }
+
+func (e *countError) Error() string { return e.err.Error() }
+func (e *countError) Unwrap() error { return e.err }
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	if c.h != nil {
+		c.h.Write(p[:k])
+	}
+	c.n += uint64(k)
+	if c.onBytes != nil && k > 0 {
+		c.onBytes(int64(k))
+	}
+	if c.limit > 0 && c.n > c.limit {
+		return k, &countError{fmt.Errorf("%w: %s is longer than the %d bytes its narinfo gives", storeclient.ErrCorrupt, c.what, c.limit)}
+	}
+	if err != nil && err != io.EOF {
+		err = &countError{err}
+	}
+	return k, err
+}
+
+// staging is the cache store as the importer sees it: blobs and
+// Directories go through, the PathInfo the importer computes (a
+// content-addressed one, under another path) is only kept, so the fetch
+// can check it and store the real one last.
+type staging struct {
+	storeclient.Store
+	info *storeclient.PathInfo
+}
+
+// PutPathInfo keeps p instead of storing it.
+func (s *staging) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error {
+	s.info = p
+	return nil
+}
+
+// PutDirectories stores dirs in one batch when the cache store can.
+func (s *staging) PutDirectories(ctx context.Context, dirs []*storeclient.Directory) error {
+	if b, ok := s.Store.(importer.DirectoryBatchPutter); ok {
+		return b.PutDirectories(ctx, dirs)
+	}
+	for _, d := range dirs {
+		if _, err := s.Store.PutDirectory(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,316 @@
+package binarycache
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/storefs/storefs/storeclient"
+)
+
+// Options are what New needs besides the Config.
+type Options struct {
+	// Cache receives fetched paths and serves blobs, Directories and
+	// PathInfos. Required.
+	Cache storeclient.Store
+	// OwnCache makes Close close Cache too.
+	OwnCache bool
+	// Logger receives one line per refused path, failed fetch and retry.
+	// Default slog.Default().
+	Logger *slog.Logger
+	// HTTPClient is used for http(s) caches; nil means a client tuned
+	// for the Config's timeout.
+	HTTPClient *http.Client
+	// OnBytes, if set, is called with the number of NAR bytes (as stored
+	// in the cache, compressed) as they are downloaded, for progress.
+	OnBytes func(n int64)
+}
+
+// Store is a lazy, read-only storeclient.Store over a Nix binary cache.
+// Its methods may be called concurrently.
+type Store struct {
+	cfg      *Config
+	cache    storeclient.Store
+	ownCache bool
+	t        transport
+	log      *slog.Logger
+	onBytes  func(int64)
+	now      func() time.Time
+
+	// ctx is the lifetime of the fetches the Store runs; Close cancels it
+	// and waits for them (wg).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	flights map[storeclient.StorePathDigest]*flight
+	missing map[storeclient.StorePathDigest]time.Time // digest → when to ask again
+}
+
+var _ storeclient.Store = (*Store)(nil)
+
+// flight is one fetch of a store path, shared by every lookup that
+// arrives while it runs.
+type flight struct {
+	done chan struct{}
+	info *storeclient.PathInfo
+	err  error
+}
+
+// maxMissing bounds the negative cache; when full, expired entries are
+// dropped, and if none are, all of them.
+const maxMissing = 1 << 16
+
+// ErrReadOnly is returned by the write methods: a binary cache store is
+// filled only by lookups.
+var ErrReadOnly = errors.New("a Nix binary cache store is read-only (paths are fetched on lookup; use storefs copy to fill another store)")
+
+// OpenURL parses rawURL (see Config), opens its cache store with
+// openCache, and returns the Store, which owns the cache store.
+func OpenURL(ctx context.Context, rawURL string, openCache func(ctx context.Context, url string) (storeclient.Store, error)) (*Store, error) {
+	cfg, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(cfg.CacheURL, "nix+") {
+		return nil, fmt.Errorf("binary cache %s: cache=%s: the cache store cannot itself be a binary cache", cfg, cfg.CacheURL)
+	}
+	cache, err := openCache(ctx, cfg.CacheURL)
+	if err != nil {
+		return nil, fmt.Errorf("binary cache %s: open cache store %s: %w", cfg, cfg.CacheURL, err)
+	}
+	s, err := New(ctx, cfg, Options{Cache: cache, OwnCache: true})
+	if err != nil {
+		cache.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New returns a Store over the binary cache cfg names. It reads the
+// cache's nix-cache-info (a missing one is accepted, as Nix does; a
+// StoreDir other than /nix/store is an error).
+func New(ctx context.Context, cfg *Config, opts Options) (*Store, error) {
+	if opts.Cache == nil {
+		return nil, errors.New("binarycache: Options.Cache is required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Store{
+		cfg:      cfg,
+		cache:    opts.Cache,
+		ownCache: opts.OwnCache,
+		log:      log,
+		onBytes:  opts.OnBytes,
+		now:      time.Now,
+		flights:  make(map[storeclient.StorePathDigest]*flight),
+		missing:  make(map[storeclient.StorePathDigest]time.Time),
+	}
+	switch cfg.BaseURL.Scheme {
+	case "file":
+		s.t = &fileTransport{dir: cfg.BaseURL.Path}
+	default:
+		client := opts.HTTPClient
+		if client == nil {
+			client = newHTTPClient(cfg.Timeout)
+		}
+		ht := &httpTransport{base: cfg.BaseURL, client: client, retries: cfg.Retries, timeout: cfg.Timeout, log: log, backoff: defaultBackoff}
+		if u := cfg.BaseURL.User; u != nil {
+			pw, _ := u.Password()
+			ht.creds = &credentials{login: u.Username(), password: pw}
+		} else {
+			c, err := netrcCredentials(netrcPath(), cfg.BaseURL.Hostname())
+			if err != nil {
+				return nil, fmt.Errorf("binary cache %s: %w", cfg, err)
+			}
+			ht.creds = c
+		}
+		s.t = ht
+	}
+	if err := s.readCacheInfo(ctx); err != nil {
+		s.t.close()
+		return nil, err
+	}
+	if len(cfg.TrustedKeys) == 0 {
+		log.Warn("binary cache: no trusted-public-keys given; signatures are not checked", "cache", cfg.String())
+	}
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	return s, nil
+}
+
+// readCacheInfo checks the cache's nix-cache-info.
+func (s *Store) readCacheInfo(ctx context.Context) error {
+	r, err := s.t.get(ctx, "nix-cache-info")
+	if errors.Is(err, storeclient.ErrNotFound) {
+		s.log.Debug("binary cache: no nix-cache-info; assuming StoreDir /nix/store", "cache", s.cfg.String())
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("binary cache %s: read nix-cache-info: %w", s.cfg, err)
+	}
+	defer r.Close()
+	sc := bufio.NewScanner(io.LimitReader(r, 64<<10))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == "StoreDir" {
+			if dir := strings.TrimSpace(v); dir != storeclient.StoreDir {
+				return fmt.Errorf("binary cache %s: its StoreDir is %q, but storefs serves only %s", s.cfg, dir, storeclient.StoreDir)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("binary cache %s: read nix-cache-info: %w", s.cfg, err)
+	}
+	return nil
+}
+
+// TrustedLocal reports whether the cache store is trusted: content is
+// verified when it is fetched, so the Store is as trustworthy as the
+// store it keeps that content in.
+func (s *Store) TrustedLocal() bool {
+	tl, ok := s.cache.(interface{ TrustedLocal() bool })
+	return ok && tl.TrustedLocal()
+}
+
+// Cache returns the cache store.
+func (s *Store) Cache() storeclient.Store { return s.cache }
+
+// StatBlob implements storeclient.BlobService from the cache store.
+func (s *Store) StatBlob(ctx context.Context, d storeclient.Digest) (int64, error) {
+	return s.cache.StatBlob(ctx, d)
+}
+
+// OpenBlob implements storeclient.BlobService from the cache store.
+func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
+	return s.cache.OpenBlob(ctx, d)
+}
+
+// NewBlobWriter returns ErrReadOnly.
+func (s *Store) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, error) {
+	return nil, ErrReadOnly
+}
+
+// GetDirectory implements storeclient.DirectoryService from the cache
+// store.
+func (s *Store) GetDirectory(ctx context.Context, d storeclient.Digest) (*storeclient.Directory, error) {
+	return s.cache.GetDirectory(ctx, d)
+}
+
+// PutDirectory returns ErrReadOnly.
+func (s *Store) PutDirectory(ctx context.Context, dir *storeclient.Directory) (storeclient.Digest, error) {
+	return storeclient.Digest{}, ErrReadOnly
+}
+
+// PutPathInfo returns ErrReadOnly.
+func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error {
+	return ErrReadOnly
+}
+
+// ListPathInfos lists what the cache store holds: the paths fetched so
+// far. A binary cache itself cannot be listed cheaply.
+func (s *Store) ListPathInfos(ctx context.Context) iter.Seq2[*storeclient.PathInfo, error] {
+	return s.cache.ListPathInfos(ctx)
+}
+
+// GetPathInfo returns the PathInfo of the store path with digest d from
+// the cache store, fetching the path from the binary cache first if the
+// cache store does not have it. A path the binary cache does not have, or
+// that is refused (not signed by a trusted key), is an error wrapping
+// storeclient.ErrNotFound; a fetch that fails verification wraps
+// storeclient.ErrCorrupt. If ctx ends first, the fetch goes on (other
+// lookups may be waiting for it, and the next lookup finds it done).
+func (s *Store) GetPathInfo(ctx context.Context, d storeclient.StorePathDigest) (*storeclient.PathInfo, error) {
+	p, err := s.cache.GetPathInfo(ctx, d)
+	if err == nil || !errors.Is(err, storeclient.ErrNotFound) {
+		return p, err
+	}
+	f, err := s.join(d)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-f.done:
+		return f.info, f.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("fetch %s from %s: %w", d, s.cfg, context.Cause(ctx))
+	}
+}
+
+// join returns the running fetch of d, or starts one; or an ErrNotFound
+// error if d was missing recently.
+func (s *Store) join(d storeclient.StorePathDigest) (*flight, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("binary cache %s: store is closed", s.cfg)
+	}
+	if f, ok := s.flights[d]; ok {
+		return f, nil
+	}
+	if until, ok := s.missing[d]; ok {
+		if s.now().Before(until) {
+			return nil, fmt.Errorf("%s.narinfo: %w (remembered as missing)", d, storeclient.ErrNotFound)
+		}
+		delete(s.missing, d)
+	}
+	f := &flight{done: make(chan struct{})}
+	s.flights[d] = f
+	s.wg.Go(func() {
+		f.info, f.err = s.fetch(s.ctx, d)
+		s.mu.Lock()
+		delete(s.flights, d)
+		if errors.Is(f.err, storeclient.ErrNotFound) && s.cfg.NegativeTTL > 0 {
+			s.rememberMissing(d)
+		}
+		s.mu.Unlock()
+		close(f.done)
+	})
+	return f, nil
+}
+
+// rememberMissing records d in the negative cache; s.mu is held.
+func (s *Store) rememberMissing(d storeclient.StorePathDigest) {
+	now := s.now()
+	if len(s.missing) >= maxMissing {
+		for k, until := range s.missing {
+			if !now.Before(until) {
+				delete(s.missing, k)
+			}
+		}
+		if len(s.missing) >= maxMissing {
+			clear(s.missing)
+		}
+	}
+	s.missing[d] = now.Add(s.cfg.NegativeTTL)
+}
+
+// Close stops running fetches, waits for them, and closes the cache store
+// if the Store owns it.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	s.t.close()
+	if s.ownCache {
+		return s.cache.Close()
+	}
+	return nil
+}
