@@ -36,13 +36,14 @@ func quietLogger() *slog.Logger {
 type server struct {
 	lis    net.Listener
 	cancel context.CancelFunc
-	done   chan error
+	wait   func() error
 }
 
+// stop stops the server and waits for Serve to return.
 func (s *server) stop(t *testing.T) {
 	t.Helper()
 	s.cancel()
-	if err := <-s.done; err != nil {
+	if err := s.wait(); err != nil {
 		t.Errorf("Serve: %v", err)
 	}
 }
@@ -52,13 +53,14 @@ func (s *server) stop(t *testing.T) {
 func serve(t *testing.T, lis net.Listener, store storeclient.Store) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{lis: lis, cancel: cancel, done: make(chan error, 1)}
+	done := make(chan error, 1)
 	go func() {
-		s.done <- grpcserver.Serve(ctx, lis, store, grpcserver.Options{Logger: quietLogger(), ShutdownTimeout: 2 * time.Second})
+		done <- grpcserver.Serve(ctx, lis, store, grpcserver.Options{Logger: quietLogger(), ShutdownTimeout: 2 * time.Second})
 	}()
+	s := &server{lis: lis, cancel: cancel, wait: sync.OnceValue(func() error { return <-done })}
 	t.Cleanup(func() {
 		cancel()
-		<-s.done
+		s.wait()
 	})
 	return s
 }
@@ -268,5 +270,3 @@ func entry(t *testing.T, name string, n storeclient.Node) storeclient.Entry {
 func dirNode(d *storeclient.Directory) storeclient.Node {
 	return storeclient.DirectoryNode(d.Digest(), d.Size())
 }
-
-var _ = sync.Mutex{}
