@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -84,7 +85,7 @@ func (c *conn) serve() {
 // logEnd logs why the connection ended, unless the client just left.
 func (c *conn) logEnd(err error) {
 	switch {
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
 		c.log.Debug("nfs: connection closed")
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.log.Info("nfs: connection idle too long, closed", "timeout", c.s.opts.IdleTimeout)
@@ -178,7 +179,9 @@ func (c *conn) dispatch(rec []byte) {
 
 // run answers a call with one of our procedures.
 func (c *conn) run(r route, cl *call) {
-	w := xdrWriter{b: make([]byte, 0, 256)}
+	buf := c.s.replyBufs.Get().(*[]byte)
+	defer c.s.replyBufs.Put(buf)
+	w := xdrWriter{b: (*buf)[:0]}
 	replyHeader(&w, cl.xid, acceptSuccess)
 	if err := r.handle(c, cl, &w); err != nil {
 		c.log.Debug("nfs: garbage arguments", "proc", r.name, "xid", cl.xid, "err", err)
@@ -186,7 +189,14 @@ func (c *conn) run(r route, cl *call) {
 		return
 	}
 	c.send(w.b)
+	if cap(w.b) <= replyBufSize(c.s.opts) {
+		*buf = w.b[:0]
+	}
 }
+
+// replyBufSize is the capacity of pooled reply buffers: a READ reply of
+// MaxRead bytes, or a READDIR reply of maxReaddirReply, fits.
+func replyBufSize(o Options) int { return max(int(o.MaxRead), maxReaddirReply) + 1024 }
 
 // forwardCall hands a call to go-nfs; SYSTEM_ERR if go-nfs is not there.
 func (c *conn) forwardCall(cl *call) {

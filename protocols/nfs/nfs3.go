@@ -242,7 +242,6 @@ func (c *conn) read(cl *call, w *xdrWriter) error {
 	// Read straight into the reply: status, attributes, count, eof and
 	// the data's length come first.
 	head := len(w.b)
-	w.b = append(w.b, make([]byte, 4+4+fattr3Len+4+4+4)...)[:head]
 	w.u32(nfs3OK)
 	c.postOpAttr(w, n)
 	w.u32(count)

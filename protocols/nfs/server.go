@@ -28,18 +28,19 @@ type Server struct {
 	ctx    context.Context // bounds every store call; cancelled by Close
 	cancel context.CancelFunc
 
-	handles *lru.Cache[string, vfs.Node]
-	routes  routeTable
+	handles   *lru.Cache[string, vfs.Node]
+	routes    routeTable
+	replyBufs sync.Pool // *[]byte of replyBufSize: READ replies are built in place
 
-	gonfsOnce  sync.Once
-	gonfsLis   *pipeListener // go-nfs accepts our in-memory connections here
-	gonfsDone  chan struct{} // closed when go-nfs's Serve returns
-	slots      chan struct{} // one per open connection (MaxConnections)
-	wg         sync.WaitGroup
-	mu         sync.Mutex
-	closed     bool
-	listeners  map[net.Listener]struct{}
-	conns      map[*conn]struct{}
+	gonfsOnce sync.Once
+	gonfsLis  *pipeListener // go-nfs accepts our in-memory connections here
+	gonfsDone chan struct{} // closed when go-nfs's Serve returns
+	slots     chan struct{} // one per open connection (MaxConnections)
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
 }
 
 // New returns a Server over fsys. It starts nothing until Serve.
@@ -53,7 +54,12 @@ func New(fsys *vfs.FS, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("nfs: handle cache: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	bufSize := replyBufSize(opts)
 	return &Server{
+		replyBufs: sync.Pool{New: func() any {
+			b := make([]byte, 0, bufSize)
+			return &b
+		}},
 		fs:        fsys,
 		opts:      opts,
 		log:       opts.Logger,
@@ -197,10 +203,8 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	s.gonfsLis.Close()
-	started := false
 	s.gonfsOnce.Do(func() { close(s.gonfsDone) }) // never started: nothing to wait for
 	<-s.gonfsDone
-	_ = started
 	return nil
 }
 
