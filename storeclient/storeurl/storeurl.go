@@ -2,8 +2,11 @@
 //
 //	memory:            an empty in-memory store
 //	local:DIR, DIR     the embedded on-disk store in DIR
+//	grpc+http://HOST:PORT, grpc+https://HOST[:PORT], grpc+unix:///PATH
+//	                   a tvix/snix (or storefs) store daemon, see grpcstore
+//	cache:FAST|SLOW    FAST (memory: or local:DIR) filled from SLOW, see cache
 //
-// Later backends (grpc+…, nix+…, cache:) are added here.
+// docs/store-urls.md lists every form with examples.
 package storeurl
 
 import (
@@ -15,6 +18,8 @@ import (
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/binarycache"
+	"github.com/storefs/storefs/storeclient/cache"
+	"github.com/storefs/storefs/storeclient/grpcstore"
 	"github.com/storefs/storefs/storeclient/local"
 	"github.com/storefs/storefs/storeclient/memory"
 )
@@ -70,8 +75,35 @@ func Open(ctx context.Context, rawURL string, opts Options) (storeclient.Store, 
 		return binarycache.OpenURL(ctx, rawURL, func(ctx context.Context, u string) (storeclient.Store, error) {
 			return Open(ctx, u, Options{})
 		})
+	case "grpc+http", "grpc+https", "grpc+unix":
+		s, err := grpcstore.Open(rawURL, grpcstore.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	case "cache":
+		return openCache(ctx, rawURL, rest, opts)
 	}
-	return nil, fmt.Errorf("store URL %q: unknown scheme %q (want local:, memory:)", rawURL, scheme)
+	return nil, fmt.Errorf("store URL %q: unknown scheme %q (want local:, memory:, nix+file:, nix+http(s):, grpc+http(s):, grpc+unix:, cache:)", rawURL, scheme)
+}
+
+// openCache opens cache:FAST|SLOW. The fast store is filled by reads, so
+// it is opened read-write even for a read-only caller.
+func openCache(ctx context.Context, rawURL, rest string, opts Options) (storeclient.Store, error) {
+	fastURL, slowURL, ok := strings.Cut(rest, "|")
+	if !ok || fastURL == "" || slowURL == "" {
+		return nil, fmt.Errorf("store URL %q: want cache:FAST_URL|SLOW_URL, e.g. cache:memory:|grpc+http://127.0.0.1:8000", rawURL)
+	}
+	fast, err := Open(ctx, fastURL, Options{})
+	if err != nil {
+		return nil, fmt.Errorf("store URL %q: fast store: %w", rawURL, err)
+	}
+	slow, err := Open(ctx, slowURL, opts)
+	if err != nil {
+		fast.Close()
+		return nil, fmt.Errorf("store URL %q: slow store: %w", rawURL, err)
+	}
+	return cache.New(fast, slow, nil), nil
 }
 
 func openLocal(ctx context.Context, dir string, opts Options) (storeclient.Store, error) {
