@@ -11,7 +11,6 @@ import (
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/importer"
 	"github.com/storefs/storefs/storeclient/local"
-	"github.com/storefs/storefs/storeclient/storeurl"
 )
 
 // storefsImport runs `storefs --store local:storeDir import path` and
@@ -32,7 +31,7 @@ func storefsImport(ctx context.Context, env *Env, storeDir, path string) (string
 // With verify it also checks the BLAKE3 digest, as a frontend does before
 // serving data from an untrusted store.
 func storefsBlobRead(ctx context.Context, storeDir, storePath string, verify bool) (int64, error) {
-	s, err := storeurl.Open(ctx, "local:"+storeDir, storeurl.Options{ReadOnly: true})
+	s, err := local.Open(ctx, storeDir, local.Options{ReadOnly: true})
 	if err != nil {
 		return 0, err
 	}

@@ -199,25 +199,43 @@ func warmCache(root string) error {
 	})
 }
 
-// timeBest runs f env.Runs times and returns the fastest wall time. prepare
-// (may be nil) runs untimed before each run.
-func timeBest(env *Env, prepare func() error, f func() error) (time.Duration, error) {
-	best := time.Duration(0)
+// contender is one system of a workload: run does the timed work once,
+// writing any store it creates under dir (a new directory per run), and
+// returns a result to compare across systems (such as a store path).
+type contender struct {
+	name string
+	peer bool
+	run  func(ctx context.Context, dir string) (string, error)
+}
+
+// runContenders runs every contender env.Runs times, interleaved (one run
+// of each, then the next round) so that slow drift of the machine touches
+// all of them alike, and returns each one's fastest wall time and last
+// output. Before each run it calls sync(2), untimed, so that writeback of
+// earlier runs does not land in this run's time. Stores are deleted only
+// after all runs: ext4 makes inode allocation slower for minutes after a
+// mass delete, which would penalise whichever system runs next.
+func runContenders(ctx context.Context, env *Env, cs []contender) ([]time.Duration, []string, error) {
+	best := make([]time.Duration, len(cs))
+	outs := make([]string, len(cs))
 	for i := 0; i < env.Runs; i++ {
-		if prepare != nil {
-			if err := prepare(); err != nil {
-				return 0, err
+		for j, c := range cs {
+			dir := filepath.Join(env.Scratch, fmt.Sprintf("run%d-sys%d", i, j))
+			syscall.Sync()
+			t0 := time.Now()
+			out, err := c.run(ctx, dir)
+			d := time.Since(t0)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", c.name, err)
 			}
-		}
-		t0 := time.Now()
-		if err := f(); err != nil {
-			return 0, err
-		}
-		if d := time.Since(t0); best == 0 || d < best {
-			best = d
+			env.Log.Debug("run", "system", c.name, "round", i, "wall", d)
+			if best[j] == 0 || d < best[j] {
+				best[j] = d
+			}
+			outs[j] = out
 		}
 	}
-	return best, nil
+	return best, outs, nil
 }
 
 func printTable(w io.Writer, rs []Result) {

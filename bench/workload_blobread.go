@@ -31,31 +31,30 @@ func runBlobReadWorkload(ctx context.Context, env *Env) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := Result{Workload: "blobread", Bytes: size, Files: 1}
-
-	cat := base
-	cat.System, cat.Peer = "cat FILE > /dev/null", true
-	if cat.Wall, err = timeBest(env, nil, func() error { return catFile(ctx, big) }); err != nil {
-		return nil, err
-	}
-	read := func(verify bool) func() error {
-		return func() error {
+	read := func(verify bool) func(context.Context, string) (string, error) {
+		return func(ctx context.Context, _ string) (string, error) {
 			n, err := storefsBlobRead(ctx, storeDir, storePath, verify)
 			if err == nil && n != size {
 				err = errors.New("blob length differs from the file's")
 			}
-			return err
+			return "", err
 		}
 	}
-	raw := base
-	raw.System = "storefs blob ReadAt (local store)"
-	if raw.Wall, err = timeBest(env, nil, read(false)); err != nil {
+	cs := []contender{
+		{name: "cat FILE > /dev/null", peer: true, run: func(ctx context.Context, _ string) (string, error) {
+			return "", catFile(ctx, big)
+		}},
+		{name: "storefs blob ReadAt (local store)", run: read(false)},
+		{name: "storefs blob ReadAt + BLAKE3 verify", run: read(true)},
+	}
+	walls, _, err := runContenders(ctx, env, cs)
+	if err != nil {
 		return nil, err
 	}
-	verified := base
-	verified.System = "storefs blob ReadAt + BLAKE3 verify"
-	if verified.Wall, err = timeBest(env, nil, read(true)); err != nil {
-		return nil, err
+	var results []Result
+	for i, c := range cs {
+		r := Result{Workload: "blobread", System: c.name, Peer: c.peer, Wall: walls[i], Bytes: size, Files: 1}
+		results = append(results, r)
 	}
-	return []Result{cat, raw, verified}, nil
+	return results, nil
 }
