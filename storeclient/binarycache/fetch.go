@@ -77,14 +77,21 @@ func (s *Store) narinfo(ctx context.Context, d storeclient.StorePathDigest) (*Na
 }
 
 // trust decides whether p may be served: always when no keys are
-// configured; otherwise when a trusted key signed it, or when it is
-// content-addressed with a content address storefs checks against the
-// content (which ingest then does), as Nix trusts CA paths.
+// configured; otherwise as CheckTrust.
 func (s *Store) trust(p *storeclient.PathInfo) error {
 	if len(s.cfg.TrustedKeys) == 0 {
 		return nil
 	}
-	if VerifySignatures(p, s.cfg.TrustedKeys) != "" {
+	return CheckTrust(p, s.cfg.TrustedKeys)
+}
+
+// CheckTrust returns nil if a key of keys made a valid signature of p, or
+// if p is content-addressed with a content address that gives its store
+// path and that storefs checks against the content (fixed:r:sha256,
+// fixed:sha256, text:sha256; see VerifyContent), as Nix trusts CA paths
+// without signatures. Otherwise it says why p is not trusted.
+func CheckTrust(p *storeclient.PathInfo, keys []PublicKey) error {
+	if VerifySignatures(p, keys) != "" {
 		return nil
 	}
 	if p.CA != nil {
@@ -100,6 +107,33 @@ func (s *Store) trust(p *storeclient.PathInfo) error {
 	return fmt.Errorf("none of its %d signatures is valid for a trusted key", len(p.Signatures))
 }
 
+// VerifyContent checks the content p.Node names in store against p's NAR
+// size and hash, and against a flat or text content address: what a
+// signature or content address vouches for.
+func VerifyContent(ctx context.Context, store storeclient.Store, p *storeclient.PathInfo) error {
+	size, sum, err := nar.Hash(ctx, store, p.Node)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", p.StorePath, err)
+	}
+	if size != p.NarSize || sum != p.NarSHA256 {
+		return fmt.Errorf("verify %s: %w: the content does not match its NAR size and hash", p.StorePath, storeclient.ErrCorrupt)
+	}
+	if needsFlatHash(p.CA) {
+		if err := checkFlatHash(ctx, store, p.Node, p.CA.Digest); err != nil {
+			return fmt.Errorf("verify %s: %w", p.StorePath, err)
+		}
+	}
+	return nil
+}
+
+// NarInfo fetches and checks the narinfo of the store path with digest d,
+// without fetching the path and without checking its signatures (see
+// CheckTrust). A path the cache does not have is an error wrapping
+// storeclient.ErrNotFound.
+func (s *Store) NarInfo(ctx context.Context, d storeclient.StorePathDigest) (*NarInfo, error) {
+	return s.narinfo(ctx, d)
+}
+
 // ingest downloads the NAR of ni, verifying it as it streams, into the
 // cache store, and returns the root node. Nothing is made reachable by a
 // PathInfo here.
@@ -108,7 +142,7 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, erro
 	if err != nil {
 		// The narinfo exists, so a missing NAR is a broken cache, not a
 		// missing path.
-		return storeclient.Node{}, fmt.Errorf("NAR %s: %v", ni.URL, err)
+		return storeclient.Node{}, fmt.Errorf("NAR: %v", err)
 	}
 	defer body.Close()
 	raw := &countingReader{r: body, h: sha256.New(), limit: ni.FileSize, what: "the file", onBytes: s.onBytes}
@@ -151,7 +185,7 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, erro
 		return storeclient.Node{}, fmt.Errorf("%w: the NAR does not match its NarHash", storeclient.ErrCorrupt)
 	}
 	if needsFlatHash(ni.Info.CA) {
-		if err := s.checkFlatHash(ctx, info.Node, ni.Info.CA.Digest); err != nil {
+		if err := checkFlatHash(ctx, s.cache, info.Node, ni.Info.CA.Digest); err != nil {
 			return storeclient.Node{}, err
 		}
 	}
@@ -160,11 +194,11 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, erro
 
 // checkFlatHash checks that root is a file whose contents have the sha256
 // want (flat and text content addresses).
-func (s *Store) checkFlatHash(ctx context.Context, root storeclient.Node, want []byte) error {
+func checkFlatHash(ctx context.Context, store storeclient.Store, root storeclient.Node, want []byte) error {
 	if root.Kind() != storeclient.KindFile {
 		return fmt.Errorf("%w: a flat content address needs a single file, not a %s", storeclient.ErrCorrupt, root.Kind())
 	}
-	br, err := s.cache.OpenBlob(ctx, root.Digest())
+	br, err := store.OpenBlob(ctx, root.Digest())
 	if err != nil {
 		return fmt.Errorf("check content address: %w", err)
 	}

@@ -62,9 +62,10 @@ var _ storeclient.Store = (*Store)(nil)
 // flight is one fetch of a store path, shared by every lookup that
 // arrives while it runs.
 type flight struct {
-	done chan struct{}
-	info *storeclient.PathInfo
-	err  error
+	done   chan struct{}
+	info   *storeclient.PathInfo
+	err    error
+	joined int // lookups waiting for it, under Store.mu (for tests)
 }
 
 // maxMissing bounds the negative cache; when full, expired entries are
@@ -257,6 +258,7 @@ func (s *Store) join(d storeclient.StorePathDigest) (*flight, error) {
 		return nil, fmt.Errorf("binary cache %s: store is closed", s.cfg)
 	}
 	if f, ok := s.flights[d]; ok {
+		f.joined++
 		return f, nil
 	}
 	if until, ok := s.missing[d]; ok {
@@ -265,7 +267,7 @@ func (s *Store) join(d storeclient.StorePathDigest) (*flight, error) {
 		}
 		delete(s.missing, d)
 	}
-	f := &flight{done: make(chan struct{})}
+	f := &flight{done: make(chan struct{}), joined: 1}
 	s.flights[d] = f
 	s.wg.Go(func() {
 		f.info, f.err = s.fetch(s.ctx, d)
