@@ -12,6 +12,13 @@
 // resolves a path for path-based callers. FS.Attr needs no store call, so
 // readdirplus and getattr are free once a node is known.
 //
+// # Observing
+//
+// Options.Observer, if set, is called for every operation (with the label
+// of the FS.View it came through: "fuse", "nfs" …), cache lookup and store
+// call: the daemon's metrics. Views share one state, so every frontend of a
+// daemon serves the same caches.
+//
 // # Errors
 //
 // Every error is an *Error carrying the errno the frontend answers with;

@@ -19,6 +19,7 @@ type File struct {
 	size int64
 	r    storeclient.BlobReader // nil for the empty file
 	op   string
+	fs   *FS // the view it was opened through, for its Observer
 }
 
 // Open opens a regular file for reading. A directory (or the root) is EISDIR,
@@ -27,6 +28,13 @@ type File struct {
 // returns, unless its digest was verified recently (verify-then-serve):
 // corrupt content is EIO and logged once with the digest, never served.
 func (f *FS) Open(ctx context.Context, n Node) (*File, error) {
+	t0 := f.opStart(OpOpen)
+	fl, err := f.open(ctx, n)
+	f.opEnd(OpOpen, t0, 0, err)
+	return fl, err
+}
+
+func (f *FS) open(ctx context.Context, n Node) (*File, error) {
 	switch {
 	case n.place == placeInvalid:
 		return nil, newError("open", "", syscall.EINVAL, errors.New("invalid node"))
@@ -43,10 +51,12 @@ func (f *FS) Open(ctx context.Context, n Node) (*File, error) {
 		if d != storeclient.EmptyDigest {
 			return nil, f.corrupt("open", d, errors.New("recorded size 0 but the digest is not the empty blob's"))
 		}
-		return &File{node: n, op: "read " + d.String()}, nil
+		return &File{node: n, op: "read " + d.String(), fs: f}, nil
 	}
 	octx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+	tb := f.backendStart()
 	br, err := f.store.OpenBlob(octx, d)
+	f.backendEnd(BackendOpenBlob, tb, err)
 	cancel()
 	if err != nil {
 		if errors.Is(err, storeclient.ErrCorrupt) {
@@ -68,7 +78,7 @@ func (f *FS) Open(ctx context.Context, n Node) (*File, error) {
 			return nil, err
 		}
 	}
-	return &File{node: n, size: int64(size), r: r, op: "read " + d.String()}, nil
+	return &File{node: n, size: int64(size), r: r, op: "read " + d.String(), fs: f}, nil
 }
 
 // corrupt logs one line for corrupt content and returns its EIO error.
@@ -84,7 +94,9 @@ const verifyChunk = 1 << 20
 // and fails with EIO if it does not hash to d. Concurrent opens of one blob
 // share one verification.
 func (f *FS) verifyBlob(ctx context.Context, d storeclient.Digest, r storeclient.BlobReader) error {
-	if f.verified.Contains(d) {
+	hit := f.verified.Contains(d)
+	f.cacheLookup(CacheVerifiedBlob, hit)
+	if hit {
 		return nil
 	}
 	_, err, _ := f.blobFlight.Do(string(d[:]), func() (any, error) {
@@ -125,6 +137,17 @@ func (fl *File) Size() int64 { return fl.size }
 // end of the file, with io.EOF; a read at or past the end returns 0, io.EOF.
 // A negative offset is EINVAL; a backend failure or timeout EIO.
 func (fl *File) ReadAt(p []byte, off int64) (int, error) {
+	t0 := fl.fs.opStart(OpRead)
+	n, err := fl.readAt(p, off)
+	if errors.Is(err, io.EOF) {
+		fl.fs.opEnd(OpRead, t0, n, nil)
+	} else {
+		fl.fs.opEnd(OpRead, t0, n, err)
+	}
+	return n, err
+}
+
+func (fl *File) readAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, newError(fl.op, "", syscall.EINVAL, errors.New("negative offset"))
 	}
@@ -150,10 +173,13 @@ func (fl *File) ReadAt(p []byte, off int64) (int, error) {
 
 // Close releases the file. It waits for reads still running in the backend.
 func (fl *File) Close() error {
-	if fl.r == nil {
-		return nil
+	t0 := fl.fs.opStart(OpClose)
+	var err error
+	if fl.r != nil {
+		err = fl.r.Close()
 	}
-	return fl.r.Close()
+	fl.fs.opEnd(OpClose, t0, 0, err)
+	return err
 }
 
 // boundedReader bounds each ReadAt of an untrusted backend by a timeout.

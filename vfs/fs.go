@@ -26,7 +26,16 @@ type trustedLocal interface {
 // called concurrently. It starts no goroutines of its own that outlive a
 // call, holds no resources beyond bounded caches, and needs no Close; the
 // caller owns and closes the store.
+//
+// FS.View returns further FS values over the same state, labelled for an
+// Observer.
 type FS struct {
+	*fsState
+	protocol string // the View label reported to Options.Observer
+}
+
+// fsState is what every view of an FS shares.
+type fsState struct {
 	store   storeclient.Store
 	opts    Options
 	trusted bool
@@ -64,14 +73,14 @@ func New(store storeclient.Store, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("vfs: verified blob cache: %w", err)
 	}
 	tl, ok := store.(trustedLocal)
-	return &FS{
+	return &FS{fsState: &fsState{
 		store:    store,
 		opts:     opts,
 		trusted:  ok && tl.TrustedLocal(),
 		log:      opts.Logger,
 		dirs:     dirs,
 		verified: verified,
-	}, nil
+	}}, nil
 }
 
 // Options returns the options in effect, defaults filled in.
@@ -84,7 +93,10 @@ func (f *FS) Root() Node { return rootNode() }
 func (f *FS) getPathInfo(ctx context.Context, sp storeclient.StorePathDigest) (*storeclient.PathInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	defer cancel()
-	return f.store.GetPathInfo(ctx, sp)
+	t0 := f.backendStart()
+	pi, err := f.store.GetPathInfo(ctx, sp)
+	f.backendEnd(BackendGetPathInfo, t0, err)
+	return pi, err
 }
 
 // directory returns the Directory behind a directory node, from the cache or
@@ -94,6 +106,7 @@ func (f *FS) getPathInfo(ctx context.Context, sp storeclient.StorePathDigest) (*
 func (f *FS) directory(ctx context.Context, op string, n storeclient.Node) (*storeclient.Directory, error) {
 	d := n.Digest()
 	cd, ok := f.dirs.Get(d)
+	f.cacheLookup(CacheDirectory, ok)
 	if !ok {
 		v, err, _ := f.dirFlight.Do(string(d[:]), func() (any, error) {
 			return f.fetchDirectory(ctx, d)
@@ -115,7 +128,9 @@ func (f *FS) directory(ctx context.Context, op string, n storeclient.Node) (*sto
 func (f *FS) fetchDirectory(ctx context.Context, d storeclient.Digest) (*cachedDir, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	defer cancel()
+	t0 := f.backendStart()
 	dir, err := f.store.GetDirectory(ctx, d)
+	f.backendEnd(BackendGetDirectory, t0, err)
 	if err != nil {
 		if errors.Is(err, storeclient.ErrCorrupt) {
 			f.log.Error("vfs: corrupt directory", "digest", d.String(), "err", err)
@@ -156,6 +171,13 @@ func checkName(op, name string) error {
 // is ENOTDIR; "", ".", "..", and names with "/" or NUL are ENOENT (frontends
 // resolve "." and ".." themselves); names over 255 bytes ENAMETOOLONG.
 func (f *FS) Lookup(ctx context.Context, dir Node, name string) (Node, error) {
+	t0 := f.opStart(OpLookup)
+	n, err := f.lookup(ctx, dir, name)
+	f.opEnd(OpLookup, t0, 0, err)
+	return n, err
+}
+
+func (f *FS) lookup(ctx context.Context, dir Node, name string) (Node, error) {
 	if err := checkName("lookup", name); err != nil {
 		return Node{}, err
 	}
@@ -199,6 +221,13 @@ func (f *FS) lookupRoot(ctx context.Context, name string) (Node, error) {
 
 // Readlink returns a symlink's target; EINVAL for other nodes.
 func (f *FS) Readlink(n Node) (string, error) {
+	t0 := f.opStart(OpReadlink)
+	target, err := f.readlink(n)
+	f.opEnd(OpReadlink, t0, 0, err)
+	return target, err
+}
+
+func (f *FS) readlink(n Node) (string, error) {
 	if n.place == placeRoot || n.node.Kind() != storeclient.KindSymlink {
 		return "", newError("readlink", "", syscall.EINVAL, errors.New("not a symlink"))
 	}

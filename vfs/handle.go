@@ -87,6 +87,13 @@ var errBadHandle = errors.New("not a storefs handle")
 // Frontends that resolve the same handles often may keep a bounded cache of
 // handle to Node.
 func (f *FS) ResolveHandle(ctx context.Context, h []byte) (Node, error) {
+	t0 := f.opStart(OpResolveHandle)
+	n, err := f.resolveHandle(ctx, h)
+	f.opEnd(OpResolveHandle, t0, 0, err)
+	return n, err
+}
+
+func (f *FS) resolveHandle(ctx context.Context, h []byte) (Node, error) {
 	stale := func(cause error) (Node, error) {
 		return Node{}, newError("resolve handle", fmt.Sprintf("%x", h), syscall.ESTALE, cause)
 	}
@@ -167,7 +174,9 @@ func (f *FS) checkBlob(ctx context.Context, d storeclient.Digest, size uint64) e
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	defer cancel()
+	t0 := f.backendStart()
 	got, err := f.store.StatBlob(ctx, d)
+	f.backendEnd(BackendStatBlob, t0, err)
 	if err != nil {
 		return err
 	}

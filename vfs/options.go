@@ -50,6 +50,10 @@ type Options struct {
 	// Logger receives one line per integrity failure (with the digest).
 	// Default slog.Default().
 	Logger *slog.Logger
+
+	// Observer, if set, is told about every operation, cache lookup and
+	// backend call (metrics). Default nil: nothing is reported.
+	Observer Observer
 }
 
 func (o Options) withDefaults() Options {

@@ -36,6 +36,13 @@ type DirEntry struct {
 // Listing the root with ListRoot off fails with EPERM; a dir that is not a
 // directory with ENOTDIR; a missing or corrupt Directory with EIO.
 func (f *FS) ReadDir(ctx context.Context, dir Node, cookie uint64, max int) ([]DirEntry, error) {
+	t0 := f.opStart(OpReadDir)
+	es, err := f.readDir(ctx, dir, cookie, max)
+	f.opEnd(OpReadDir, t0, 0, err)
+	return es, err
+}
+
+func (f *FS) readDir(ctx context.Context, dir Node, cookie uint64, max int) ([]DirEntry, error) {
 	switch {
 	case dir.place == placeRoot:
 		return f.readRoot(ctx, cookie, max)
@@ -132,13 +139,16 @@ func (f *FS) listRoots(ctx context.Context) ([]rootEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	defer cancel()
 	var snap []rootEntry
+	t0 := f.backendStart()
 	for pi, err := range f.store.ListPathInfos(ctx) {
 		if err != nil {
+			f.backendEnd(BackendListPathInfos, t0, err)
 			return nil, backendError("readdir", "/", err)
 		}
 		name := pi.StorePath.Basename()
 		snap = append(snap, rootEntry{name: name, node: topNode(pi.StorePath.Digest, pi.Node)})
 	}
+	f.backendEnd(BackendListPathInfos, t0, nil)
 	slices.SortFunc(snap, func(a, b rootEntry) int { return strings.Compare(a.name, b.name) })
 	snap = slices.CompactFunc(snap, func(a, b rootEntry) bool { return a.name == b.name })
 	var rank uint64

@@ -23,6 +23,13 @@ const maxSymlinks = 40
 // Walk serves tools that take paths (the CLI, path-based frontends such as
 // billy); kernels and protocol clients walk with Lookup themselves.
 func (f *FS) Walk(ctx context.Context, path string, follow bool) (Node, error) {
+	t0 := f.opStart(OpWalk)
+	n, err := f.walk(ctx, path, follow)
+	f.opEnd(OpWalk, t0, 0, err)
+	return n, err
+}
+
+func (f *FS) walk(ctx context.Context, path string, follow bool) (Node, error) {
 	stack := []Node{rootNode()} // the current node's ancestors and itself
 	links := 0
 	rest := path
@@ -48,7 +55,7 @@ func (f *FS) Walk(ctx context.Context, path string, follow bool) (Node, error) {
 			}
 			continue
 		}
-		n, err := f.Lookup(ctx, cur, comp)
+		n, err := f.lookup(ctx, cur, comp)
 		if err != nil {
 			return Node{}, wrapWalk(path, err)
 		}

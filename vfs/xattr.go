@@ -32,6 +32,13 @@ func (f *FS) xattrName(n Node) string {
 // ERANGE; an attribute n does not have is ENODATA. Values are the digest in
 // blake3-<base64> form, without NUL.
 func (f *FS) Getxattr(n Node, name string, dst []byte) (int, error) {
+	t0 := f.opStart(OpGetxattr)
+	size, err := f.getxattr(n, name, dst)
+	f.opEnd(OpGetxattr, t0, 0, err)
+	return size, err
+}
+
+func (f *FS) getxattr(n Node, name string, dst []byte) (int, error) {
 	if name == "" || name != f.xattrName(n) {
 		return 0, newError("getxattr", name, syscall.ENODATA, nil)
 	}
@@ -42,6 +49,13 @@ func (f *FS) Getxattr(n Node, name string, dst []byte) (int, error) {
 // Listxattr copies the NUL-terminated names of n's attributes into dst, as
 // listxattr(2): an empty dst returns the length needed; too short is ERANGE.
 func (f *FS) Listxattr(n Node, dst []byte) (int, error) {
+	t0 := f.opStart(OpListxattr)
+	size, err := f.listxattr(n, dst)
+	f.opEnd(OpListxattr, t0, 0, err)
+	return size, err
+}
+
+func (f *FS) listxattr(n Node, dst []byte) (int, error) {
 	name := f.xattrName(n)
 	if name == "" {
 		return 0, nil
