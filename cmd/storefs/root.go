@@ -52,6 +52,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("STOREFS_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newImportCommand(g))
+	root.AddCommand(newCopyCommand(g))
 	root.AddCommand(newVerifyCommand(g))
 	root.AddCommand(newLsCommand(g), newCatCommand(g), newStatCommand(g))
 	return root
