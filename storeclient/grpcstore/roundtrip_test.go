@@ -132,7 +132,7 @@ func TestConformance(t *testing.T) {
 				storetest.TestStore(t, func(t *testing.T) storeclient.Store {
 					lis := tr.listen(t)
 					serve(t, lis, memory.New())
-					s, err := grpcstore.Open(urlOf(lis)+pkg.query, grpcstore.Options{Logger: quietLogger(), Window: 4096})
+					s, err := grpcstore.Open(urlOf(lis)+pkg.query, grpcstore.Options{Logger: quietLogger(), Window: 64 << 10})
 					if err != nil {
 						t.Fatal(err)
 					}
