@@ -329,7 +329,13 @@ func (c *conn) list(cl *call, w *xdrWriter, plus bool) error {
 	add := func(name string, n vfs.Node, ck uint64, attrs bool) bool {
 		var fh []byte
 		if plus && attrs {
-			fh = c.s.handOut(n)
+			// Only directories are remembered: a listing's files would
+			// push everything else out of the handle cache.
+			if n.IsDir() {
+				fh = c.s.handOut(n)
+			} else {
+				fh = n.Handle()
+			}
 		}
 		size := entryLen(name, plus, len(fh))
 		if plus && !attrs {
