@@ -74,3 +74,5 @@ func TestConformance(t *testing.T) {
 		Skip: map[string]string{"24-xattrs": "NFSv3 has no extended attributes"},
 	})
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
