@@ -1,0 +1,222 @@
+// Package config is the daemon's configuration (spec cli.md, docs/config.md):
+// the YAML schema as Go structs with their defaults, loaded from a file,
+// STOREFS_* environment variables and command-line flags (in increasing
+// precedence) and checked strictly: an unknown key, a value of the wrong
+// type, an invalid address or network, or two frontends on one port is one
+// error naming the key and where it was set (file:line, env VAR or flag).
+//
+// Load reads a configuration; Config.YAML prints it (storefs serve
+// --print-config). The zero value of a section means "off" for frontends: a
+// frontend runs when its listen address (or, for FUSE, a mountpoint) is set.
+package config
+
+import (
+	"fmt"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration. Field tags are the YAML keys.
+type Config struct {
+	// Store says which store is served.
+	Store Store `yaml:"store"`
+	// ListRoot allows listing the root directory (EPERM otherwise).
+	ListRoot bool `yaml:"list_root"`
+	// XAttrs serves the digest extended attributes.
+	XAttrs bool `yaml:"xattrs"`
+	// Owner owns every node.
+	Owner Owner `yaml:"owner"`
+	// FUSE lists the FUSE mounts (Linux).
+	FUSE []FUSEMount `yaml:"fuse"`
+	// NFS is the NFSv3 server.
+	NFS NFS `yaml:"nfs"`
+	// NineP is the 9P2000.L server.
+	NineP NineP `yaml:"ninep"`
+	// GRPC is the tvix/snix gRPC store server.
+	GRPC GRPC `yaml:"grpc"`
+	// Metrics is the Prometheus and health endpoint.
+	Metrics Metrics `yaml:"metrics"`
+	// Log says how the daemon logs.
+	Log Log `yaml:"log"`
+	// Cache sizes the in-memory caches.
+	Cache Cache `yaml:"cache"`
+	// Timeouts bound backend calls and shutdown.
+	Timeouts Timeouts `yaml:"timeouts"`
+}
+
+// Store names the store.
+type Store struct {
+	// URL is a store URL (local:DIR, memory:, nix+https://…); "" is the
+	// embedded store in $XDG_DATA_HOME/storefs.
+	URL string `yaml:"url"`
+}
+
+// Owner is the uid and gid every node shows.
+type Owner struct {
+	UID uint32 `yaml:"uid"`
+	GID uint32 `yaml:"gid"`
+}
+
+// FUSEMount is one FUSE mount.
+type FUSEMount struct {
+	// Mountpoint is the directory to mount on (made absolute at load).
+	Mountpoint string `yaml:"mountpoint"`
+	// AllowOther lets users other than the daemon's use the mount.
+	AllowOther bool `yaml:"allow_other"`
+}
+
+// NFS configures the NFSv3 server (MOUNT and NFS on one TCP port).
+type NFS struct {
+	// Listen is HOST:PORT; "" turns NFS off. A host that is not loopback
+	// needs AllowedNetworks.
+	Listen string `yaml:"listen"`
+	// AllowedNetworks are the client networks (CIDR or single address)
+	// that may connect besides loopback. Reloaded on SIGHUP.
+	AllowedNetworks []string `yaml:"allowed_networks"`
+	// RequireSecurePort refuses clients on source ports ≥ 1024 (export
+	// option "secure").
+	RequireSecurePort bool `yaml:"require_secure_port"`
+	// MaxRead is the largest READ answered, in bytes (export rsize).
+	MaxRead uint32 `yaml:"max_read"`
+	// MaxConnections bounds the open client connections.
+	MaxConnections int `yaml:"max_connections"`
+}
+
+// NineP configures the 9P2000.L server.
+type NineP struct {
+	// Listen is HOST:PORT or unix:PATH; "" turns 9P off. A host that is not
+	// loopback needs AllowedNetworks.
+	Listen string `yaml:"listen"`
+	// Msize is the largest message size granted (4 KiB to 4 MiB).
+	Msize uint32 `yaml:"msize"`
+	// AllowedNetworks are the client networks that may connect besides
+	// loopback.
+	AllowedNetworks []string `yaml:"allowed_networks"`
+	// MaxConnections bounds the open client connections.
+	MaxConnections int `yaml:"max_connections"`
+}
+
+// GRPC configures the gRPC store server.
+type GRPC struct {
+	// Listen is HOST:PORT or unix:PATH; "" turns it off.
+	Listen string `yaml:"listen"`
+	// AllowedNetworks are the client networks that may connect besides
+	// loopback.
+	AllowedNetworks []string `yaml:"allowed_networks"`
+}
+
+// Metrics configures the HTTP endpoint with /metrics, /healthz, /readyz.
+type Metrics struct {
+	// Listen is HOST:PORT; "" turns it off.
+	Listen string `yaml:"listen"`
+	// AllowedNetworks are the client networks that may connect besides
+	// loopback.
+	AllowedNetworks []string `yaml:"allowed_networks"`
+}
+
+// Log configures logging (to stderr).
+type Log struct {
+	// Level is debug, info, warn or error. Reloaded on SIGHUP.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Cache sizes the caches, in entries. Directories and VerifiedBlobs are
+// reloaded on SIGHUP.
+type Cache struct {
+	Directories   int `yaml:"directories"`
+	VerifiedBlobs int `yaml:"verified_blobs"`
+	NFSHandles    int `yaml:"nfs_handles"`
+}
+
+// Timeouts bound waits.
+type Timeouts struct {
+	// Backend bounds every store call; a slower one is EIO.
+	Backend Duration `yaml:"backend"`
+	// Shutdown bounds how long SIGTERM waits for requests in flight.
+	Shutdown Duration `yaml:"shutdown"`
+	// NFSIdle closes an NFS connection that sends nothing for this long.
+	NFSIdle Duration `yaml:"nfs_idle"`
+}
+
+// Duration is a time.Duration written as "30s", "5m" in YAML.
+type Duration time.Duration
+
+// MarshalText writes d as time.Duration.String does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText parses "30s", "1m30s" …
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("want a duration such as 30s or 5m, got %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Defaults of the keys that are not off, zero or empty by default.
+const (
+	DefaultMsize          = 1 << 20
+	DefaultNFSMaxRead     = 1 << 20
+	DefaultNFSConnections = 256
+	DefaultNinePConns     = 64
+	DefaultDirectories    = 10000
+	DefaultVerifiedBlobs  = 100000
+	DefaultNFSHandles     = 4096
+	DefaultBackendTimeout = 30 * time.Second
+	DefaultShutdown       = 10 * time.Second
+	DefaultNFSIdle        = 5 * time.Minute
+)
+
+// Default returns the configuration with every default filled in: the
+// embedded store, no frontend, logging at info in text.
+func Default() *Config {
+	return &Config{
+		XAttrs: true,
+		FUSE:   []FUSEMount{},
+		NFS: NFS{
+			AllowedNetworks: []string{},
+			MaxRead:         DefaultNFSMaxRead,
+			MaxConnections:  DefaultNFSConnections,
+		},
+		NineP: NineP{
+			Msize:           DefaultMsize,
+			AllowedNetworks: []string{},
+			MaxConnections:  DefaultNinePConns,
+		},
+		GRPC:    GRPC{AllowedNetworks: []string{}},
+		Metrics: Metrics{AllowedNetworks: []string{}},
+		Log:     Log{Level: "info", Format: "text"},
+		Cache: Cache{
+			Directories:   DefaultDirectories,
+			VerifiedBlobs: DefaultVerifiedBlobs,
+			NFSHandles:    DefaultNFSHandles,
+		},
+		Timeouts: Timeouts{
+			Backend:  Duration(DefaultBackendTimeout),
+			Shutdown: Duration(DefaultShutdown),
+			NFSIdle:  Duration(DefaultNFSIdle),
+		},
+	}
+}
+
+// HasFrontend reports whether any frontend is configured.
+func (c *Config) HasFrontend() bool {
+	return len(c.FUSE) > 0 || c.NFS.Listen != "" || c.NineP.Listen != "" || c.GRPC.Listen != ""
+}
+
+// YAML returns the configuration as YAML, every key present: what
+// `storefs serve --print-config` prints.
+func (c *Config) YAML() ([]byte, error) {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("config: encode YAML: %w", err)
+	}
+	return b, nil
+}
