@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -450,6 +451,92 @@ func TestImportNARCompressedByTools(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkSamePathInfo(t, back, info)
+		})
+	}
+}
+
+// orderStore records the order of writes, and offers the batch
+// Directory put that the local store has.
+type orderStore struct {
+	*memory.Store
+	mu      sync.Mutex
+	events  []string
+	batches int
+}
+
+func (o *orderStore) record(e string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.events = append(o.events, e)
+}
+
+func (o *orderStore) PutDirectories(ctx context.Context, dirs []*storeclient.Directory) error {
+	o.mu.Lock()
+	o.batches++
+	o.mu.Unlock()
+	for _, d := range dirs {
+		// The memory store refuses a Directory whose children are missing,
+		// so this also checks that batches come leaves first.
+		if _, err := o.Store.PutDirectory(ctx, d); err != nil {
+			return err
+		}
+		o.record("directory")
+	}
+	return nil
+}
+
+func (o *orderStore) PutDirectory(ctx context.Context, d *storeclient.Directory) (storeclient.Digest, error) {
+	o.record("single directory")
+	return o.Store.PutDirectory(ctx, d)
+}
+
+func (o *orderStore) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error {
+	o.record("pathinfo")
+	return o.Store.PutPathInfo(ctx, p)
+}
+
+func (o *orderStore) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, error) {
+	o.record("blob")
+	return o.Store.NewBlobWriter(ctx)
+}
+
+// TestImportWriteOrder checks that Directories go through the batch put,
+// leaves first, and that the PathInfo is written last, so an interrupted
+// import never leaves a PathInfo whose content is missing.
+func TestImportWriteOrder(t *testing.T) {
+	root := makeTree(t, t.TempDir())
+	for _, imp := range []struct {
+		name string
+		run  func(s storeclient.Store) (*storeclient.PathInfo, error)
+	}{
+		{"path", func(s storeclient.Store) (*storeclient.PathInfo, error) {
+			return importer.ImportPath(context.Background(), s, root, importer.Options{})
+		}},
+		{"nar", func(s storeclient.Store) (*storeclient.PathInfo, error) {
+			m := memory.New()
+			info := importPath(t, m, root, importer.Options{})
+			return importer.ImportNAR(context.Background(), s, bytes.NewReader(writeNAR(t, m, info.Node)), "tree")
+		}},
+	} {
+		t.Run(imp.name, func(t *testing.T) {
+			s := &orderStore{Store: memory.New()}
+			if _, err := imp.run(s); err != nil {
+				t.Fatal(err)
+			}
+			if s.batches == 0 {
+				t.Fatal("PutDirectories was never used")
+			}
+			for i, e := range s.events {
+				if e == "single directory" {
+					t.Fatal("PutDirectory used although the store has PutDirectories")
+				}
+				if e == "pathinfo" && i != len(s.events)-1 {
+					t.Fatalf("PathInfo written at position %d of %d: %v", i, len(s.events), s.events[i:])
+				}
+			}
+			if s.events[len(s.events)-1] != "pathinfo" {
+				t.Fatal("no PathInfo written last")
+			}
 		})
 	}
 }
