@@ -67,6 +67,12 @@ func TestStoreDir(t *testing.T) {
 	}
 }
 
+func TestMissingDirectory(t *testing.T) {
+	if err := openErr(t, "nix+file://"+t.TempDir()+"/nonexistent"); err == nil {
+		t.Fatal("a nonexistent cache directory was accepted")
+	}
+}
+
 func TestBasicAuthNetrc(t *testing.T) {
 	f := newFixture(t, "none")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,7 @@ import (
 	"iter"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -121,6 +122,13 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Store, error) {
 	}
 	switch cfg.BaseURL.Scheme {
 	case "file":
+		fi, err := os.Stat(cfg.BaseURL.Path)
+		if err != nil {
+			return nil, fmt.Errorf("binary cache %s: %w", cfg, err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("binary cache %s: not a directory", cfg)
+		}
 		s.t = &fileTransport{dir: cfg.BaseURL.Path}
 	default:
 		client := opts.HTTPClient
