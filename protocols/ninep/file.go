@@ -156,7 +156,7 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.opened {
-		return p9.QID{}, 0, p9Error(errAlreadyOpen)
+		return p9.QID{}, 0, errAlreadyOpen
 	}
 	if !f.node.IsDir() {
 		h, err := f.sess.fs.Open(f.sess.ctx, f.node)
@@ -207,7 +207,7 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 	}
 	self := qid(f.sess.fs, f.node)
 	if offset == 0 && !add(p9.Dirent{QID: self, Offset: 1, Type: dtDir, Name: "."}) {
-		return nil, p9Error(errCountTooSmall)
+		return nil, errCountTooSmall
 	}
 	if offset <= 1 && !add(p9.Dirent{QID: self, Offset: 2, Type: dtDir, Name: ".."}) {
 		return out, nil
@@ -226,7 +226,7 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 	for _, e := range es {
 		if e.Cookie > math.MaxUint64-dotEntries {
 			f.sess.log.Error("ninep: directory cookie too large for a 9P offset", "cookie", e.Cookie, "name", e.Name)
-			return nil, p9Error(errCookieOverflow)
+			return nil, errCookieOverflow
 		}
 		d := p9.Dirent{QID: qid(f.sess.fs, e.Node), Offset: e.Cookie + dotEntries, Type: direntType(e.Node), Name: e.Name}
 		if !add(d) {
@@ -234,7 +234,7 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 		}
 	}
 	if len(out) == 0 && len(es) > 0 {
-		return nil, p9Error(errCountTooSmall)
+		return nil, errCountTooSmall
 	}
 	return out, nil
 }

@@ -285,10 +285,7 @@ func (c *wireConn) inspect(typ uint8, tag uint16, frame []byte) (bool, error) {
 	if b.bad {
 		return false, c.violation("truncated request type %d", typ)
 	}
-	if err := c.start(tag, req); err != nil {
-		return false, err
-	}
-	return true, nil
+	return c.start(tag, req)
 }
 
 // version handles Tversion.
@@ -307,23 +304,24 @@ func (c *wireConn) version(tag uint16, frame []byte, b *body) (bool, error) {
 	msize = min(msize, c.maxMsize)
 	binary.LittleEndian.PutUint32(frame[headerSize:], msize)
 	c.msize = msize
-	return true, c.start(tag, request{typ: tTversion, newFid: noFid})
+	return c.start(tag, request{typ: tTversion, newFid: noFid})
 }
 
-// start records a request handed to the library, waiting while the
-// connection has MaxRequests in flight.
-func (c *wireConn) start(tag uint16, req request) error {
+// start records a request for the library, waiting while the connection
+// has MaxRequests in flight. It reports false if it answered the request
+// itself (the fid limit).
+func (c *wireConn) start(tag uint16, req request) (bool, error) {
 	c.mu.Lock()
 	if _, dup := c.inflight[tag]; dup {
 		c.mu.Unlock()
-		return c.violation("tag %d reused while in flight", tag)
+		return false, c.violation("tag %d reused while in flight", tag)
 	}
 	if req.newFid != noFid {
 		if _, exists := c.fids[req.newFid]; !exists {
 			if len(c.fids)+c.pendingFids >= c.maxFids {
 				c.mu.Unlock()
 				c.log.Warn("ninep: fid limit reached", "max_fids", c.maxFids)
-				return c.replyError(tag, errTooManyFids)
+				return false, c.replyError(tag, errTooManyFids)
 			}
 			c.pendingFids++
 			req.countFid = true
@@ -333,9 +331,9 @@ func (c *wireConn) start(tag uint16, req request) error {
 	c.mu.Unlock()
 	select {
 	case c.slots <- struct{}{}:
-		return nil
+		return true, nil
 	case <-c.done:
-		return net.ErrClosed
+		return false, net.ErrClosed
 	}
 }
 
