@@ -1,0 +1,92 @@
+package fuse
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/storefs/storefs/vfs"
+)
+
+// fileNode is a regular file.
+type fileNode struct {
+	node
+}
+
+var _ fs.NodeOpener = (*fileNode)(nil)
+
+// Open opens the file for reading; opening for writing is refused. vfs
+// decides whether the content may be served (a missing blob is EIO; a
+// blob of an untrusted store is verified first). The content never
+// changes, so the kernel keeps its cache across opens.
+func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+		return nil, 0, refuse("open", "")
+	}
+	f, err := n.fs.vfs.Open(ctx, n.n)
+	if err != nil {
+		return nil, 0, errno(n.fs.log, "open", err)
+	}
+	h := &fileHandle{f: f, fs: n.fs}
+	if n.fs.pt != nil && f.Size() > 0 {
+		h.backing = n.fs.pt.open(ctx, n.n)
+	}
+	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// fileHandle is an open regular file.
+type fileHandle struct {
+	f  *vfs.File
+	fs *filesystem
+	// backing is the blob's own file when the store keeps blobs as
+	// files: handed to the kernel for passthrough, or spliced from.
+	backing *os.File
+}
+
+var (
+	_ fs.FileReader          = (*fileHandle)(nil)
+	_ fs.FileReleaser        = (*fileHandle)(nil)
+	_ fs.FilePassthroughFder = (*fileHandle)(nil)
+)
+
+// Read reads at off. With a backing file the bytes are spliced from it
+// into the FUSE device without a copy through the daemon.
+func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	size := h.f.Size()
+	if off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	if h.backing != nil {
+		return fuse.ReadResultFd(h.backing.Fd(), off, int(min(int64(len(dest)), size-off))), 0
+	}
+	n, err := h.f.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, errno(h.fs.log, "read", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// PassthroughFd hands the blob's file to the kernel, which then reads it
+// itself: reads of this file no longer reach the daemon.
+func (h *fileHandle) PassthroughFd() (int, bool) {
+	if h.backing == nil || !h.fs.pt.usable(h.backing) {
+		return 0, false
+	}
+	return int(h.backing.Fd()), true
+}
+
+// Release closes the file.
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	if h.backing != nil {
+		h.backing.Close()
+	}
+	if err := h.f.Close(); err != nil {
+		h.fs.log.Debug("fuse: close", "err", err)
+	}
+	return 0
+}

@@ -1,0 +1,159 @@
+package fuse
+
+import (
+	"context"
+	"encoding/binary"
+	"hash/fnv"
+	"log/slog"
+	"math"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/vfs"
+)
+
+// Options configure the FUSE frontend. The zero value serves with the
+// defaults: passthrough off, logging to slog.Default().
+type Options struct {
+	// BlobFiles, if set, opens blobs as files for FUSE passthrough and
+	// splice. It is used only when it also reports TrustedLocal() true,
+	// the rule vfs applies before serving a blob without verifying it.
+	// The embedded local store (storeclient/local) implements it.
+	BlobFiles BlobFiler
+
+	// Logger receives the frontend's log lines. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// BlobFiler is implemented by stores whose blobs are files on a local
+// filesystem whose content was verified when it was written.
+type BlobFiler interface {
+	// BlobFile opens the file holding the blob with digest d, read-only.
+	// The caller closes it.
+	BlobFile(ctx context.Context, d storeclient.Digest) (*os.File, error)
+	// TrustedLocal reports whether the blob files may be served without
+	// verifying them.
+	TrustedLocal() bool
+}
+
+// forever is the entry and attribute timeout: content never changes while
+// the daemon runs. The kernel clamps it to what it can represent.
+const forever = time.Duration(math.MaxInt64)
+
+// blockSize is st_blksize: the preferred I/O size tools such as cat and
+// cp read with.
+const blockSize = 128 << 10
+
+// filesystem is what every node of one served tree shares.
+type filesystem struct {
+	vfs *vfs.FS
+	log *slog.Logger
+	pt  *passthrough // nil: never passthrough (no BlobFiles, or not trusted)
+}
+
+// NewRawFileSystem returns the FUSE filesystem serving fsys: the one
+// fuse.RawFileSystem in which every FUSE operation is implemented. Mount
+// serves it on a kernel mount; a virtio-fs transport serves it to a guest.
+// Passthrough needs a kernel mount and is off in the value returned here.
+func NewRawFileSystem(fsys *vfs.FS, opts Options) fuse.RawFileSystem {
+	raw, _ := newFileSystem(fsys, opts)
+	return raw
+}
+
+// newFileSystem builds the raw filesystem and the shared state behind it.
+func newFileSystem(fsys *vfs.FS, opts Options) (fuse.RawFileSystem, *filesystem) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &filesystem{vfs: fsys.View("fuse"), log: log}
+	if opts.BlobFiles != nil && opts.BlobFiles.TrustedLocal() {
+		s.pt = &passthrough{files: opts.BlobFiles, log: log}
+	}
+	root := &dirNode{node: node{fs: s, n: s.vfs.Root()}}
+	entry, attr := forever, forever
+	raw := fs.NewNodeFS(root, &fs.Options{
+		EntryTimeout:   &entry,
+		AttrTimeout:    &attr,
+		RootStableAttr: &fs.StableAttr{Ino: vfs.RootIno},
+		// Permission bits come from vfs as they are; a 0 never means
+		// "fill in a default".
+		NullPermissions: true,
+	})
+	return raw, s
+}
+
+// stableAttr returns the go-fuse identity of n, reached at the directory
+// path whose key is pathKey (see "Identity" in the package documentation).
+func stableAttr(n vfs.Node, pathKey uint64) fs.StableAttr {
+	sa := fs.StableAttr{Ino: n.Ino()}
+	sn := n.StoreNode()
+	switch n.Kind() {
+	case storeclient.KindDirectory:
+		sa.Mode, sa.Gen = syscall.S_IFDIR, pathKey
+	case storeclient.KindFile:
+		d := sn.Digest()
+		sa.Mode = syscall.S_IFREG
+		sa.Gen = binary.LittleEndian.Uint64(d[8:16]) ^ sn.Size()
+		if sn.Executable() {
+			sa.Gen = ^sa.Gen
+		}
+	case storeclient.KindSymlink:
+		h := fnv.New64a()
+		h.Write([]byte(sn.Target()))
+		sa.Mode, sa.Gen = syscall.S_IFLNK, h.Sum64()
+	}
+	return sa
+}
+
+// childKey returns the path key of the entry name below the directory with
+// key parent: FNV-1a over both, distinct for distinct paths in practice.
+func childKey(parent uint64, name string) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], parent)
+	h.Write(b[:])
+	h.Write([]byte(name))
+	return h.Sum64()
+}
+
+// newInode returns the go-fuse node for n, an entry called name of the
+// directory parent, and fills out with its attributes. go-fuse replaces it
+// with an existing node of the same identity, if there is one.
+func (s *filesystem) newInode(ctx context.Context, parent *dirNode, name string, n vfs.Node, out *fuse.EntryOut) *fs.Inode {
+	s.fillAttr(n, &out.Attr)
+	key := childKey(parent.key, name)
+	var ops fs.InodeEmbedder
+	switch n.Kind() {
+	case storeclient.KindDirectory:
+		ops = &dirNode{node: node{fs: s, n: n}, key: key}
+	case storeclient.KindSymlink:
+		ops = &symlinkNode{node: node{fs: s, n: n}}
+	default:
+		ops = &fileNode{node: node{fs: s, n: n}}
+	}
+	return parent.NewInode(ctx, ops, stableAttr(n, key))
+}
+
+// fillAttr copies vfs's attributes of n into a.
+func (s *filesystem) fillAttr(n vfs.Node, a *fuse.Attr) {
+	va := s.vfs.Attr(n)
+	t := uint64(va.Mtime.Unix())
+	*a = fuse.Attr{
+		Ino:     va.Ino,
+		Size:    va.Size,
+		Blocks:  va.Blocks,
+		Atime:   t,
+		Mtime:   t,
+		Ctime:   t,
+		Mode:    va.UnixMode(),
+		Nlink:   va.Nlink,
+		Owner:   fuse.Owner{Uid: va.UID, Gid: va.GID},
+		Blksize: blockSize,
+	}
+}

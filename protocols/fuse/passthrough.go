@@ -1,0 +1,97 @@
+package fuse
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/storefs/storefs/vfs"
+)
+
+// passthrough decides whether regular files are handed to the kernel
+// (FOPEN_PASSTHROUGH, Linux 6.9 and later) and opens their blob files.
+//
+// go-fuse turns passthrough off for the whole mount after one refused
+// registration, without saying so. So the first registration is tried here
+// first, and a refusal (no CAP_SYS_ADMIN, a kernel without it, a blob
+// filesystem stacked too deep) is logged once; after it no blob file is
+// opened for passthrough, and reads are spliced from the blob file instead.
+type passthrough struct {
+	files BlobFiler
+	log   *slog.Logger
+
+	server atomic.Pointer[fuse.Server] // set by Mount; nil: not a kernel mount
+	on     atomic.Bool                 // registration works
+	off    atomic.Bool                 // decided: passthrough does not work
+	probe  sync.Once
+}
+
+// enable checks, once mounted, what the kernel and our privileges allow,
+// and logs the outcome once if passthrough cannot work.
+func (p *passthrough) enable(srv *fuse.Server) {
+	reason := ""
+	switch {
+	case srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0:
+		reason = "the kernel does not offer it (Linux 6.9 or later with CONFIG_FUSE_PASSTHROUGH)"
+	case !hasSysAdmin():
+		reason = "the daemon lacks CAP_SYS_ADMIN (run as root)"
+	}
+	if reason != "" {
+		p.off.Store(true)
+		p.log.Info("fuse: passthrough off; reads go through the daemon", "reason", reason)
+		return
+	}
+	p.server.Store(srv)
+}
+
+// open returns the blob file of n for passthrough, or nil (passthrough
+// off, or the file cannot be opened: reads then use vfs).
+func (p *passthrough) open(ctx context.Context, n vfs.Node) *os.File {
+	if p.off.Load() || p.server.Load() == nil {
+		return nil
+	}
+	f, err := p.files.BlobFile(ctx, n.StoreNode().Digest())
+	if err != nil {
+		p.log.Debug("fuse: no blob file for passthrough", "digest", n.StoreNode().Digest().String(), "err", err)
+		return nil
+	}
+	return f
+}
+
+// usable reports whether f may be handed to the kernel; the first call
+// tries a registration of f to find out.
+func (p *passthrough) usable(f *os.File) bool {
+	p.probe.Do(func() {
+		srv := p.server.Load()
+		if srv == nil {
+			p.off.Store(true)
+			return
+		}
+		id, e := srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})
+		if e != 0 {
+			p.off.Store(true)
+			p.log.Info("fuse: passthrough off; reads go through the daemon", "reason", "the kernel refused a backing file", "errno", e)
+			return
+		}
+		srv.UnregisterBackingFd(id)
+		p.on.Store(true)
+		p.log.Info("fuse: passthrough on: the kernel reads blob files directly")
+	})
+	return p.on.Load()
+}
+
+// hasSysAdmin reports whether the process has CAP_SYS_ADMIN in its
+// effective set, which the kernel requires to register backing files.
+func hasSysAdmin() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_SYS_ADMIN/32].Effective&(1<<(unix.CAP_SYS_ADMIN%32)) != 0
+}
