@@ -34,6 +34,7 @@ const (
 	errTooManyFids    = linux.EMFILE // the connection holds Options.MaxFids fids
 	errTooManyNames   = linux.EINVAL // a Twalk of more than 16 names
 	errNoData         = linux.ENODATA
+	errNoAuth         = linux.ENOENT    // Tauth: diod's "authentication not required"
 	errAlreadyOpen    = linux.EINVAL    // a second Tlopen of one fid
 	errCountTooSmall  = linux.EINVAL    // Treaddir count cannot hold the next entry
 	errCookieOverflow = linux.EOVERFLOW // a vfs cookie that does not fit a 9P offset

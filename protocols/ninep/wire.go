@@ -21,6 +21,7 @@ const (
 	tTreaddir   = 40
 	tTversion   = 100
 	tRversion   = 101
+	tTauth      = 102
 	tTattach    = 104
 	tTwalk      = 110
 	tTread      = 116
@@ -87,6 +88,9 @@ type request struct {
 //   - Tread and Treaddir counts are clamped to msize minus the reply header
 //     (the library would overrun its msize-sized buffer and answer EFAULT).
 //   - Write-type requests are answered with vfs's refusal (EROFS).
+//   - Tauth is answered with ENOENT, which diod's client tools take for
+//     "no authentication required" (p9 answers ENOSYS, which they take
+//     for a failure).
 //   - Fids: a request that would make a fid beyond Options.MaxFids gets
 //     EMFILE; a Twalk of more than 16 names EINVAL.
 //   - In-flight requests are bounded by Options.MaxRequests (the library
@@ -258,6 +262,9 @@ func (c *wireConn) inspect(typ uint8, tag uint16, frame []byte) (bool, error) {
 	}
 	if op, ok := writeRequests[typ]; ok {
 		return false, c.replyError(tag, refusal(op))
+	}
+	if typ == tTauth {
+		return false, c.replyError(tag, errNoAuth)
 	}
 	req := request{typ: typ, newFid: noFid}
 	switch typ {
