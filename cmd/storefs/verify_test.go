@@ -56,7 +56,7 @@ func TestVerifyHealthyStore(t *testing.T) {
 func TestVerifyCorruptStore(t *testing.T) {
 	dir := newFilledStore(t)
 	d := storeclient.HashBytes(storetest.HelloWorld)
-	path := filepath.Join(dir, "blobs", d.Hex()[:2], d.Hex()[2:4], d.Hex())
+	path := filepath.Join(dir, "blobs", d.Hex()[:2], d.Hex())
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestVerifyCorruptStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := storeclient.HashBytes(storetest.BlobA)
-	if err := os.Remove(filepath.Join(dir, "blobs", missing.Hex()[:2], missing.Hex()[2:4], missing.Hex())); err != nil {
+	if err := os.Remove(filepath.Join(dir, "blobs", missing.Hex()[:2], missing.Hex())); err != nil {
 		t.Fatal(err)
 	}
 	out, err := runCommand(t, "--store", dir, "verify")

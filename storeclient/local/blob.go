@@ -18,12 +18,13 @@ import (
 // system calls.
 const writeBufferSize = 128 << 10
 
-// blobPath returns where the blob with digest d lives:
-// DIR/blobs/ab/cd/abcd…, two levels of 256 shards so no directory grows
-// huge.
+// blobPath returns where the blob with digest d lives: DIR/blobs/ab/abcd…,
+// in one of 256 shard directories made when the store is created (a
+// directory per blob prefix would cost a mkdir and its sync for most small
+// blobs of an import).
 func (s *Store) blobPath(d storeclient.Digest) string {
 	h := d.Hex()
-	return filepath.Join(s.dir, blobsDir, h[0:2], h[2:4], h)
+	return filepath.Join(s.dir, blobsDir, h[0:2], h)
 }
 
 // StatBlob implements storeclient.BlobService.
@@ -98,7 +99,9 @@ func (r *BlobReader) Close() error { return r.f.Close() }
 
 // NewBlobWriter implements storeclient.BlobService. The blob is written to
 // a temporary file in DIR/tmp and hashed while it is written; Commit
-// fsyncs it and renames it to its digest's name.
+// renames it to its digest's name. Commit does not fsync: the blobs are made
+// durable together, by one syncfs(2) before the next Directory or PathInfo
+// that may refer to them is written (see Store.syncBlobs).
 func (s *Store) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, error) {
 	if err := s.usable(ctx, true); err != nil {
 		return nil, fmt.Errorf("new blob writer: %w", err)
@@ -107,7 +110,9 @@ func (s *Store) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, erro
 	if err != nil {
 		return nil, fmt.Errorf("new blob writer: %w", err)
 	}
-	return &blobWriter{s: s, ctx: ctx, f: f, buf: bufio.NewWriterSize(f, writeBufferSize), h: storeclient.NewHasher()}, nil
+	buf := s.writeBufs.Get().(*bufio.Writer)
+	buf.Reset(f)
+	return &blobWriter{s: s, ctx: ctx, f: f, buf: buf, h: storeclient.NewHasher()}, nil
 }
 
 type blobWriter struct {
@@ -136,8 +141,8 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Commit makes the blob durable under its final name, or drops the
-// temporary file if a blob of that digest and length is already there.
+// Commit moves the blob to its final name, or drops the temporary file if
+// a blob of that digest and length is already there.
 func (w *blobWriter) Commit() (storeclient.Digest, error) {
 	if w.done {
 		return storeclient.Digest{}, errWriterDone
@@ -145,6 +150,7 @@ func (w *blobWriter) Commit() (storeclient.Digest, error) {
 	w.done = true
 	d := storeclient.Digest(w.h.Sum(nil))
 	err := w.commit(d)
+	w.releaseBuffer()
 	if err != nil {
 		os.Remove(w.f.Name())
 		return storeclient.Digest{}, fmt.Errorf("commit blob %s: %w", d, err)
@@ -159,9 +165,6 @@ func (w *blobWriter) commit(d storeclient.Digest) error {
 	if err == nil {
 		size, err = w.f.Seek(0, io.SeekCurrent)
 	}
-	if err == nil && !w.s.noSync {
-		err = w.f.Sync()
-	}
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
@@ -172,6 +175,9 @@ func (w *blobWriter) commit(d storeclient.Digest) error {
 		return err
 	}
 	final := w.s.blobPath(d)
+	// Whether this blob is new or a copy another writer has just renamed
+	// into place, it may not be on disk yet: the next metadata write syncs.
+	defer w.s.blobWritten()
 	if fi, err := os.Stat(final); err == nil && fi.Size() == size {
 		// Already stored: dedup. (A file of the wrong length is a corrupt
 		// copy; it is replaced below.)
@@ -180,37 +186,7 @@ func (w *blobWriter) commit(d storeclient.Digest) error {
 	if err := os.Chmod(tmp, 0o444); err != nil {
 		return err
 	}
-	if err := w.s.mkdirShards(filepath.Dir(final)); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	if w.s.noSync {
-		return nil
-	}
-	return syncDir(filepath.Dir(final))
-}
-
-// mkdirShards creates the two shard directories of a blob path if needed,
-// syncing the parent of each new one so the blob's path survives a crash.
-func (s *Store) mkdirShards(leaf string) error {
-	mid := filepath.Dir(leaf)
-	for _, d := range []string{mid, leaf} {
-		err := os.Mkdir(d, 0o755)
-		if errors.Is(err, os.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if !s.noSync {
-			if err := syncDir(filepath.Dir(d)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return os.Rename(tmp, final)
 }
 
 // Close discards an uncommitted blob; after Commit it does nothing.
@@ -219,9 +195,21 @@ func (w *blobWriter) Close() error {
 		return nil
 	}
 	w.done = true
+	w.releaseBuffer()
 	w.f.Close()
 	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("discard blob %s: %w", w.f.Name(), err)
 	}
 	return nil
+}
+
+// releaseBuffer gives the writer's buffer back to the store's pool, so an
+// import of many small blobs does not allocate one buffer per blob.
+func (w *blobWriter) releaseBuffer() {
+	if w.buf == nil {
+		return
+	}
+	w.buf.Reset(nil)
+	w.s.writeBufs.Put(w.buf)
+	w.buf = nil
 }

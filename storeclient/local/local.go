@@ -3,10 +3,11 @@
 //
 // # Layout
 //
-//	DIR/VERSION              "storefs-local-store 1": the layout version
+//	DIR/VERSION              "storefs-local-store 2": the layout version
 //	DIR/lock                 the inter-process lock (see Open)
-//	DIR/blobs/ab/cd/<hex>    one read-only file per blob, named by the 64
-//	                         hexadecimal characters of its BLAKE3 digest
+//	DIR/blobs/ab/<hex>       one read-only file per blob, named by the 64
+//	                         hexadecimal characters of its BLAKE3 digest, in
+//	                         256 shard directories made with the store
 //	DIR/tmp/                 blobs being written (same filesystem, so a
 //	                         finished blob is renamed into place)
 //	DIR/meta.db              bbolt: bucket "directories" (32-byte digest →
@@ -26,8 +27,11 @@
 //
 // # Consistency
 //
-// A blob appears under its final name only complete and fsynced; a
-// Directory is stored only if every child Directory it names is stored
+// A blob appears under its final name only complete (it is written to tmp
+// and renamed). Blobs are not fsynced one by one: before any Directory or
+// PathInfo is written, one syncfs(2) makes every blob put so far durable
+// (see syncBlobs), so even after a power loss metadata never refers to a
+// blob that is not on disk. A Directory is stored only if every child Directory it names is stored
 // with the recorded size; a PathInfo is stored only if its root content is
 // stored. An importer writes blobs, then Directories leaves to root, then
 // the PathInfo, so a process killed at any point leaves a store in which
@@ -37,6 +41,7 @@
 package local
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +50,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,7 +62,7 @@ import (
 // LayoutVersion is the version of the on-disk layout this package reads
 // and writes. It is recorded in DIR/VERSION; a store with another version
 // is refused with an error instead of being misread.
-const LayoutVersion = 1
+const LayoutVersion = 2
 
 // DefaultLockTimeout is how long Open waits for a conflicting opener to
 // close the store when Options.LockTimeout is zero.
@@ -106,6 +112,14 @@ type Store struct {
 	lock     *storeLock
 	db       *bolt.DB
 	closed   atomic.Bool
+
+	// writeBufs pools the write buffers of blob writers.
+	writeBufs sync.Pool
+	// blobGen counts blobs moved into place (or found in place) by this
+	// process; syncedGen is the count that the last syncfs covered.
+	blobGen   atomic.Uint64
+	syncMu    sync.Mutex
+	syncedGen uint64
 }
 
 var _ storeclient.Store = (*Store)(nil)
@@ -148,6 +162,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, log: opts.Logger, lock: lk}
+	s.writeBufs.New = func() any { return bufio.NewWriterSize(nil, writeBufferSize) }
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -225,7 +240,7 @@ func create(ctx context.Context, dir string, timeout time.Duration, noSync bool)
 			return fmt.Errorf("%s holds %q but no %s file: not a storefs store, refusing to use it", dir, e.Name(), versionFile)
 		}
 	}
-	for _, d := range []string{blobsDir, tmpDir} {
+	for _, d := range append([]string{blobsDir, tmpDir}, shardDirs()...) {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
@@ -268,6 +283,9 @@ func checkVersion(dir string) error {
 		return fmt.Errorf("%s: bad layout version %q", versionFile, v)
 	}
 	if n != LayoutVersion {
+		if n < LayoutVersion {
+			return fmt.Errorf("store has layout version %d from an older storefs, this storefs reads only version %d: import the paths into a new store", n, LayoutVersion)
+		}
 		return fmt.Errorf("store has layout version %d, this storefs reads only version %d (use a storefs that matches the store)", n, LayoutVersion)
 	}
 	return nil
@@ -374,4 +392,43 @@ func (s *Store) usable(ctx context.Context, write bool) error {
 		return fmt.Errorf("store %s: %w", s.dir, errReadOnly)
 	}
 	return ctx.Err()
+}
+
+// shardDirs returns the 256 blob shard directories, blobs/00 … blobs/ff.
+func shardDirs() []string {
+	dirs := make([]string, 0, 256)
+	for i := 0; i < 256; i++ {
+		dirs = append(dirs, filepath.Join(blobsDir, fmt.Sprintf("%02x", i)))
+	}
+	return dirs
+}
+
+// blobWritten records that a blob was moved into place and may not be on
+// disk yet.
+func (s *Store) blobWritten() { s.blobGen.Add(1) }
+
+// syncBlobs makes every blob this process has put durable before metadata
+// that may refer to it is written: one syncfs(2) of the store's filesystem
+// for any number of blobs, instead of an fsync of every file and of its
+// directory. Directories and PathInfos are written only after it, and bbolt
+// syncs its own commits, so after a power loss a stored Directory or
+// PathInfo never refers to a blob that did not reach the disk. Blobs not
+// yet covered by a sync may be lost or cut short by a power loss; the
+// importer's existence check compares lengths, and `storefs verify` finds
+// any such leftover.
+func (s *Store) syncBlobs() error {
+	if s.noSync {
+		return nil
+	}
+	gen := s.blobGen.Load()
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.syncedGen >= gen {
+		return nil
+	}
+	if err := syncFilesystem(s.dir); err != nil {
+		return fmt.Errorf("sync blobs: %w", err)
+	}
+	s.syncedGen = gen
+	return nil
 }

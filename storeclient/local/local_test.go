@@ -116,7 +116,8 @@ func TestUnknownLayoutVersion(t *testing.T) {
 	s, dir := openStore(t, local.Options{})
 	s.Close()
 	for _, tc := range []struct{ content, want string }{
-		{"storefs-local-store 2\n", "layout version 2"},
+		{"storefs-local-store 3\n", "layout version 3"},
+		{"storefs-local-store 1\n", "older storefs"},
 		{"something else\n", "not a storefs store"},
 		{"storefs-local-store x\n", "bad layout version"},
 	} {
@@ -331,7 +332,7 @@ func TestCorruptBlob(t *testing.T) {
 	s.Close()
 	blobFile := func(b []byte) string {
 		h := storeclient.HashBytes(b).Hex()
-		return filepath.Join(dir, "blobs", h[:2], h[2:4], h)
+		return filepath.Join(dir, "blobs", h[:2], h)
 	}
 	// Flip one byte of BLOB_B (same length), truncate HelloWorld, delete
 	// BLOB_A, and drop a stray file among the blobs.

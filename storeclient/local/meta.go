@@ -95,6 +95,9 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 	if err := s.usable(ctx, true); err != nil {
 		return fmt.Errorf("put directories: %w", err)
 	}
+	if err := s.syncBlobs(); err != nil {
+		return fmt.Errorf("put directories: %w", err)
+	}
 	type encoded struct {
 		d   storeclient.Digest
 		raw []byte
@@ -217,6 +220,9 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		return fmt.Errorf("put pathinfo: %w", err)
 	}
 	name := p.StorePath.Basename()
+	if err := s.syncBlobs(); err != nil {
+		return fmt.Errorf("put pathinfo %s: %w", name, err)
+	}
 	if p.Node.Kind() == storeclient.KindFile {
 		if err := s.checkBlob(p.Node.Digest(), p.Node.Size()); err != nil {
 			return fmt.Errorf("put pathinfo %s: root %w", name, err)

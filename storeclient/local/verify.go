@@ -157,7 +157,7 @@ func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, problem func(P
 		}
 		depth := strings.Count(rel, string(filepath.Separator)) + 1
 		if e.IsDir() {
-			if depth > 2 || !isHexShard(e.Name()) {
+			if depth > 1 || !isHexShard(e.Name()) {
 				problem(Problem{Kind: ProblemStray, Object: "file", ID: path, Detail: "directory that is not a blob shard"})
 				return filepath.SkipDir
 			}
@@ -165,7 +165,7 @@ func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, problem func(P
 		}
 		d, ok := blobName(rel)
 		if !ok || !e.Type().IsRegular() {
-			problem(Problem{Kind: ProblemStray, Object: "file", ID: path, Detail: "not a blob (blobs are regular files named blobs/ab/cd/abcd…)"})
+			problem(Problem{Kind: ProblemStray, Object: "file", ID: path, Detail: "not a blob (blobs are regular files named blobs/ab/abcd…)"})
 			return nil
 		}
 		select {
@@ -234,7 +234,7 @@ func lowerHex(s string) string {
 	return string(b)
 }
 
-// blobName parses "ab/cd/abcd…" (relative to DIR/blobs) into a digest.
+// blobName parses "ab/abcd…" (relative to DIR/blobs) into a digest.
 func blobName(rel string) (storeclient.Digest, bool) {
 	dir, name := filepath.Split(rel)
 	if len(name) != 2*storeclient.DigestSize || name != lowerHex(name) {
@@ -244,7 +244,7 @@ func blobName(rel string) (storeclient.Digest, bool) {
 	if err != nil {
 		return storeclient.Digest{}, false
 	}
-	if dir != filepath.Join(name[0:2], name[2:4])+string(filepath.Separator) {
+	if dir != name[0:2]+string(filepath.Separator) {
 		return storeclient.Digest{}, false
 	}
 	return d, true
