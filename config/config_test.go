@@ -369,3 +369,17 @@ func TestKeysDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestChanged(t *testing.T) {
+	a, b := Default(), Default()
+	if got := Changed(a, b); len(got) != 0 {
+		t.Errorf("Changed(default, default) = %v", got)
+	}
+	b.Log.Level = "debug"
+	b.NFS.AllowedNetworks = []string{"10.0.0.0/8"}
+	b.FUSE = []FUSEMount{{Mountpoint: "/mnt"}}
+	want := []string{"fuse", "nfs.allowed_networks", "log.level"}
+	if got := Changed(a, b); !reflect.DeepEqual(got, want) {
+		t.Errorf("Changed = %v, want %v", got, want)
+	}
+}

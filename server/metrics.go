@@ -1,0 +1,247 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/storefs/storefs/vfs"
+)
+
+// The protocol labels of the frontends.
+const (
+	ProtoFUSE  = "fuse"
+	ProtoNFS   = "nfs"
+	ProtoNineP = "ninep"
+	ProtoGRPC  = "grpc"
+)
+
+var protocols = []string{ProtoFUSE, ProtoNFS, ProtoNineP}
+
+// Metrics are the daemon's Prometheus metrics, in a registry of their own.
+// It is the vfs.Observer of the daemon's FS: every vfs operation of every
+// frontend is counted under the frontend's protocol label, so protocol
+// packages need no metrics code. It also counts operations in flight per
+// protocol, which shutdown waits for.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests  *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	bytes     *prometheus.CounterVec
+	handles   *prometheus.GaugeVec
+	cache     *prometheus.CounterVec
+	backend   *prometheus.CounterVec
+	backendEr *prometheus.CounterVec
+	backendLt *prometheus.HistogramVec
+	mounts    prometheus.Gauge
+	frontends *prometheus.GaugeVec
+
+	// per is resolved per protocol at construction, so that an operation
+	// costs no label lookups. Read-only after NewMetrics.
+	per map[string]*protoMetrics
+}
+
+// protoMetrics are one protocol's series.
+type protoMetrics struct {
+	inflight atomic.Int64
+	requests [vfs.NumOps]prometheus.Counter
+	errors   [vfs.NumOps]prometheus.Counter
+	latency  [vfs.NumOps]prometheus.Observer
+	bytes    prometheus.Counter
+	handles  prometheus.Gauge
+}
+
+// NewMetrics returns the metrics, registered in a new registry along with
+// the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storefs_requests_total", Help: "Filesystem operations served, by protocol and vfs operation.",
+		}, []string{"protocol", "op"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storefs_request_errors_total", Help: "Filesystem operations that failed (ENOENT included), by protocol and operation.",
+		}, []string{"protocol", "op"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "storefs_request_duration_seconds", Help: "Time spent in filesystem operations, by protocol and operation.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12), // 1 µs … 4 s
+		}, []string{"protocol", "op"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storefs_read_bytes_total", Help: "File bytes served, by protocol.",
+		}, []string{"protocol"}),
+		handles: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "storefs_open_files", Help: "Files open for reading, by protocol.",
+		}, []string{"protocol"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storefs_cache_lookups_total", Help: "Lookups in the in-memory caches, by cache and result (hit, miss).",
+		}, []string{"cache", "result"}),
+		backend: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storefs_backend_calls_total", Help: "Calls to the store, by call.",
+		}, []string{"call"}),
+		backendEr: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storefs_backend_errors_total", Help: "Calls to the store that failed (not found included), by call.",
+		}, []string{"call"}),
+		backendLt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "storefs_backend_duration_seconds", Help: "Time spent in calls to the store, by call.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
+		}, []string{"call"}),
+		mounts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "storefs_fuse_mounts", Help: "FUSE mounts in place.",
+		}),
+		frontends: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "storefs_frontend_up", Help: "1 for each frontend that is serving, by protocol and address.",
+		}, []string{"protocol", "address"}),
+		per: make(map[string]*protoMetrics),
+	}
+	m.reg.MustRegister(m.requests, m.errors, m.latency, m.bytes, m.handles, m.cache,
+		m.backend, m.backendEr, m.backendLt, m.mounts, m.frontends,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, p := range append([]string{"", ProtoGRPC}, protocols...) {
+		pm := &protoMetrics{
+			bytes:   m.bytes.WithLabelValues(p),
+			handles: m.handles.WithLabelValues(p),
+		}
+		for op := vfs.Op(0); op < vfs.NumOps; op++ {
+			pm.requests[op] = m.requests.WithLabelValues(p, op.String())
+			pm.errors[op] = m.errors.WithLabelValues(p, op.String())
+			pm.latency[op] = m.latency.WithLabelValues(p, op.String())
+		}
+		m.per[p] = pm
+	}
+	return m
+}
+
+// Registry returns the registry the metrics are in.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+func (m *Metrics) proto(p string) *protoMetrics {
+	if pm, ok := m.per[p]; ok {
+		return pm
+	}
+	return m.per[""]
+}
+
+// OpStart implements vfs.Observer.
+func (m *Metrics) OpStart(protocol string, op vfs.Op) {
+	m.proto(protocol).inflight.Add(1)
+}
+
+// OpEnd implements vfs.Observer.
+func (m *Metrics) OpEnd(protocol string, op vfs.Op, elapsed time.Duration, n int, err error) {
+	pm := m.proto(protocol)
+	pm.inflight.Add(-1)
+	if op >= vfs.NumOps {
+		return
+	}
+	pm.requests[op].Inc()
+	pm.latency[op].Observe(elapsed.Seconds())
+	if err != nil {
+		pm.errors[op].Inc()
+	}
+	switch op {
+	case vfs.OpRead:
+		if n > 0 {
+			pm.bytes.Add(float64(n))
+		}
+	case vfs.OpOpen:
+		if err == nil {
+			pm.handles.Inc()
+		}
+	case vfs.OpClose:
+		pm.handles.Dec()
+	}
+}
+
+// CacheLookup implements vfs.Observer.
+func (m *Metrics) CacheLookup(cache string, hit bool) {
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	m.cache.WithLabelValues(cache, result).Inc()
+}
+
+// BackendCall implements vfs.Observer.
+func (m *Metrics) BackendCall(call string, elapsed time.Duration, err error) {
+	m.backend.WithLabelValues(call).Inc()
+	m.backendLt.WithLabelValues(call).Observe(elapsed.Seconds())
+	if err != nil {
+		m.backendEr.WithLabelValues(call).Inc()
+	}
+}
+
+// InFlight returns the vfs operations of protocol running now.
+func (m *Metrics) InFlight(protocol string) int64 { return m.proto(protocol).inflight.Load() }
+
+// setFrontend marks a frontend up (1) or down (0).
+func (m *Metrics) setFrontend(protocol, addr string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.frontends.WithLabelValues(protocol, addr).Set(v)
+	if protocol == ProtoFUSE {
+		m.mounts.Add(2*v - 1)
+	}
+}
+
+// grpcOptions returns gRPC server options that count every call in the
+// request metrics under protocol "grpc", the operation being the method
+// ("tvix.castore.v1.BlobService/Read").
+func (m *Metrics) grpcOptions() []grpc.ServerOption {
+	pm := m.proto(ProtoGRPC)
+	done := func(method string, t0 time.Time, err error) {
+		pm.inflight.Add(-1)
+		method = strings.TrimPrefix(method, "/")
+		m.requests.WithLabelValues(ProtoGRPC, method).Inc()
+		m.latency.WithLabelValues(ProtoGRPC, method).Observe(time.Since(t0).Seconds())
+		if err != nil && status.Code(err) != codes.OK {
+			m.errors.WithLabelValues(ProtoGRPC, method).Inc()
+		}
+	}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			pm.inflight.Add(1)
+			t0 := time.Now()
+			resp, err := h(ctx, req)
+			done(info.FullMethod, t0, err)
+			return resp, err
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			pm.inflight.Add(1)
+			t0 := time.Now()
+			err := h(srv, ss)
+			done(info.FullMethod, t0, err)
+			return err
+		}),
+	}
+}
+
+// handler serves /metrics, /healthz (200 while the process runs) and
+// /readyz (200 once every frontend serves, 503 while starting or stopping).
+func (m *Metrics) handler(ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}
