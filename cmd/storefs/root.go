@@ -55,6 +55,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newCopyCommand(g))
 	root.AddCommand(newVerifyCommand(g))
 	root.AddCommand(newLsCommand(g), newCatCommand(g), newStatCommand(g))
+	root.AddCommand(newServeCommand(g))
 	root.AddCommand(newMountCommand(g))
 	return root
 }
