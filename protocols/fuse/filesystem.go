@@ -26,6 +26,11 @@ type Options struct {
 	// The embedded local store (storeclient/local) implements it.
 	BlobFiles BlobFiler
 
+	// NoPassthrough keeps reads in the daemon even where passthrough
+	// works: they are spliced from the blob files instead (for
+	// comparison and for debugging).
+	NoPassthrough bool
+
 	// Logger receives the frontend's log lines. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -74,6 +79,9 @@ func newFileSystem(fsys *vfs.FS, opts Options) (fuse.RawFileSystem, *filesystem)
 	s := &filesystem{vfs: fsys.View("fuse"), log: log}
 	if opts.BlobFiles != nil && opts.BlobFiles.TrustedLocal() {
 		s.pt = &passthrough{files: opts.BlobFiles, log: log}
+		if opts.NoPassthrough {
+			s.pt.off.Store(true)
+		}
 	}
 	root := &dirNode{node: node{fs: s, n: s.vfs.Root()}}
 	entry, attr := forever, forever

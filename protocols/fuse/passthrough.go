@@ -34,8 +34,11 @@ type passthrough struct {
 // enable checks, once mounted, what the kernel and our privileges allow,
 // and logs the outcome once if passthrough cannot work.
 func (p *passthrough) enable(srv *fuse.Server) {
+	p.server.Store(srv)
 	reason := ""
 	switch {
+	case p.off.Load():
+		reason = "turned off (NoPassthrough); reads are spliced from blob files"
 	case srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0:
 		reason = "the kernel does not offer it (Linux 6.9 or later with CONFIG_FUSE_PASSTHROUGH)"
 	case !hasSysAdmin():
@@ -44,17 +47,13 @@ func (p *passthrough) enable(srv *fuse.Server) {
 	if reason != "" {
 		p.off.Store(true)
 		p.log.Info("fuse: passthrough off; reads go through the daemon", "reason", reason)
-		return
 	}
-	p.server.Store(srv)
 }
 
-// open returns the blob file of n for passthrough, or nil (passthrough
-// off, or the file cannot be opened: reads then use vfs).
+// open returns the blob file of n, for passthrough or, where that is off,
+// for splicing reads from it; nil if it cannot be opened (reads then go
+// through vfs).
 func (p *passthrough) open(ctx context.Context, n vfs.Node) *os.File {
-	if p.off.Load() || p.server.Load() == nil {
-		return nil
-	}
 	f, err := p.files.BlobFile(ctx, n.StoreNode().Digest())
 	if err != nil {
 		p.log.Debug("fuse: no blob file for passthrough", "digest", n.StoreNode().Digest().String(), "err", err)
@@ -66,10 +65,13 @@ func (p *passthrough) open(ctx context.Context, n vfs.Node) *os.File {
 // usable reports whether f may be handed to the kernel; the first call
 // tries a registration of f to find out.
 func (p *passthrough) usable(f *os.File) bool {
+	if p.off.Load() {
+		return false
+	}
 	p.probe.Do(func() {
 		srv := p.server.Load()
 		if srv == nil {
-			p.off.Store(true)
+			p.off.Store(true) // not a kernel mount (virtio-fs)
 			return
 		}
 		id, e := srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})

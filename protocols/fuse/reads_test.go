@@ -1,0 +1,187 @@
+package fuse
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+
+	"github.com/storefs/storefs/e2e/e2etest"
+	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/storeclient/local"
+	"github.com/storefs/storefs/storeclient/storetest"
+	"github.com/storefs/storefs/vfs"
+)
+
+// localStore returns an embedded store in a temporary directory, closed
+// at the end of the test.
+func localStore(t *testing.T) *local.Store {
+	t.Helper()
+	s, err := local.Open(t.Context(), t.TempDir(), local.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// bigName is the root of the 256 MiB file.
+const bigName = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-big"
+
+// putBig stores size deterministic bytes as the file root bigName and
+// returns them.
+func putBig(t *testing.T, s storeclient.Store, size int) []byte {
+	t.Helper()
+	data := make([]byte, size)
+	rand.NewChaCha8([32]byte{'f', 'u', 's', 'e'}).Read(data)
+	w, err := s.NewBlobWriter(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	d, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pi, err := storetest.PathInfoFor(bigName, storeclient.FileNode(d, uint64(size), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutPathInfo(t.Context(), pi); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// readModes are the three ways a file's bytes reach a reader.
+var readModes = []struct {
+	name string
+	opts func(s *local.Store) Options
+}{
+	{"passthrough", func(s *local.Store) Options { return Options{BlobFiles: s} }},
+	{"splice", func(s *local.Store) Options { return Options{BlobFiles: s, NoPassthrough: true} }},
+	{"vfs", func(s *local.Store) Options { return Options{} }},
+}
+
+func newVFS(t *testing.T, s storeclient.Store) *vfs.FS {
+	t.Helper()
+	fsys, err := vfs.New(s, vfs.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fsys
+}
+
+// TestConcurrentReads reads BLOB_B and a 256 MiB file from 16 goroutines
+// at random offsets and lengths, through shared and private handles, in
+// every read mode.
+func TestConcurrentReads(t *testing.T) {
+	e2etest.NeedFUSE(t)
+	s := localStore(t)
+	if err := storetest.NewFixtures().Fill(t.Context(), s, storetest.FillOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	big := putBig(t, s, 256<<20)
+	for _, m := range readModes {
+		t.Run(m.name, func(t *testing.T) {
+			srv := mountFS(t, newVFS(t, s), MountOptions{Options: m.opts(s)})
+			for _, f := range []struct {
+				name string
+				want []byte
+			}{{storetest.RootBlobB, storetest.BlobB}, {bigName, big}} {
+				path := srv.Dir() + "/" + f.name
+				shared, err := os.Open(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var wg sync.WaitGroup
+				for g := range 16 {
+					wg.Go(func() {
+						r := shared
+						if g%2 == 1 {
+							own, err := os.Open(path)
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							defer own.Close()
+							r = own
+						}
+						rng := rand.New(rand.NewPCG(uint64(g), 7))
+						buf := make([]byte, 1<<20)
+						for range 24 {
+							off := rng.Int64N(int64(len(f.want)))
+							p := buf[:1+rng.IntN(len(buf))]
+							n, err := r.ReadAt(p, off)
+							if err != nil && err != io.EOF {
+								t.Errorf("%s: ReadAt(%d bytes at %d): %v", f.name, len(p), off, err)
+								return
+							}
+							want := f.want[off:min(off+int64(len(p)), int64(len(f.want)))]
+							if !bytes.Equal(p[:n], want) {
+								t.Errorf("%s: ReadAt(%d bytes at %d): %d bytes, not the content", f.name, len(p), off, n)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				shared.Close()
+			}
+		})
+	}
+}
+
+// TestClientKilledMidRead kills a reader in the middle of a 256 MiB file;
+// the mount keeps serving, and the file still reads whole and right.
+func TestClientKilledMidRead(t *testing.T) {
+	e2etest.NeedFUSE(t)
+	cat := e2etest.NeedCommand(t, "cat")
+	s := localStore(t)
+	big := putBig(t, s, 256<<20)
+	want := sha256.Sum256(big)
+	for _, m := range readModes {
+		t.Run(m.name, func(t *testing.T) {
+			srv := mountFS(t, newVFS(t, s), MountOptions{Options: m.opts(s)})
+			path := srv.Dir() + "/" + bigName
+			for range 3 {
+				cmd := exec.CommandContext(context.Background(), cat, path)
+				out, err := cmd.StdoutPipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.CopyN(io.Discard, out, 4<<20); err != nil {
+					t.Errorf("read from cat: %v", err)
+				}
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatalf("open after the kill: %v", err)
+			}
+			defer f.Close()
+			h := sha256.New()
+			if _, err := io.Copy(h, f); err != nil {
+				t.Fatalf("read after the kill: %v", err)
+			}
+			if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
+				t.Errorf("content after the kill differs")
+			}
+			if !isMounted(t, srv.Dir()) {
+				t.Errorf("mount gone after a client was killed")
+			}
+		})
+	}
+}
