@@ -22,7 +22,7 @@
 //     "unknown". msize is clamped to Options.MaxMsize (1 MiB by default;
 //     at least 4096).
 //   - Tattach: any uname and n_uname succeed (Linux attaches as 'nobody'
-//     with n_uname NoUID, then as '' with uid 0). The aname selects the
+//     with n_uname NoUID, then as ” with uid 0). The aname selects the
 //     export: "" or "/" is the store root; a path below it such as
 //     "<hash>-name/sub" attaches there (walked with the usual checks, so
 //     ".." cannot escape). Tauth answers ENOENT, diod's "no authentication
