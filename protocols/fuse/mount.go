@@ -176,8 +176,7 @@ func detach(dir string) error {
 // is an existing empty directory that is not a mount point. A stale FUSE
 // mount (its daemon died) is cleared if force is set.
 func checkMountpoint(dir string, force bool, log *slog.Logger) error {
-	_, err := os.Stat(dir)
-	if errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
+	if isStale(dir) {
 		if !force {
 			return fmt.Errorf("mountpoint %s is a stale FUSE mount (transport endpoint is not connected): its daemon exited without unmounting; "+
 				"clear it with `fusermount3 -u %s` (or `umount -l %s` as root), or pass --force", dir, dir, dir)
@@ -186,8 +185,8 @@ func checkMountpoint(dir string, force bool, log *slog.Logger) error {
 		if err := detach(dir); err != nil {
 			return fmt.Errorf("clear stale mount at %s: %w", dir, err)
 		}
-		_, err = os.Stat(dir)
 	}
+	_, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("mountpoint %s does not exist (create it with mkdir)", dir)
@@ -212,6 +211,15 @@ func checkMountpoint(dir string, force bool, log *slog.Logger) error {
 		return fmt.Errorf("mountpoint %s is not empty (it holds %q); mount on an empty directory", dir, names[0])
 	}
 	return nil
+}
+
+// isStale reports whether dir is a FUSE mount whose daemon is gone. stat
+// of such a mountpoint may still succeed from the kernel's attribute
+// cache; statfs always asks the daemon.
+func isStale(dir string) bool {
+	var sfs unix.Statfs_t
+	err := unix.Statfs(dir, &sfs)
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
 }
 
 // mountedAt reports whether dir is a mount point in /proc/self/mounts, and

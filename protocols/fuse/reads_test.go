@@ -185,3 +185,8 @@ func TestClientKilledMidRead(t *testing.T) {
 		})
 	}
 }
+
+// openLocal opens an embedded store for writing.
+func openLocal(ctx context.Context, dir string) (*local.Store, error) {
+	return local.Open(ctx, dir, local.Options{NoSync: true})
+}
