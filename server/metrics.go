@@ -107,7 +107,9 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(m.requests, m.errors, m.latency, m.bytes, m.handles, m.cache,
 		m.backend, m.backendEr, m.backendLt, m.mounts, m.frontends,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, p := range append([]string{"", ProtoGRPC}, protocols...) {
+	// gRPC calls are counted by method (grpcOptions), not by vfs operation.
+	m.per[ProtoGRPC] = &protoMetrics{}
+	for _, p := range append([]string{""}, protocols...) {
 		pm := &protoMetrics{
 			bytes:   m.bytes.WithLabelValues(p),
 			handles: m.handles.WithLabelValues(p),
