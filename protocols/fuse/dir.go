@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"context"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -16,6 +17,9 @@ type dirNode struct {
 	// key identifies the directory's path (0 for the root); it is the
 	// Gen of its StableAttr and the seed of its children's keys.
 	key uint64
+	// prefetched is set once the directory's small files were queued for
+	// prefetching.
+	prefetched atomic.Bool
 }
 
 var (

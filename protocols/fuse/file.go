@@ -16,6 +16,9 @@ import (
 // fileNode is a regular file.
 type fileNode struct {
 	node
+	// parent is the directory the node was first found in: opening the
+	// file prefetches its siblings there (see prefetcher).
+	parent *dirNode
 }
 
 var _ fs.NodeOpener = (*fileNode)(nil)
@@ -31,6 +34,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	f, err := n.fs.vfs.Open(ctx, n.n)
 	if err != nil {
 		return nil, 0, errno(n.fs.log, "open", err)
+	}
+	if n.fs.pf != nil && n.parent != nil && !n.parent.n.IsRoot() && !n.parent.prefetched.Swap(true) {
+		n.fs.pf.directory(ctx, n.fs.vfs, n.parent.n)
 	}
 	h := &fileHandle{f: f, fs: n.fs}
 	if n.fs.pt != nil && f.Size() > 0 {

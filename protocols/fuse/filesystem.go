@@ -59,6 +59,7 @@ type filesystem struct {
 	vfs *vfs.FS
 	log *slog.Logger
 	pt  *passthrough // nil: never passthrough (no BlobFiles, or not trusted)
+	pf  *prefetcher  // nil: no prefetching (no BlobFiles, or not trusted)
 }
 
 // NewRawFileSystem returns the FUSE filesystem serving fsys: the one
@@ -82,6 +83,7 @@ func newFileSystem(fsys *vfs.FS, opts Options) (fuse.RawFileSystem, *filesystem)
 		if opts.NoPassthrough {
 			s.pt.off.Store(true)
 		}
+		s.pf = newPrefetcher(opts.BlobFiles)
 	}
 	root := &dirNode{node: node{fs: s, n: s.vfs.Root()}}
 	entry, attr := forever, forever
@@ -143,7 +145,7 @@ func (s *filesystem) newInode(ctx context.Context, parent *dirNode, name string,
 	case storeclient.KindSymlink:
 		ops = &symlinkNode{node: node{fs: s, n: n}}
 	default:
-		ops = &fileNode{node: node{fs: s, n: n}}
+		ops = &fileNode{node: node{fs: s, n: n}, parent: parent}
 	}
 	return parent.NewInode(ctx, ops, stableAttr(n, key))
 }

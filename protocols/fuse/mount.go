@@ -99,9 +99,15 @@ func Mount(dir string, fsys *vfs.FS, opts MountOptions) (*Server, error) {
 		return nil, fmt.Errorf("mount %s: %w", abs, err)
 	}
 	s := &Server{dir: abs, srv: srv, log: log, done: make(chan struct{})}
+	if state.pf != nil {
+		state.pf.start()
+	}
 	go func() {
 		defer close(s.done)
 		srv.Serve()
+		if state.pf != nil {
+			state.pf.stop()
+		}
 	}()
 	if err := srv.WaitMount(); err != nil {
 		s.Unmount()

@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/storefs/storefs/e2e/e2etest"
 	"github.com/storefs/storefs/storeclient"
@@ -92,7 +96,18 @@ func TestConcurrentReads(t *testing.T) {
 	big := putBig(t, s, 256<<20)
 	for _, m := range readModes {
 		t.Run(m.name, func(t *testing.T) {
-			srv := mountFS(t, newVFS(t, s), MountOptions{Options: m.opts(s)})
+			opts := m.opts(s)
+			var logged lockedBuffer
+			opts.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logged, testWriter{t}), nil))
+			srv := mountFS(t, newVFS(t, s), MountOptions{Options: opts})
+			defer func() {
+				// As root on a kernel that offers it, passthrough must
+				// really be on (the reads above went around the daemon).
+				if m.name == "passthrough" && hasSysAdmin() && srv.srv.KernelSettings().Flags64()&gofuse.CAP_PASSTHROUGH != 0 &&
+					!strings.Contains(logged.String(), "passthrough on") {
+					t.Errorf("passthrough is not on as root on a kernel that offers it; log:\n%s", logged.String())
+				}
+			}()
 			for _, f := range []struct {
 				name string
 				want []byte
@@ -184,6 +199,24 @@ func TestClientKilledMidRead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // openLocal opens an embedded store for writing.
