@@ -33,6 +33,8 @@ type Config struct {
 	NFS NFS `yaml:"nfs"`
 	// NineP is the 9P2000.L server.
 	NineP NineP `yaml:"ninep"`
+	// VirtioFS is the vhost-user-fs back-end for virtual machines.
+	VirtioFS VirtioFS `yaml:"virtiofs"`
 	// GRPC is the tvix/snix gRPC store server.
 	GRPC GRPC `yaml:"grpc"`
 	// Metrics is the Prometheus and health endpoint.
@@ -95,6 +97,17 @@ type NineP struct {
 	AllowedNetworks []string `yaml:"allowed_networks"`
 	// MaxConnections bounds the open client connections.
 	MaxConnections int `yaml:"max_connections"`
+}
+
+// VirtioFS configures the virtio-fs (vhost-user-fs) back-end that QEMU,
+// cloud-hypervisor or crosvm connect to.
+type VirtioFS struct {
+	// Socket is the unix socket path the VMM connects to; "" turns
+	// virtio-fs off.
+	Socket string `yaml:"socket"`
+	// Tag is the name the guest mounts; the VMM announces it, the daemon
+	// only logs and prints it.
+	Tag string `yaml:"tag"`
 }
 
 // GRPC configures the gRPC store server.
@@ -190,9 +203,10 @@ func Default() *Config {
 			AllowedNetworks: []string{},
 			MaxConnections:  DefaultNinePConns,
 		},
-		GRPC:    GRPC{AllowedNetworks: []string{}},
-		Metrics: Metrics{AllowedNetworks: []string{}},
-		Log:     Log{Level: "info", Format: "text"},
+		VirtioFS: VirtioFS{Tag: "storefs"},
+		GRPC:     GRPC{AllowedNetworks: []string{}},
+		Metrics:  Metrics{AllowedNetworks: []string{}},
+		Log:      Log{Level: "info", Format: "text"},
 		Cache: Cache{
 			Directories:   DefaultDirectories,
 			VerifiedBlobs: DefaultVerifiedBlobs,
@@ -208,7 +222,7 @@ func Default() *Config {
 
 // HasFrontend reports whether any frontend is configured.
 func (c *Config) HasFrontend() bool {
-	return len(c.FUSE) > 0 || c.NFS.Listen != "" || c.NineP.Listen != "" || c.GRPC.Listen != ""
+	return len(c.FUSE) > 0 || c.NFS.Listen != "" || c.NineP.Listen != "" || c.VirtioFS.Socket != "" || c.GRPC.Listen != ""
 }
 
 // YAML returns the configuration as YAML, every key present: what

@@ -78,7 +78,7 @@ func TestBadConfigs(t *testing.T) {
 		want       string // the whole message after "config: FILE"
 	}{
 		{name: "unknown top-level key", yaml: "store:\n  url: memory:x\nnfss:\n  listen: 127.0.0.1:1\n",
-			want: ":3: nfss: unknown key (valid: store, list_root, xattrs, owner, fuse, nfs, ninep, grpc, metrics, log, cache, timeouts)"},
+			want: ":3: nfss: unknown key (valid: store, list_root, xattrs, owner, fuse, nfs, ninep, virtiofs, grpc, metrics, log, cache, timeouts)"},
 		{name: "unknown nested key", yaml: "nfs:\n  listen: 127.0.0.1:2049\n  alowed_networks: [10.0.0.0/8]\n",
 			want: ":3: nfs.alowed_networks: unknown key in nfs (valid: listen, allowed_networks, require_secure_port, max_read, max_connections)"},
 		{name: "upper-case key", yaml: "NFS:\n  listen: 127.0.0.1:2049\n", want: ":1: NFS: unknown key"},
@@ -112,6 +112,8 @@ func TestBadConfigs(t *testing.T) {
 			want: `:4: metrics.listen: 0.0.0.0:2049 is also nfs.listen`},
 		{name: "two frontends on one socket", yaml: "ninep:\n  listen: unix:/run/s.sock\ngrpc:\n  listen: unix:/run/s.sock\n",
 			want: `:4: grpc.listen: unix:/run/s.sock is also ninep.listen`},
+		{name: "virtiofs socket clash", yaml: "ninep:\n  listen: unix:/run/s.sock\nvirtiofs:\n  socket: /run/s.sock\n",
+			want: `:4: virtiofs.socket: /run/s.sock is also ninep.listen`},
 		{name: "duplicate mountpoint", yaml: "fuse:\n  - mountpoint: /mnt/a\n  - mountpoint: /mnt/a/\n",
 			want: `:3: fuse[1].mountpoint: /mnt/a is also fuse[0].mountpoint`},
 		{name: "mount without mountpoint", yaml: "fuse:\n  - allow_other: true\n", want: `:2: fuse[0].mountpoint: a FUSE mount needs a mountpoint`},
@@ -277,6 +279,7 @@ timeouts: {backend: 1s, shutdown: 2s, nfs_idle: 3m}
 		FUSE:     []FUSEMount{{Mountpoint: dir, AllowOther: true}},
 		NFS:      NFS{Listen: "0.0.0.0:2049", AllowedNetworks: []string{"10.0.2.0/24"}, RequireSecurePort: true, MaxRead: 65536, MaxConnections: 8},
 		NineP:    NineP{Listen: "unix:" + filepath.Join(cwd, "rel.sock"), Msize: 65536, AllowedNetworks: []string{}, MaxConnections: DefaultNinePConns},
+		VirtioFS: VirtioFS{Tag: "storefs"},
 		GRPC:     GRPC{Listen: "127.0.0.1:0", AllowedNetworks: []string{}},
 		Metrics:  Metrics{Listen: "127.0.0.1:9100", AllowedNetworks: []string{}},
 		Log:      Log{Level: "warn", Format: "json"},

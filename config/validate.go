@@ -190,6 +190,20 @@ func (ld *loader) validate(c *Config) error {
 	if c.NineP.MaxConnections <= 0 {
 		return fail("ninep.max_connections", "must be at least 1, got %d", c.NineP.MaxConnections)
 	}
+	if c.VirtioFS.Socket != "" {
+		abs, err := filepath.Abs(c.VirtioFS.Socket)
+		if err != nil {
+			return fail("virtiofs.socket", "%v", err)
+		}
+		c.VirtioFS.Socket = abs
+		l := Listen{Unix: abs}
+		for _, o := range listeners {
+			if clash(o.l, l) {
+				return fail("virtiofs.socket", "%s is also %s: two frontends cannot share a socket", abs, o.key)
+			}
+		}
+		listeners = append(listeners, listener{"virtiofs.socket", l})
+	}
 	if err := listen("grpc", &c.GRPC.Listen, true, c.GRPC.AllowedNetworks); err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ const (
 	ProtoGRPC  = "grpc"
 )
 
-var protocols = []string{ProtoFUSE, ProtoNFS, ProtoNineP}
+var protocols = []string{ProtoFUSE, ProtoNFS, ProtoNineP, ProtoVirtioFS}
 
 // Metrics are the daemon's Prometheus metrics, in a registry of their own.
 // It is the vfs.Observer of the daemon's FS: every vfs operation of every

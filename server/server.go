@@ -1,6 +1,7 @@
 // Package server is the storefs daemon (`storefs serve`): it opens one
 // store read-only, builds one vfs.FS over it and serves that FS through
-// every configured frontend — FUSE mounts, NFSv3, 9P2000.L — plus the
+// every configured frontend — FUSE mounts, NFSv3, 9P2000.L, virtio-fs for
+// virtual machines — plus the
 // store itself over the tvix/snix gRPC API and Prometheus metrics.
 //
 // Start brings everything up and returns once every frontend serves; a
@@ -64,7 +65,7 @@ type Server struct {
 }
 
 // Start opens the store, builds the FS and starts every frontend of cfg,
-// in the order metrics, FUSE mounts, NFS, 9P, gRPC. It returns when all
+// in the order metrics, FUSE mounts, NFS, 9P, virtio-fs, gRPC. It returns when all
 // serve. On error everything started is shut down and the store closed.
 func Start(ctx context.Context, cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
@@ -171,6 +172,10 @@ func (s *Server) frontends(cfg *config.Config) []Frontend {
 				AllowedClients: anyNetwork, // the gate in front decides, reloadably
 				Logger:         log,
 			}})
+	}
+	if cfg.VirtioFS.Socket != "" {
+		fs = append(fs, &virtiofsFrontend{cfg: cfg.VirtioFS, fs: s.fs.View(ProtoVirtioFS), m: s.metrics,
+			log: s.log.With("frontend", ProtoVirtioFS)})
 	}
 	if cfg.GRPC.Listen != "" {
 		log := s.log.With("frontend", ProtoGRPC)

@@ -601,3 +601,33 @@ func TestQuickStart(t *testing.T) {
 		t.Error("QuickStart changed a configuration that has a frontend")
 	}
 }
+
+// TestVirtioFSSocket checks that the virtio-fs back-end listens on its
+// socket with the other frontends and removes it at shutdown. Guests
+// reading through it are e2e/vm's business (it needs a VMM).
+func TestVirtioFSSocket(t *testing.T) {
+	fx := newFixture(t)
+	sock := filepath.Join(t.TempDir(), "virtiofs.sock")
+	cfg := config.Default()
+	cfg.VirtioFS.Socket = sock
+	cfg.NFS.Listen = "127.0.0.1:0"
+	s, err := fx.start(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	if got := frontend(t, s, "virtiofs").Addr(); got != "unix:"+sock {
+		t.Errorf("Addr = %q", got)
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("virtio-fs socket: %v", err)
+	}
+	c.Close()
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after Shutdown: %v", err)
+	}
+}

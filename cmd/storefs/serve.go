@@ -23,8 +23,8 @@ func newServeCommand(g *globalOptions) *cobra.Command {
 		printConfig bool
 	)
 	cmd := &cobra.Command{
-		Use:   "serve [--config FILE] [--nfs ADDR] [--9p ADDR] [--fuse DIR] [--grpc ADDR] [--metrics ADDR] [--list-root]",
-		Short: "Serve the store over FUSE, NFSv3, 9P2000.L and gRPC until SIGINT/SIGTERM",
+		Use:   "serve [--config FILE] [--nfs ADDR] [--9p ADDR] [--fuse DIR] [--virtiofs SOCKET] [--grpc ADDR] [--metrics ADDR] [--list-root]",
+		Short: "Serve the store over FUSE, NFSv3, 9P2000.L, virtio-fs and gRPC until SIGINT/SIGTERM",
 		Long: `Serve one store through every configured frontend until SIGINT or SIGTERM.
 
 The configuration comes from --config FILE (else $STOREFS_CONFIG, else
@@ -46,6 +46,7 @@ Each frontend's address and mount command is printed once it serves, then
 	f.String("nfs", "", "serve NFSv3 on HOST:PORT (config nfs.listen)")
 	f.String("9p", "", "serve 9P2000.L on HOST:PORT or unix:PATH (config ninep.listen)")
 	f.StringArray("fuse", nil, "mount with FUSE on DIR; repeatable (config fuse)")
+	f.String("virtiofs", "", "serve virtio-fs (vhost-user-fs) to VMs on the unix socket SOCKET (config virtiofs.socket)")
 	f.String("grpc", "", "serve the tvix/snix gRPC store API on HOST:PORT or unix:PATH (config grpc.listen)")
 	f.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (config metrics.listen)")
 	f.Bool("list-root", false, "allow listing the store root (config list_root)")
@@ -58,14 +59,15 @@ Each frontend's address and mount command is printed once it serves, then
 func serveFlagKeys(cmd *cobra.Command) map[string]*pflag.Flag {
 	keys := map[string]*pflag.Flag{}
 	for key, name := range map[string]string{
-		"nfs.listen":     "nfs",
-		"ninep.listen":   "9p",
-		"fuse":           "fuse",
-		"grpc.listen":    "grpc",
-		"metrics.listen": "metrics",
-		"list_root":      "list-root",
-		"store.url":      "store",
-		"log.level":      "log-level",
+		"nfs.listen":      "nfs",
+		"ninep.listen":    "9p",
+		"fuse":            "fuse",
+		"virtiofs.socket": "virtiofs",
+		"grpc.listen":     "grpc",
+		"metrics.listen":  "metrics",
+		"list_root":       "list-root",
+		"store.url":       "store",
+		"log.level":       "log-level",
 	} {
 		if fl := cmd.Flag(name); fl != nil {
 			keys[key] = fl
