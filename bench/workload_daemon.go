@@ -16,7 +16,7 @@ import (
 
 // daemonWorkload measures `storefs serve`: the time from exec to "ready"
 // with the embedded store of the corpus and every frontend (FUSE where
-// /dev/fuse works, NFS, 9P, gRPC, metrics), and the resident memory of the
+// /dev/fuse works, NFS, 9P, virtio-fs, gRPC, metrics), and the resident memory of the
 // idle daemon after that; against the time `storefs version` takes to run,
 // the floor of starting the binary.
 func daemonWorkload() Workload {
@@ -58,7 +58,7 @@ func runDaemonWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		}
 		rss = max(rss, r)
 	}
-	frontends := "nfs, 9p, grpc, metrics"
+	frontends := "nfs, 9p, virtiofs, grpc, metrics"
 	if fuse {
 		frontends = "fuse, " + frontends
 	}
@@ -77,6 +77,7 @@ func serveToReady(ctx context.Context, env *Env, storeDir, dir string, fuse bool
 	}
 	cfg := "store:\n  url: \"local:" + storeDir + "\"\n" +
 		"nfs: {listen: 127.0.0.1:0}\nninep: {listen: 127.0.0.1:0}\ngrpc: {listen: 127.0.0.1:0}\nmetrics: {listen: 127.0.0.1:0}\n" +
+		"virtiofs: {socket: " + filepath.Join(dir, "virtiofs.sock") + "}\n" +
 		"log: {level: warn}\n"
 	if fuse {
 		cfg += "fuse:\n  - mountpoint: " + filepath.Join(dir, "mnt") + "\n"
