@@ -22,7 +22,8 @@ import (
 // Frontend is one thing the daemon serves: a FUSE mount, a protocol
 // server on a listener, or the metrics endpoint.
 type Frontend interface {
-	// Name is the protocol ("nfs", "ninep", "fuse", "grpc", "metrics").
+	// Name is the protocol ("fuse", "nfs", "ninep", "virtiofs", "grpc",
+	// "metrics").
 	Name() string
 	// Start binds or mounts and starts serving in goroutines the frontend
 	// owns. It returns once clients can connect, or with an error and
