@@ -7,11 +7,14 @@ import (
 	"io"
 	"strconv"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/storefs/storefs/storeclient"
 )
 
-// fileJob is one small file handed to a worker: the worker stores its
-// blob (and, for ImportPath, reads it first) and closes done.
+// fileJob is one small file handed to a worker, in a jobBatch: the worker
+// stores its blob (and, for ImportPath, reads it first); done is closed
+// when its whole batch is finished.
 type fileJob struct {
 	path       string // ImportPath: the file to read
 	size       uint64
@@ -19,11 +22,86 @@ type fileJob struct {
 	data       []byte // contents; for ImportPath filled by the worker
 	digest     storeclient.Digest
 	err        error
-	done       chan struct{}
+	done       chan struct{} // the batch's
 }
 
-func newFileJob(path string, size uint64, executable bool) *fileJob {
-	return &fileJob{path: path, size: size, executable: executable, done: make(chan struct{})}
+// jobBatch is a run of small-file jobs that one worker does in order. A
+// worker wakes, and the consumer of the jobs waits, once per batch rather
+// than once per file: on a tree of many small files, per-file goroutine
+// handoffs cost more than reading the files.
+type jobBatch struct {
+	jobs  []*fileJob
+	bytes uint64
+	done  chan struct{} // closed when every job of the batch is finished
+}
+
+// A batch is sent to the workers when it holds batchFiles files or
+// batchBytes bytes.
+const (
+	batchFiles = 64
+	batchBytes = 2 << 20
+)
+
+// batcher groups the jobs of a dispatcher (the walker of ImportPath, the
+// NAR reader of ImportNAR) into batches for the workers.
+type batcher struct {
+	out chan *jobBatch
+	cur *jobBatch
+}
+
+func newBatcher(workers int) *batcher {
+	return &batcher{out: make(chan *jobBatch, workers)}
+}
+
+// add appends j to the current batch, and sends the batch when it is
+// full. j belongs to the workers from then on.
+func (b *batcher) add(ctx context.Context, j *fileJob) error {
+	if b.cur == nil {
+		b.cur = &jobBatch{jobs: make([]*fileJob, 0, batchFiles), done: make(chan struct{})}
+	}
+	j.done = b.cur.done
+	b.cur.jobs = append(b.cur.jobs, j)
+	b.cur.bytes += j.size
+	if len(b.cur.jobs) >= batchFiles || b.cur.bytes >= batchBytes {
+		return b.flush(ctx)
+	}
+	return nil
+}
+
+// flush sends the current batch, if any, to the workers. The dispatcher
+// calls it before anything that may wait for a job to finish (a wait for
+// the memory budget, a full queue to the sequencer, the end of a
+// directory), so that no one waits for a job that was never sent.
+func (b *batcher) flush(ctx context.Context) error {
+	if b.cur == nil {
+		return nil
+	}
+	select {
+	case b.out <- b.cur:
+		b.cur = nil
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// close flushes nothing: it tells the workers that no more batches come.
+func (b *batcher) close() { close(b.out) }
+
+// runBatches is a worker: it does every job of every batch with do until
+// the dispatcher closes the queue. After a cancellation the remaining jobs
+// fail with its cause.
+func runBatches(ctx context.Context, in <-chan *jobBatch, do func(*fileJob) error) {
+	for b := range in {
+		for _, j := range b.jobs {
+			if ctx.Err() != nil {
+				j.err = context.Cause(ctx)
+			} else {
+				j.err = do(j)
+			}
+		}
+		close(b.done)
+	}
 }
 
 // wait waits for the worker to finish j.
@@ -135,3 +213,18 @@ func (e *emptyBlob) ensure(ctx context.Context, store storeclient.BlobService) e
 }
 
 func quote(s string) string { return strconv.Quote(s) }
+
+// acquire takes size bytes of the read-ahead budget. If it has to wait, it
+// first sends the pending batch, whose jobs may be what frees the memory.
+func acquire(ctx context.Context, budget *semaphore.Weighted, size uint64, jobs *batcher) error {
+	if budget.TryAcquire(int64(size)) {
+		return nil
+	}
+	if err := jobs.flush(ctx); err != nil {
+		return err
+	}
+	if err := budget.Acquire(ctx, int64(size)); err != nil {
+		return context.Cause(ctx)
+	}
+	return nil
+}

@@ -104,15 +104,15 @@ func ImportNAR(ctx context.Context, store storeclient.Store, r io.Reader, name s
 	ni := &narImport{
 		store:  store,
 		budget: semaphore.NewWeighted(readAheadBytes),
-		jobs:   make(chan *fileJob, par),
+		jobs:   newBatcher(par),
 	}
 	var wg sync.WaitGroup
 	for range par {
-		wg.Go(func() { ni.work(ctx) })
+		wg.Go(func() { runBatches(ctx, ni.jobs.out, func(j *fileJob) error { return ni.store1(ctx, j) }) })
 	}
 	hr := &hashingReader{r: dr, h: sha256.New()}
 	info, err := ni.run(ctx, hr, name)
-	close(ni.jobs)
+	ni.jobs.close()
 	if err != nil {
 		cancel(err)
 	}
@@ -127,25 +127,20 @@ func ImportNAR(ctx context.Context, store storeclient.Store, r io.Reader, name s
 type narImport struct {
 	store  storeclient.Store
 	budget *semaphore.Weighted
-	jobs   chan *fileJob
+	jobs   *batcher // owned by run
 	pool   bufPool
 	empty  emptyBlob
 }
 
-// work stores the blobs of small files until the queue is closed.
-func (ni *narImport) work(ctx context.Context) {
-	for j := range ni.jobs {
-		if ctx.Err() != nil {
-			j.err = context.Cause(ctx)
-		} else {
-			j.digest = storeclient.HashBytes(j.data)
-			j.err = putBlob(ctx, ni.store, j.data, j.digest)
-		}
-		ni.pool.put(j.data)
-		j.data = nil
-		ni.budget.Release(int64(j.size))
-		close(j.done)
-	}
+// store1 hashes and stores the blob of one small file, and frees its
+// contents.
+func (ni *narImport) store1(ctx context.Context, j *fileJob) error {
+	j.digest = storeclient.HashBytes(j.data)
+	err := putBlob(ctx, ni.store, j.data, j.digest)
+	ni.pool.put(j.data)
+	j.data = nil
+	ni.budget.Release(int64(j.size))
+	return err
 }
 
 func (ni *narImport) run(ctx context.Context, hr *hashingReader, name string) (*storeclient.PathInfo, error) {
@@ -166,7 +161,10 @@ func (ni *narImport) run(ctx context.Context, hr *hashingReader, name string) (*
 		case nar.TypeDirectory:
 			b.beginDir(h.Name)
 		case nar.TypeEndDirectory:
-			err = b.endDir(ctx)
+			// The directory's node needs its files' digests.
+			if err = ni.jobs.flush(ctx); err == nil {
+				err = b.endDir(ctx)
+			}
 		case nar.TypeSymlink:
 			var t storeclient.SymlinkTarget
 			if t, err = storeclient.NewSymlinkTarget(h.Target); err == nil {
@@ -178,6 +176,9 @@ func (ni *narImport) run(ctx context.Context, hr *hashingReader, name string) (*
 		if err != nil {
 			return nil, err
 		}
+	}
+	if err := ni.jobs.flush(ctx); err != nil {
+		return nil, err
 	}
 	var sum [sha256.Size]byte
 	hr.h.Sum(sum[:0])
@@ -192,22 +193,24 @@ func (ni *narImport) file(ctx context.Context, nr *nar.Reader, h *nar.Header, b 
 		}
 		return b.add(h.Name, storeclient.FileNode(storeclient.EmptyDigest, 0, h.Executable))
 	case h.Size <= smallFileMax:
-		if err := ni.budget.Acquire(ctx, int64(h.Size)); err != nil {
-			return context.Cause(ctx)
+		if err := acquire(ctx, ni.budget, h.Size, ni.jobs); err != nil {
+			return err
 		}
-		j := newFileJob("", h.Size, h.Executable)
-		j.data = ni.pool.get(int(h.Size))
-		if _, err := io.ReadFull(nr, j.data); err != nil {
-			ni.pool.put(j.data)
+		data := ni.pool.get(int(h.Size))
+		if _, err := io.ReadFull(nr, data); err != nil {
+			ni.pool.put(data)
 			ni.budget.Release(int64(h.Size))
 			return err
 		}
-		select {
-		case ni.jobs <- j:
-		case <-ctx.Done():
-			return context.Cause(ctx)
+		j := &fileJob{size: h.Size, executable: h.Executable, data: data}
+		if err := ni.jobs.add(ctx, j); err != nil {
+			return err // canceled: the batch was not sent
 		}
 		return b.addPending(h.Name, j)
+	}
+	// The workers store the pending small files while this one streams.
+	if err := ni.jobs.flush(ctx); err != nil {
+		return err
 	}
 	d, err := streamBlob(ctx, ni.store, nr, h.Size, nil, "file "+quote(h.Name))
 	if err != nil {

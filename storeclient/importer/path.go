@@ -120,20 +120,26 @@ func ImportPath(ctx context.Context, store storeclient.Store, path string, opts 
 		store:  store,
 		budget: semaphore.NewWeighted(readAheadBytes),
 		events: make(chan event, eventQueue),
-		jobs:   make(chan *fileJob, par),
+		jobs:   newBatcher(par),
 	}
 	var wg sync.WaitGroup
 	var walkErr error
 	wg.Go(func() {
 		defer close(im.events)
-		defer close(im.jobs)
-		if err := im.walk(ctx, abs, "", fi); err != nil {
+		defer im.jobs.close()
+		err := im.walk(ctx, abs, "", fi)
+		if err == nil {
+			err = im.jobs.flush(ctx)
+		}
+		if err != nil {
 			walkErr = err
 			cancel(err)
 		}
 	})
 	for range par {
-		wg.Go(func() { im.work(ctx) })
+		wg.Go(func() {
+			runBatches(ctx, im.jobs.out, func(j *fileJob) error { return im.readSmall(ctx, j) })
+		})
 	}
 	info, err := im.sequence(ctx, name)
 	if err != nil {
@@ -156,7 +162,7 @@ type pathImport struct {
 	store  storeclient.Store
 	budget *semaphore.Weighted
 	events chan event
-	jobs   chan *fileJob
+	jobs   *batcher // owned by the walker
 	pool   bufPool
 	empty  emptyBlob
 	files  int // counted by the sequencer
@@ -182,7 +188,17 @@ type event struct {
 	job        *fileJob // evFile: the worker's job for a small file, else nil
 }
 
+// send hands ev to the sequencer. Before it waits for room, it sends the
+// pending batch of jobs, which the sequencer may be waiting for.
 func (im *pathImport) send(ctx context.Context, ev event) error {
+	select {
+	case im.events <- ev:
+		return nil
+	default:
+	}
+	if err := im.jobs.flush(ctx); err != nil {
+		return err
+	}
 	select {
 	case im.events <- ev:
 		return nil
@@ -202,14 +218,12 @@ func (im *pathImport) walk(ctx context.Context, path, name string, fi fs.FileInf
 	case mode.IsRegular():
 		ev := event{kind: evFile, name: name, path: path, size: uint64(fi.Size()), executable: mode&0o100 != 0}
 		if ev.size > 0 && ev.size <= smallFileMax {
-			if err := im.budget.Acquire(ctx, int64(ev.size)); err != nil {
-				return context.Cause(ctx)
+			if err := acquire(ctx, im.budget, ev.size, im.jobs); err != nil {
+				return err
 			}
-			ev.job = newFileJob(path, ev.size, ev.executable)
-			select {
-			case im.jobs <- ev.job:
-			case <-ctx.Done():
-				return context.Cause(ctx)
+			ev.job = &fileJob{path: path, size: ev.size, executable: ev.executable}
+			if err := im.jobs.add(ctx, ev.job); err != nil {
+				return err
 			}
 		}
 		return im.send(ctx, ev)
@@ -264,18 +278,6 @@ func fileType(m fs.FileMode) string {
 	return "file of unsupported type " + m.Type().String()
 }
 
-// work runs small-file jobs until the walker closes the queue.
-func (im *pathImport) work(ctx context.Context) {
-	for j := range im.jobs {
-		if ctx.Err() != nil {
-			j.err = context.Cause(ctx)
-		} else {
-			j.err = im.readSmall(ctx, j)
-		}
-		close(j.done)
-	}
-}
-
 // openRegular opens a file the walk listed as regular, refusing to follow
 // a symlink that replaced it.
 func openRegular(path string) (*os.File, error) {
@@ -290,26 +292,15 @@ func openRegular(path string) (*os.File, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%s is no longer a regular file (changed while importing)", quote(path))
+		return nil, errNotRegular(path)
 	}
 	return f, nil
 }
 
 // readSmall reads a small file whole, hashes it and stores its blob.
 func (im *pathImport) readSmall(ctx context.Context, j *fileJob) error {
-	f, err := openRegular(j.path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	j.data = im.pool.get(int(j.size))
-	if _, err := io.ReadFull(f, j.data); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("%s has fewer than the %d bytes it had when listed (changed while importing)", quote(j.path), j.size)
-		}
-		return fmt.Errorf("read %s: %w", quote(j.path), err)
-	}
-	if err := checkEOF(f, j.path, j.size); err != nil {
+	if err := readSmallFile(j.path, j.data); err != nil {
 		return err
 	}
 	j.digest = storeclient.HashBytes(j.data)
@@ -324,12 +315,24 @@ func checkEOF(f *os.File, path string, size uint64) error {
 	var one [1]byte
 	n, err := f.Read(one[:])
 	if n > 0 {
-		return fmt.Errorf("%s has more than the %d bytes it had when listed (changed while importing)", quote(path), size)
+		return errGrown(path, size)
 	}
 	if err != nil && err != io.EOF {
 		return fmt.Errorf("read %s: %w", quote(path), err)
 	}
 	return nil
+}
+
+func errNotRegular(path string) error {
+	return fmt.Errorf("%s is no longer a regular file (changed while importing)", quote(path))
+}
+
+func errShrunk(path string, size uint64) error {
+	return fmt.Errorf("%s has fewer than the %d bytes it had when listed (changed while importing)", quote(path), size)
+}
+
+func errGrown(path string, size uint64) error {
+	return fmt.Errorf("%s has more than the %d bytes it had when listed (changed while importing)", quote(path), size)
 }
 
 // sequence consumes the walk in NAR order: it writes the NAR into one

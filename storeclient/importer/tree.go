@@ -158,9 +158,22 @@ func (b *treeBuilder) endDir(ctx context.Context) error {
 	return b.add(top.name, storeclient.DirectoryNode(d.Digest(), d.Size()))
 }
 
+// SmallBlobPutter is implemented by stores that can store a blob held in
+// memory and already hashed in one call, such as the local store. The
+// store keeps data under d unless it has a blob of that digest and length
+// already; d is the BLAKE3 digest of data, computed by the importer, which
+// needs it for the file's node anyway, so the contents are hashed once.
+type SmallBlobPutter interface {
+	PutSmallBlob(ctx context.Context, d storeclient.Digest, data []byte) error
+}
+
 // putBlob stores data, whose BLAKE3 digest is d, as a blob unless the
-// store has it already, and checks the digest the store computes.
+// store has it already. Through a blob writer, it checks the digest the
+// store computes.
 func putBlob(ctx context.Context, store storeclient.BlobService, data []byte, d storeclient.Digest) error {
+	if p, ok := store.(SmallBlobPutter); ok {
+		return p.PutSmallBlob(ctx, d, data) // its errors name the blob
+	}
 	size, err := store.StatBlob(ctx, d)
 	if err == nil && size == int64(len(data)) {
 		return nil

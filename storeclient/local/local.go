@@ -120,6 +120,13 @@ type Store struct {
 	blobGen   atomic.Uint64
 	syncMu    sync.Mutex
 	syncedGen uint64
+
+	// tmpfiles makes the files of PutSmallBlob; noTmpfile is set when the
+	// filesystem has no O_TMPFILE, sawExisting while puts find their blob
+	// stored already (see PutSmallBlob).
+	tmpfiles    tmpfileLinker
+	noTmpfile   atomic.Bool
+	sawExisting atomic.Bool
 }
 
 var _ storeclient.Store = (*Store)(nil)
