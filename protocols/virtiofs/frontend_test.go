@@ -40,6 +40,7 @@ const (
 type guest struct {
 	fd   int
 	mem  []byte // the whole file
+	mu   sync.Mutex
 	next uint64 // next free offset (from the region start)
 }
 
@@ -65,6 +66,8 @@ func (g *guest) region() []byte { return g.mem[testMmapOffset:] }
 
 // alloc reserves n bytes aligned to align and returns their region offset.
 func (g *guest) alloc(n, align uint64) uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	g.next = (g.next + align - 1) &^ (align - 1)
 	off := g.next
 	g.next += n
@@ -74,18 +77,22 @@ func (g *guest) alloc(n, align uint64) uint64 {
 	return off
 }
 
-func gpa(off uint64) uint64  { return testGuestBase + off }
+func gpa(off uint64) uint64   { return testGuestBase + off }
 func uaddr(off uint64) uint64 { return testUserBase + off }
+
+// testFence is a full memory barrier for the fake driver (a locked
+// read-modify-write).
+var testFence atomic.Uint32
 
 // vq is the driver's view of one split virtqueue in guest memory.
 type vq struct {
-	g                       *guest
-	index                   int
-	size                    uint16
-	desc, avail, used       uint64 // region offsets
-	availIdx, lastUsed      uint16
-	nextDesc                uint16
-	kick, call              int // eventfds (driver side)
+	g                  *guest
+	index              int
+	size               uint16
+	desc, avail, used  uint64 // region offsets
+	availIdx, lastUsed uint16
+	nextDesc           uint16
+	kick, call         int // eventfds (driver side)
 }
 
 func newVQ(g *guest, index int, size uint16) *vq {
@@ -150,6 +157,14 @@ func (q *vq) waitUsed(t *testing.T, want int) [][2]uint32 {
 			q.lastUsed++
 		}
 		if len(out) < want {
+			// Ask for a call at the next used entry, as Linux's
+			// virtqueue_enable_cb does, then look once more to
+			// close the race with a push that did not see it.
+			binary.LittleEndian.PutUint16(q.r()[q.avail+4+2*uint64(q.size):], q.lastUsed)
+			testFence.Add(1)
+			if q.lastUsed != q.usedIdx() {
+				continue
+			}
 			// The back-end made the shared eventfd non-blocking.
 			pfd := []unix.PollFd{{Fd: int32(q.call), Events: unix.POLLIN}}
 			if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
