@@ -183,7 +183,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer close(s.serveDone)
 
 	cfg := s.connConfig()
-	cfg.log.Info("virtiofs: serving", "socket", s.Socket, "tag", s.Tag)
+	cfg.log.Info("virtiofs: serving", "tag", s.Tag)
 	stop := context.AfterFunc(ctx, s.shutdown)
 	defer stop()
 
@@ -202,7 +202,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			// Out of descriptors and the like: wait and retry, as
 			// net/http does, rather than lose the socket.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			cfg.log.Error("virtiofs: accepting a VMM connection", "socket", s.Socket, "err", err, "retry_in", backoff)
+			cfg.log.Error("virtiofs: accepting a VMM connection", "err", err, "retry_in", backoff)
 			select {
 			case <-closing:
 				return nil
@@ -272,8 +272,9 @@ func (s *Server) shutdown() {
 	}
 	s.closed = true
 	if s.ln != nil {
-		s.ln.Close()
+		// closing first: Serve tells a shutdown from an accept error by it.
 		close(s.closing)
+		s.ln.Close()
 	}
 	for c := range s.conns {
 		c.close()
