@@ -119,18 +119,20 @@ func (j *fileJob) node() storeclient.Node {
 }
 
 // streamChunk is the size of the pieces a big file is streamed in, and
-// streamBuffers how many of them are in flight between the reader and the
-// blob writer.
+// streamBuffers how many of them are in flight between the reader, the
+// blob writer and the tee.
 const (
 	streamChunk   = 1 << 20
-	streamBuffers = 4
+	streamBuffers = 6
 )
 
 // streamBlob copies exactly size bytes from src into a new blob and returns
 // its digest (computed by the store's writer while it writes). Each chunk
-// is also written to tee (the NAR hash) by the calling goroutine while
-// another goroutine writes it to the store, so hashing and storing overlap.
-// what names the source in errors.
+// is also written to tee (the NAR hash). Reading, storing (BLAKE3 and
+// write) and the tee (sha256) run as a pipeline of three goroutines, each
+// on its own chunk: the calling goroutine reads, and every chunk passes
+// from the writer goroutine to the tee goroutine in order, so the tee sees
+// the bytes in order. what names the source in errors.
 func streamBlob(ctx context.Context, store storeclient.BlobService, src io.Reader, size uint64, tee io.Writer, what string) (storeclient.Digest, error) {
 	w, err := store.NewBlobWriter(ctx)
 	if err != nil {
@@ -138,11 +140,29 @@ func streamBlob(ctx context.Context, store storeclient.BlobService, src io.Reade
 	}
 	defer w.Close()
 
-	free := make(chan []byte, streamBuffers)
-	for range streamBuffers {
-		free <- make([]byte, streamChunk)
+	chunk := min(streamChunk, size)
+	nbuf := min(streamBuffers, int((size+chunk-1)/chunk)+1)
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, chunk)
 	}
-	full := make(chan []byte, streamBuffers)
+	full := make(chan []byte, nbuf)
+	written := free // with no tee, the writer hands chunks straight back
+	var teeErr error
+	var teeDone chan struct{}
+	if tee != nil {
+		written = make(chan []byte, nbuf)
+		teeDone = make(chan struct{})
+		go func() {
+			defer close(teeDone)
+			for b := range written {
+				if teeErr == nil {
+					_, teeErr = tee.Write(b)
+				}
+				free <- b
+			}
+		}()
+	}
 	werrc := make(chan error, 1)
 	go func() {
 		var werr error
@@ -152,7 +172,10 @@ func streamBlob(ctx context.Context, store storeclient.BlobService, src io.Reade
 					werr = fmt.Errorf("store %s: %w", what, err)
 				}
 			}
-			free <- b[:cap(b)]
+			written <- b // the tee needs the length; the reader re-slices
+		}
+		if tee != nil {
+			close(written)
 		}
 		werrc <- werr
 	}()
@@ -165,7 +188,7 @@ func streamBlob(ctx context.Context, store storeclient.BlobService, src io.Reade
 			break
 		}
 		b := <-free
-		b = b[:min(uint64(len(b)), left)]
+		b = b[:min(uint64(cap(b)), left)]
 		if _, err := io.ReadFull(src, b); err != nil {
 			free <- b
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -175,21 +198,21 @@ func streamBlob(ctx context.Context, store storeclient.BlobService, src io.Reade
 			break
 		}
 		full <- b
-		if tee != nil {
-			if _, err := tee.Write(b); err != nil {
-				rerr = err
-				break
-			}
-		}
 		left -= uint64(len(b))
 	}
 	close(full)
 	werr := <-werrc
+	if teeDone != nil {
+		<-teeDone
+	}
 	if rerr != nil {
 		return storeclient.Digest{}, rerr
 	}
 	if werr != nil {
 		return storeclient.Digest{}, werr
+	}
+	if teeErr != nil {
+		return storeclient.Digest{}, teeErr
 	}
 	d, err := w.Commit()
 	if err != nil {

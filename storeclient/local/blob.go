@@ -121,8 +121,16 @@ type blobWriter struct {
 	f    *os.File
 	buf  *bufio.Writer
 	h    *blake3.Hasher
-	done bool
+	size int64 // bytes written so far
+	// kicked is how far writeback of the file has been started.
+	kicked int64
+	done   bool
 }
+
+// writebackStep is how many bytes of a big blob are written before its
+// writeback to disk is started, so that the disk works while the import
+// goes on instead of all at once in the syncfs before the metadata.
+const writebackStep = 8 << 20
 
 var errWriterDone = errors.New("blob writer is already committed or closed")
 
@@ -135,8 +143,16 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.buf.Write(p)
 	w.h.Write(p[:n])
+	w.size += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("write blob %s: %w", w.f.Name(), err)
+	}
+	if !w.s.noSync {
+		// What the buffer holds is not in the file yet.
+		if end := w.size - int64(w.buf.Buffered()); end-w.kicked >= writebackStep {
+			startWriteback(w.f, w.kicked, end-w.kicked)
+			w.kicked = end
+		}
 	}
 	return n, nil
 }
@@ -161,10 +177,10 @@ func (w *blobWriter) Commit() (storeclient.Digest, error) {
 func (w *blobWriter) commit(d storeclient.Digest) error {
 	tmp := w.f.Name()
 	err := w.buf.Flush()
-	var size int64
 	if err == nil {
-		size, err = w.f.Seek(0, io.SeekCurrent)
+		err = w.f.Chmod(0o444) // through the descriptor, before the name is public
 	}
+	size := w.size
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
@@ -182,9 +198,6 @@ func (w *blobWriter) commit(d storeclient.Digest) error {
 		// Already stored: dedup. (A file of the wrong length is a corrupt
 		// copy; it is replaced below.)
 		return os.Remove(tmp)
-	}
-	if err := os.Chmod(tmp, 0o444); err != nil {
-		return err
 	}
 	return os.Rename(tmp, final)
 }

@@ -78,3 +78,16 @@ func retryEINTR(f func() (int, error)) (int, error) {
 		}
 	}
 }
+
+// startWriteback starts writing n bytes of f from off to disk, without
+// waiting (sync_file_range(2) with SYNC_FILE_RANGE_WRITE). It is a hint:
+// durability still comes from syncBlobs, so an error is ignored.
+func startWriteback(f *os.File, off, n int64) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE)
+	})
+}
