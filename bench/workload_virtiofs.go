@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/storefs/storefs/e2e/vm"
+	"github.com/storefs/storefs/protocols/fuse"
+	"github.com/storefs/storefs/protocols/virtiofs"
+	"github.com/storefs/storefs/storeclient/storeurl"
+	"github.com/storefs/storefs/vfs"
+)
+
+// virtiofsWorkload measures what a Linux guest sees: one QEMU guest (TCG)
+// mounts the corpus three ways at once — storefs' vhost-user-fs back-end
+// (protocols/virtiofs over the FUSE frontend's RawFileSystem), QEMU 7.2's
+// C virtiofsd over a read-only bind mount of the same tree (the peer), and
+// storefs' 9P frontend over the guest's network — and times, in the guest,
+// cat of the big file and find over the whole tree on each. Every system
+// is read cold: each has its own superblock in the guest, and the guest
+// boots fresh for each run.
+func virtiofsWorkload() Workload {
+	return Workload{
+		Name: "virtiofs",
+		Doc:  "guest (QEMU TCG) cat of the big file and find over the tree: storefs virtiofs vs QEMU virtiofsd vs storefs 9P",
+		Run:  runVirtiofsWorkload,
+	}
+}
+
+// virtiofsd is where Debian's qemu-system-common installs QEMU's C
+// virtiofsd.
+const virtiofsdPath = "/usr/lib/qemu/virtiofsd"
+
+// benchGuestMiB is the guest's memory: enough to run, less than the big
+// file, so no system reads it from the guest's page cache.
+const benchGuestMiB = 768
+
+func runVirtiofsWorkload(ctx context.Context, env *Env) ([]Result, error) {
+	big := env.Corpus.BigFile
+	if big == "" {
+		return nil, errors.New("the corpus has no big file (--big-size 0)")
+	}
+	size, err := fileSize(big)
+	if err != nil {
+		return nil, err
+	}
+	const (
+		wRead = "virtiofs-read (guest cat big file)"
+		wFind = "virtiofs-find (guest find tree)"
+	)
+	systems := []struct {
+		name, dir string
+		peer      bool
+	}{
+		{"storefs virtiofs", "/mnt/sfs", false},
+		{"QEMU 7.2 virtiofsd (C), ro bind mount", "/mnt/vfsd", true},
+		{"storefs 9P (protocols/ninep, TCP)", "/mnt/9p", false},
+	}
+	skipAll := func(why string) []Result {
+		var out []Result
+		for _, w := range []string{wRead, wFind} {
+			for _, s := range systems {
+				out = append(out, Result{Workload: w, System: s.name, Peer: s.peer, Skipped: why})
+			}
+		}
+		return out
+	}
+	h, err := vm.FindHost(ctx, func(f string, a ...any) { env.Log.Info(fmt.Sprintf(f, a...)) })
+	if err != nil {
+		return skipAll(err.Error()), nil
+	}
+	if _, err := os.Stat(virtiofsdPath); err != nil || os.Geteuid() != 0 {
+		return skipAll("needs root and " + virtiofsdPath + " (qemu-system-common)"), nil
+	}
+
+	tree := env.Corpus.Root
+	storeDir := filepath.Join(env.Scratch, "virtiofs-store")
+	storePath, err := storefsImport(ctx, env, storeDir, tree)
+	if err != nil {
+		return nil, err
+	}
+	base := filepath.Base(storePath)
+	sfSock, stopSF, err := startStorefsVirtiofs(ctx, env, storeDir)
+	if err != nil {
+		return nil, err
+	}
+	defer stopSF()
+	vdSock, stopVD, err := startVirtiofsd(ctx, env, tree)
+	if err != nil {
+		return nil, err
+	}
+	defer stopVD()
+	ninep, err := startStorefs9P(ctx, env, storeDir, storePath)
+	if err != nil {
+		return nil, err
+	}
+	defer ninep.stop()
+	_, portStr, _ := net.SplitHostPort(ninep.addr)
+	port, _ := strconv.Atoi(portStr)
+
+	roots := []string{systems[0].dir + "/" + base, systems[1].dir, systems[2].dir + "/" + base}
+	s := vm.NewScript()
+	s.MountVirtiofs("mount-sfs", vm.VirtiofsMount{Tag: "storefs", Dir: systems[0].dir})
+	s.MountVirtiofs("mount-vfsd", vm.VirtiofsMount{Tag: "virtiofsd", Dir: systems[1].dir})
+	s.Mount9P("mount-9p", vm.NinePMount{Port: port, Aname: ninep.aname, Dir: systems[2].dir, Msize: 1 << 20})
+	entries := 0
+	for i := range systems {
+		s.Capture(fmt.Sprintf("find-%d", i), "find "+roots[i]+" | wc -l", vm.Timeout(10*time.Minute))
+	}
+	for i := range systems {
+		s.Check(fmt.Sprintf("read-%d", i), "cat "+roots[i]+"/"+BigName+" > /dev/null", vm.Timeout(20*time.Minute))
+	}
+	args := vm.VirtiofsQEMUArgs(sfSock, "storefs", benchGuestMiB)
+	args = append(args, "-chardev", "socket,id=vfsd,path="+vdSock, "-device", "vhost-user-fs-pci,chardev=vfsd,tag=virtiofsd")
+
+	best := map[string]time.Duration{}
+	for run := 0; run < env.Runs; run++ {
+		res, err := vm.Boot(ctx, h, vm.Options{MemoryMiB: benchGuestMiB, QEMUArgs: args, Timeout: time.Hour}, s,
+			func(line string) { env.Log.Debug("guest", "line", line) })
+		if err != nil {
+			return nil, fmt.Errorf("booting the guest: %w", err)
+		}
+		for _, c := range res.Checks {
+			if c.Status != vm.Pass {
+				return nil, fmt.Errorf("guest check %s: %s %s %v", c.Name, c.Status, c.Detail, c.Output)
+			}
+			if c.Name == "find-0" && len(c.Output) > 0 {
+				entries, _ = strconv.Atoi(c.Output[len(c.Output)-1])
+			}
+			if d, ok := best[c.Name]; !ok || c.Elapsed < d {
+				best[c.Name] = c.Elapsed
+			}
+		}
+	}
+	var out []Result
+	for i, sys := range systems {
+		out = append(out, Result{Workload: wRead, System: sys.name, Peer: sys.peer, Wall: best[fmt.Sprintf("read-%d", i)], Bytes: size, Files: 1})
+	}
+	for i, sys := range systems {
+		out = append(out, Result{Workload: wFind, System: sys.name, Peer: sys.peer, Wall: best[fmt.Sprintf("find-%d", i)], Files: entries})
+	}
+	return out, nil
+}
+
+// startStorefsVirtiofs serves the local store in storeDir read-only with
+// protocols/virtiofs (in this process) on a new socket.
+func startStorefsVirtiofs(ctx context.Context, env *Env, storeDir string) (string, func(), error) {
+	s, err := storeurl.Open(ctx, "local:"+storeDir, storeurl.Options{ReadOnly: true})
+	if err != nil {
+		return "", nil, err
+	}
+	fsys, err := vfs.New(s, vfs.Options{ListRoot: true, Logger: env.Log})
+	if err != nil {
+		s.Close()
+		return "", nil, err
+	}
+	srv := &virtiofs.Server{
+		Socket: filepath.Join(env.Scratch, "storefs-virtiofs.sock"),
+		Tag:    "storefs",
+		FileSystem: func() gofuse.RawFileSystem {
+			return fuse.NewRawFileSystem(fsys, fuse.Options{Logger: env.Log})
+		},
+		Logger: env.Log,
+	}
+	if err := srv.Listen(); err != nil {
+		s.Close()
+		return "", nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	return srv.Socket, func() { srv.Close(); <-done; s.Close() }, nil
+}
+
+// startVirtiofsd shares a read-only bind mount of tree with QEMU's
+// virtiofsd (it has no read-only option) in its default cache mode.
+func startVirtiofsd(ctx context.Context, env *Env, tree string) (string, func(), error) {
+	ro := filepath.Join(env.Scratch, "virtiofsd-ro")
+	if err := os.MkdirAll(ro, 0o755); err != nil {
+		return "", nil, err
+	}
+	for _, args := range [][]string{{"--bind", tree, ro}, {"-o", "remount,bind,ro", ro}} {
+		if b, err := exec.CommandContext(ctx, "mount", args...).CombinedOutput(); err != nil {
+			exec.Command("umount", ro).Run()
+			return "", nil, fmt.Errorf("mount %v: %w: %s", args, err, b)
+		}
+	}
+	sock := filepath.Join(env.Scratch, "virtiofsd.sock")
+	cctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(cctx, virtiofsdPath, "--socket-path="+sock, "-o", "source="+ro, "--rlimit-nofile=0")
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		cancel()
+		exec.Command("umount", ro).Run()
+		return "", nil, fmt.Errorf("starting virtiofsd: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
+		cancel()
+		<-exited
+		exec.Command("umount", ro).Run()
+	}
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return sock, stop, nil
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			stop()
+			return "", nil, fmt.Errorf("virtiofsd exited before creating its socket: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
