@@ -155,7 +155,7 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, erro
 	}
 	defer closeDec()
 	narR := &countingReader{r: dec, limit: ni.Info.NarSize, what: "the NAR"}
-	info, err := importer.ImportNAR(ctx, &staging{Store: s.cache}, narR, ni.Info.StorePath.Name)
+	info, err := importer.ImportNAR(ctx, stagingFor(s.cache), narR, ni.Info.StorePath.Name)
 	if err != nil {
 		if errors.Is(err, nar.ErrMalformed) {
 			err = fmt.Errorf("%w: %w", storeclient.ErrCorrupt, err)
@@ -304,6 +304,29 @@ func (c *countingReader) Read(p []byte) (int, error) {
 type staging struct {
 	storeclient.Store
 	info *storeclient.PathInfo
+}
+
+// stagingFor returns the staging view of the cache store cache. When
+// cache can store an already hashed blob in one call (the local store), so
+// can the view: the importer then hashes each small file once and stores
+// it without an existence check or a blob writer.
+func stagingFor(cache storeclient.Store) storeclient.Store {
+	st := &staging{Store: cache}
+	if p, ok := cache.(importer.SmallBlobPutter); ok {
+		return &smallBlobStaging{staging: st, small: p}
+	}
+	return st
+}
+
+// smallBlobStaging is a staging view of a cache store with PutSmallBlob.
+type smallBlobStaging struct {
+	*staging
+	small importer.SmallBlobPutter
+}
+
+// PutSmallBlob implements importer.SmallBlobPutter by the cache store's.
+func (s *smallBlobStaging) PutSmallBlob(ctx context.Context, d storeclient.Digest, data []byte) error {
+	return s.small.PutSmallBlob(ctx, d, data)
 }
 
 // PutPathInfo keeps p instead of storing it.
