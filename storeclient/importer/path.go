@@ -5,13 +5,15 @@
 //
 // ImportPath reads every file once. A walker lists the tree in NAR order
 // (entries sorted by the raw bytes of their names); a pool of workers
-// reads small files whole, hashes them with BLAKE3 and stores the blobs
-// that the store does not have yet; one sequencer consumes the walk in
-// order and feeds the NAR framing and every file's contents into a single
-// sha256, so the NAR hash needs no second read. The memory read ahead is
-// bounded by a byte budget. Big files are streamed by the sequencer:
-// each chunk goes to the sha256 and, from a second goroutine, to the blob
-// writer. Directories are stored leaves first, in batches when the store
+// reads small files whole, in batches of consecutive files, hashes them
+// with BLAKE3 and stores the blobs that the store does not have yet (in
+// one call when the store implements SmallBlobPutter); one sequencer
+// consumes the walk in order and feeds the NAR framing and every file's
+// contents into a single sha256, so the NAR hash needs no second read.
+// The memory read ahead is bounded by a byte budget. Big files are
+// streamed by the sequencer through a pipeline: one goroutine reads, a
+// second stores each chunk (BLAKE3 and write), a third feeds it to the
+// sha256. Directories are stored leaves first, in batches when the store
 // implements DirectoryBatchPutter, and the PathInfo is stored last, so an
 // import that is killed leaves no PathInfo pointing at missing content.
 package importer

@@ -9,7 +9,9 @@
 //	                         hexadecimal characters of its BLAKE3 digest, in
 //	                         256 shard directories made with the store
 //	DIR/tmp/                 blobs being written (same filesystem, so a
-//	                         finished blob is renamed into place)
+//	                         finished blob is renamed or, for an unnamed
+//	                         O_TMPFILE file of PutSmallBlob, linked into
+//	                         place)
 //	DIR/meta.db              bbolt: bucket "directories" (32-byte digest →
 //	                         canonical Directory encoding) and bucket
 //	                         "pathinfos" (20-byte store path digest →
@@ -27,8 +29,8 @@
 //
 // # Consistency
 //
-// A blob appears under its final name only complete (it is written to tmp
-// and renamed). Blobs are not fsynced one by one: before any Directory or
+// A blob appears under its final name only complete (it is written in tmp
+// and then renamed or linked into place). Blobs are not fsynced one by one: before any Directory or
 // PathInfo is written, one syncfs(2) makes every blob put so far durable
 // (see syncBlobs), so even after a power loss metadata never refers to a
 // blob that is not on disk. A Directory is stored only if every child Directory it names is stored
