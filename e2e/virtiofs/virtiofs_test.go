@@ -53,7 +53,7 @@ func TestGuestMount(t *testing.T) {
 	root := mnt + "/" + base
 	inodePaths := []string{
 		"a/same.txt", "b/same.txt", // equal content: one inode
-		"a/same-exec", // same bytes, executable: another inode
+		"a/same-exec",  // same bytes, executable: another inode
 		"dir1", "dir2", // equal directories: one inode
 		"link1", "link2", // equal targets: one inode
 	}

@@ -18,6 +18,7 @@ import (
 const (
 	opInit    = 26 // FUSE_INIT
 	opDestroy = 38 // FUSE_DESTROY
+	opSyncFS  = 50 // FUSE_SYNCFS
 
 	inHeaderSize  = 40 // struct fuse_in_header
 	outHeaderSize = 16 // struct fuse_out_header
@@ -69,6 +70,13 @@ func (s *fuseSession) handle(c *chain) uint32 {
 	switch opcode {
 	case opInit:
 		return s.init(c, unique)
+	case opSyncFS:
+		// Only virtio-fs guests send it (on sync and at shutdown);
+		// a read-only store has nothing to flush. go-fuse has no
+		// handler and would log every one as unimplemented.
+		if m != nil {
+			return replyError(c.out, unique, 0)
+		}
 	case opDestroy:
 		if m != nil {
 			defer s.endMount(m)
@@ -125,8 +133,8 @@ func (s *fuseSession) close() {
 	}
 }
 
-// replyError writes a FUSE reply carrying only errno to out, if out can
-// hold one, and returns its length.
+// replyError writes a FUSE reply carrying only errno (0: success) to
+// out, if out can hold one, and returns its length.
 func replyError(out [][]byte, unique uint64, errno syscall.Errno) uint32 {
 	var b [outHeaderSize]byte
 	le := binary.LittleEndian

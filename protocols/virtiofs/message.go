@@ -322,13 +322,10 @@ func (w *wire) replyVringState(m *message, index, num uint32) error {
 	return w.reply(m, binary.LittleEndian.AppendUint32(b, num))
 }
 
-// newEventFile wraps an eventfd received from the front-end in an
-// *os.File served by the runtime poller, so a blocked read can be woken by
-// a deadline.
+// newEventFile wraps an eventfd received from the front-end. Its file
+// status flags are shared with the front-end and left as they are: QEMU
+// makes its eventfds non-blocking and reads some of them itself, so a
+// back-end that made them blocking could hang it.
 func newEventFile(fd int, name string) (*os.File, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("making %s non-blocking: %w", name, err)
-	}
 	return os.NewFile(uintptr(fd), name), nil
 }

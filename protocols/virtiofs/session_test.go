@@ -295,3 +295,17 @@ func TestParallelQueues(t *testing.T) {
 		<-done
 	}
 }
+
+// TestSyncFS answers the guest's FUSE_SYNCFS (sent on sync and at
+// shutdown) with success and no log line.
+func TestSyncFS(t *testing.T) {
+	f, b := startSession(t, testFS)
+	q := mounted(t, f, allFeatures)
+	out := call(t, q, fuseReq(opSyncFS, 1, make([]byte, 8)), 64)
+	if length, errno, _ := outHeader(out); errno != 0 || length != 16 || len(out) != 16 {
+		t.Errorf("SYNCFS reply: length %d errno %d, %d bytes used", length, errno, len(out))
+	}
+	if lines := b.log.lines("level=WARN"); len(lines) != 0 {
+		t.Errorf("logged %q", lines)
+	}
+}
