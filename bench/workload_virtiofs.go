@@ -183,11 +183,18 @@ func startStorefsVirtiofs(ctx context.Context, env *Env, storeDir string) (strin
 		s.Close()
 		return "", nil, err
 	}
+	// As for a FUSE mount: reads of the embedded store's blob files go
+	// straight from the file into the guest's pages (preadv; passthrough
+	// needs a kernel mount and is not tried).
+	opts := fuse.Options{Logger: env.Log}
+	if bf, ok := s.(fuse.BlobFiler); ok {
+		opts.BlobFiles = bf
+	}
 	srv := &virtiofs.Server{
 		Socket: filepath.Join(env.Scratch, "storefs-virtiofs.sock"),
 		Tag:    "storefs",
 		FileSystem: func() gofuse.RawFileSystem {
-			return fuse.NewRawFileSystem(fsys, fuse.Options{Logger: env.Log})
+			return fuse.NewRawFileSystem(fsys, opts)
 		},
 		Logger: env.Log,
 	}

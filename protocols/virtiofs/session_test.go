@@ -5,6 +5,7 @@ package virtiofs
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -269,31 +270,30 @@ func TestParallelQueues(t *testing.T) {
 		qs = append(qs, q)
 	}
 	fuseInit(t, qs[1])
-	done := make(chan struct{})
-	for _, q := range qs[1:] {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			// Several requests in flight on one queue.
-			var heads []uint16
-			for range 5 {
-				h, _ := q.submit(t, lookupReq(1, "hello"), 16+int(unsafe.Sizeof(fuse.EntryOut{})))
-				heads = append(heads, h)
-			}
-			used := q.waitUsed(t, len(heads))
-			seen := map[uint32]bool{}
-			for _, u := range used {
-				seen[u[0]] = true
-			}
-			for _, h := range heads {
-				if !seen[uint32(h)] {
-					t.Errorf("queue %d: head %d never used", q.index, h)
+	// Parallel subtests of one group: the group returns when all are done.
+	t.Run("queues", func(t *testing.T) {
+		for _, q := range qs[1:] {
+			t.Run(fmt.Sprint(q.index), func(t *testing.T) {
+				t.Parallel()
+				// Several requests in flight on one queue.
+				var heads []uint16
+				for range 5 {
+					h, _ := q.submit(t, lookupReq(1, "hello"), 16+int(unsafe.Sizeof(fuse.EntryOut{})))
+					heads = append(heads, h)
 				}
-			}
-		}()
-	}
-	for range qs[1:] {
-		<-done
-	}
+				used := q.waitUsed(t, len(heads))
+				seen := map[uint32]bool{}
+				for _, u := range used {
+					seen[u[0]] = true
+				}
+				for _, h := range heads {
+					if !seen[uint32(h)] {
+						t.Errorf("queue %d: head %d never used", q.index, h)
+					}
+				}
+			})
+		}
+	})
 }
 
 // TestSyncFS answers the guest's FUSE_SYNCFS (sent on sync and at
