@@ -174,7 +174,7 @@ func (s *Server) frontends(cfg *config.Config) []Frontend {
 			}})
 	}
 	if cfg.VirtioFS.Socket != "" {
-		fs = append(fs, &virtiofsFrontend{cfg: cfg.VirtioFS, fs: s.fs.View(ProtoVirtioFS), m: s.metrics,
+		fs = append(fs, &virtiofsFrontend{cfg: cfg.VirtioFS, fs: s.fs.View(ProtoVirtioFS), store: s.store, m: s.metrics,
 			log: s.log.With("frontend", ProtoVirtioFS)})
 	}
 	if cfg.GRPC.Listen != "" {

@@ -10,6 +10,7 @@ import (
 	"github.com/storefs/storefs/config"
 	"github.com/storefs/storefs/protocols/fuse"
 	"github.com/storefs/storefs/protocols/virtiofs"
+	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -21,10 +22,11 @@ const ProtoVirtioFS = "virtiofs"
 // guest mount is served by the FUSE frontend's RawFileSystem over the
 // shared vfs.
 type virtiofsFrontend struct {
-	cfg config.VirtioFS
-	fs  *vfs.FS
-	m   *Metrics
-	log *slog.Logger
+	cfg   config.VirtioFS
+	fs    *vfs.FS
+	store storeclient.Store // for blob files, when the store keeps them
+	m     *Metrics
+	log   *slog.Logger
 
 	srv  *virtiofs.Server
 	done chan error
@@ -37,7 +39,13 @@ func (f *virtiofsFrontend) Start(ctx context.Context) error {
 		Socket: f.cfg.Socket,
 		Tag:    f.cfg.Tag,
 		FileSystem: func() gofuse.RawFileSystem {
-			return fuse.NewRawFileSystem(f.fs, fuse.Options{Logger: f.log})
+			opts := fuse.Options{Logger: f.log}
+			// Reads of the embedded store's blob files then go straight
+			// into guest memory (preadv), without a copy through vfs.
+			if bf, ok := f.store.(fuse.BlobFiler); ok {
+				opts.BlobFiles = bf
+			}
+			return fuse.NewRawFileSystem(f.fs, opts)
 		},
 		Logger: f.log,
 	}
