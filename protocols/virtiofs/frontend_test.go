@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -143,6 +144,9 @@ func (q *vq) usedIdx() uint16 {
 	return binary.LittleEndian.Uint16(q.r()[q.used+2:])
 }
 
+// callWait bounds how long waitUsed waits for one call notification.
+const callWait = 20 * time.Second
+
 // waitUsed blocks until the device has used want more chains than seen,
 // and returns their (id, len) pairs. The call eventfd is signalled for
 // each (we ask for every one), so no wakeup is lost.
@@ -165,10 +169,15 @@ func (q *vq) waitUsed(t *testing.T, want int) [][2]uint32 {
 			if q.lastUsed != q.usedIdx() {
 				continue
 			}
-			// The back-end made the shared eventfd non-blocking.
+			// The back-end made the shared eventfd non-blocking. A
+			// lost notification must fail the test, not hang it.
 			pfd := []unix.PollFd{{Fd: int32(q.call), Events: unix.POLLIN}}
-			if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
+			n, err := unix.Poll(pfd, int(callWait.Milliseconds()))
+			if err != nil && err != unix.EINTR {
 				t.Fatalf("polling the call eventfd: %v", err)
+			}
+			if n == 0 && q.lastUsed == q.usedIdx() {
+				t.Fatalf("no used entry and no call notification within %v (have %d of %d replies)", callWait, len(out), want)
 			}
 			if _, err := unix.Read(q.call, buf[:]); err != nil && err != unix.EAGAIN {
 				t.Fatalf("reading the call eventfd: %v", err)
