@@ -415,7 +415,7 @@ func (pr *copyProgress) status() string {
 	secs := max(time.Since(pr.begin).Seconds(), 1e-3)
 	b := pr.bytes.Load()
 	return fmt.Sprintf("%d/%d paths (%d already present), %s, %s/s",
-		pr.done.Load(), pr.total, pr.skipped.Load(), humanBytes(b), humanBytes(int64(float64(b)/secs)))
+		pr.done.Load(), pr.total, pr.skipped.Load(), formatBytes(b), formatBytes(int64(float64(b)/secs)))
 }
 
 func (pr *copyProgress) redraw() {
@@ -446,7 +446,7 @@ func (pr *copyProgress) present(p *storeclient.PathInfo) {
 
 func (pr *copyProgress) copied(p *storeclient.PathInfo, took time.Duration) {
 	pr.done.Add(1)
-	pr.line("copied  %s (%s NAR, %s)", p.StorePath, humanBytes(int64(p.NarSize)), took.Round(time.Millisecond))
+	pr.line("copied  %s (%s NAR, %s)", p.StorePath, formatBytes(int64(p.NarSize)), took.Round(time.Millisecond))
 }
 
 func (pr *copyProgress) finish() {
@@ -454,16 +454,3 @@ func (pr *copyProgress) finish() {
 	pr.line("done: %s in %s", pr.status(), time.Since(pr.begin).Round(time.Millisecond))
 }
 
-// humanBytes formats n with a binary unit.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
