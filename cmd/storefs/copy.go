@@ -453,4 +453,3 @@ func (pr *copyProgress) finish() {
 	pr.stop()
 	pr.line("done: %s in %s", pr.status(), time.Since(pr.begin).Round(time.Millisecond))
 }
-
