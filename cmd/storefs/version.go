@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"runtime"
 	"runtime/debug"
 
@@ -12,8 +14,17 @@ import (
 // the module version from the build info is shown.
 var version = ""
 
-// frontends lists the protocols this binary can serve.
-var frontends = []string{}
+// frontends lists the protocols this binary serves (storefs serve): every
+// frontend is built in; FUSE also needs a usable /dev/fuse at run time.
+func frontends() []string {
+	fuse := "fuse"
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		fuse += " (no usable /dev/fuse here)"
+	} else {
+		f.Close()
+	}
+	return []string{fuse, "nfs3", "9p2000.L", "virtiofs", "grpc (tvix.castore.v1, snix.castore.v1)"}
+}
 
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{
@@ -28,7 +39,7 @@ func newVersionCommand() *cobra.Command {
 					v = bi.Main.Version
 				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "storefs %s\ngo: %s %s/%s\nfrontends: %v\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH, frontends)
+			fmt.Fprintf(cmd.OutOrStdout(), "storefs %s\ngo: %s %s/%s\nfrontends: %s\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH, strings.Join(frontends(), ", "))
 			return nil
 		},
 	}
