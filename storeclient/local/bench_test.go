@@ -7,6 +7,7 @@ import (
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/local"
+	"github.com/storefs/storefs/storeclient/storetest"
 )
 
 const (
@@ -98,3 +99,38 @@ func BenchmarkBlobWrite(b *testing.B) {
 }
 
 var _ storeclient.BlobReader = (*local.BlobReader)(nil)
+
+// BenchmarkGetPathInfoReadOnly measures one GetPathInfo of a read-only
+// opener: the cost of a reader's database access per operation, including
+// opening and closing meta.db when the store does not keep it open.
+func BenchmarkGetPathInfoReadOnly(b *testing.B) {
+	ctx := b.Context()
+	dir := filepath.Join(b.TempDir(), "store")
+	w, err := local.Open(ctx, dir, local.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := storetest.PutBlob(ctx, w, []byte("bench")); err != nil {
+		b.Fatal(err)
+	}
+	p, err := storetest.PathInfoFor((storeclient.StorePath{Name: "bench"}).Basename(), storeclient.FileNode(storeclient.HashBytes([]byte("bench")), 5, false))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := w.PutPathInfo(ctx, p); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+	r, err := local.Open(ctx, dir, local.Options{ReadOnly: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	for b.Loop() {
+		if _, err := r.GetPathInfo(ctx, p.StorePath.Digest); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

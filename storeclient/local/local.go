@@ -19,13 +19,25 @@
 //
 // # Locking
 //
-// A read-write opener holds DIR/lock exclusively, a read-only opener
-// shares it: many readers (in any processes) or one writer. The lock is an
-// open file description lock (Linux), so two openers in one process
-// exclude each other just like two processes; a classic POSIX lock beside
-// it lets a refused opener name the holder's pid. bbolt's own flock on
-// meta.db is a second guard. A conflicting Open waits up to
-// Options.LockTimeout, then fails with "store DIR is locked by pid N".
+// Many readers and one writer may use a store at once, in any processes.
+// A read-write opener holds DIR/lock exclusively for its whole lifetime, so
+// writers exclude each other: a second writer waits up to
+// Options.LockTimeout, then fails with "store DIR is locked by pid N". The
+// lock is an open file description lock (Linux), so two writers in one
+// process exclude each other just like two processes; a classic POSIX lock
+// beside it lets a refused writer name the holder's pid. A read-only
+// opener takes no long-lived lock.
+//
+// meta.db is opened only for the length of one transaction (see
+// Store.withDB): a reader opens it read-only for each GetDirectory,
+// GetPathInfo or page of a scan, the writer read-write for each
+// PutDirectories, PutPathInfo or read of its own. bbolt's flock on meta.db
+// (shared for readers, exclusive for the writer) is so held for
+// milliseconds, and a conflicting open waits for it (dbOpenTimeout).
+// Readers therefore keep serving while an import runs, see each committed
+// transaction whole and never a half-written one, and see a new PathInfo as
+// soon as its transaction commits. Blobs need no lock: they appear under
+// their final names only complete, and readers never touch DIR/tmp.
 //
 // # Consistency
 //
@@ -66,9 +78,15 @@ import (
 // is refused with an error instead of being misread.
 const LayoutVersion = 2
 
-// DefaultLockTimeout is how long Open waits for a conflicting opener to
-// close the store when Options.LockTimeout is zero.
+// DefaultLockTimeout is how long a read-write Open waits for another
+// writer to close the store when Options.LockTimeout is zero.
 const DefaultLockTimeout = 2 * time.Second
+
+// dbOpenTimeout is how long a transaction waits to open meta.db while
+// another opener has it open in a conflicting mode. Openers hold it only
+// for one transaction each, so the wait is normally milliseconds; the
+// bound only keeps a wedged process from blocking the others forever.
+const dbOpenTimeout = 30 * time.Second
 
 const (
 	versionMagic = "storefs-local-store"
@@ -86,14 +104,16 @@ var (
 
 // Options says how a store is opened.
 type Options struct {
-	// ReadOnly opens the store for reading only, under a shared lock:
-	// several read-only openers, in any processes, may use a store at once.
-	// A read-write opener takes the lock exclusively and so excludes every
-	// other opener, reader or writer.
+	// ReadOnly opens the store for reading only. Read-only openers take no
+	// long-lived lock: any number of them, in any processes, may use a
+	// store at once, next to one read-write opener. A read-write opener
+	// holds the store's lock exclusively and so excludes other writers.
 	ReadOnly bool
-	// LockTimeout is how long Open waits for a conflicting opener to close
-	// the store before it fails with "store DIR is locked by pid N". Zero
-	// means DefaultLockTimeout; a negative value means not to wait.
+	// LockTimeout is how long a read-write Open waits for another writer
+	// to close the store before it fails with "store DIR is locked by pid
+	// N" (and how long an Open that must create the store waits for the
+	// lock). Zero means DefaultLockTimeout; a negative value means not to
+	// wait.
 	LockTimeout time.Duration
 	// NoSync skips fsync of blobs, directories and the database. A killed
 	// process still leaves a consistent store (the kernel keeps the
@@ -111,9 +131,13 @@ type Store struct {
 	readOnly bool
 	noSync   bool
 	log      *slog.Logger
-	lock     *storeLock
-	db       *bolt.DB
-	closed   atomic.Bool
+	// lock is the writer's lock on DIR/lock; nil for a read-only store.
+	lock   *storeLock
+	closed atomic.Bool
+	// dbMu serializes the transactions of a read-write store: each opens
+	// meta.db exclusively, so two at once would only wait for each other
+	// in bbolt's slower flock polling.
+	dbMu sync.Mutex
 
 	// writeBufs pools the write buffers of blob writers.
 	writeBufs sync.Pool
@@ -145,9 +169,10 @@ var errClosed = errors.New("local store is closed")
 // creates the store). A directory that holds other files and no VERSION
 // file is refused rather than filled.
 //
-// A read-write open holds an exclusive lock and a read-only open a shared
-// lock until Close. A conflicting open waits up to opts.LockTimeout, then
-// fails with an error naming the holder's pid.
+// A read-write open holds an exclusive lock until Close; another
+// read-write open waits up to opts.LockTimeout, then fails with an error
+// naming the holder's pid. A read-only open holds no lock (see Locking in
+// the package documentation).
 func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -166,30 +191,35 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 
-	lk, err := acquireLock(ctx, dir, !opts.ReadOnly, timeout)
-	if err != nil {
-		return nil, err
-	}
-	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, log: opts.Logger, lock: lk}
+	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, log: opts.Logger}
 	s.writeBufs.New = func() any { return bufio.NewWriterSize(nil, writeBufferSize) }
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if err := s.open(timeout); err != nil {
-		lk.release()
+	if !opts.ReadOnly {
+		lk, err := acquireLock(ctx, dir, timeout)
+		if err != nil {
+			return nil, err
+		}
+		s.lock = lk
+	}
+	if err := s.open(); err != nil {
+		if s.lock != nil {
+			s.lock.release()
+		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	return s, nil
 }
 
-// open does the part of Open that runs under the lock.
-func (s *Store) open(timeout time.Duration) error {
+// open does the part of Open that runs after the writer's lock is taken.
+func (s *Store) open() error {
 	if err := checkVersion(s.dir); err != nil {
 		return err
 	}
 	if !s.readOnly {
-		// Under the exclusive lock nobody else is writing: whatever is in
-		// tmp was left by a killed writer.
+		// Under the exclusive lock nobody else is writing, and readers
+		// never use tmp: whatever is in tmp was left by a killed writer.
 		n, err := clearTmp(s.dir)
 		if err != nil {
 			return err
@@ -198,16 +228,7 @@ func (s *Store) open(timeout time.Duration) error {
 			s.log.Info("removed partial blobs left by a writer that did not finish", "store", s.dir, "files", n)
 		}
 	}
-	db, err := bolt.Open(filepath.Join(s.dir, dbFile), 0o644, &bolt.Options{
-		ReadOnly:     s.readOnly,
-		Timeout:      max(timeout, time.Second),
-		NoSync:       s.noSync,
-		FreelistType: bolt.FreelistMapType,
-	})
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dbFile, err)
-	}
-	err = db.View(func(tx *bolt.Tx) error {
+	return s.withDB(false, func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketDirectories, bucketPathInfos} {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("%s has no bucket %q: %w", dbFile, b, storeclient.ErrCorrupt)
@@ -215,12 +236,38 @@ func (s *Store) open(timeout time.Duration) error {
 		}
 		return nil
 	})
-	if err != nil {
-		db.Close()
-		return err
+}
+
+// withDB runs fn in one transaction of meta.db (a read-write one if write
+// is set), opening the database just for it: read-only for a read-only
+// store, read-write for the writer. bbolt's flock on meta.db is so held
+// only while fn runs (and the commit is synced), which lets readers and the
+// writer of other processes take turns; an open waits up to dbOpenTimeout
+// for a conflicting holder. fn must not keep references into the
+// transaction's memory.
+func (s *Store) withDB(write bool, fn func(*bolt.Tx) error) error {
+	if !s.readOnly {
+		s.dbMu.Lock()
+		defer s.dbMu.Unlock()
 	}
-	s.db = db
-	return nil
+	db, err := bolt.Open(filepath.Join(s.dir, dbFile), 0o644, &bolt.Options{
+		ReadOnly:     s.readOnly,
+		Timeout:      dbOpenTimeout,
+		NoSync:       s.noSync,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dbFile, err)
+	}
+	if write {
+		err = db.Update(fn)
+	} else {
+		err = db.View(fn)
+	}
+	if cerr := db.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close %s: %w", dbFile, cerr)
+	}
+	return err
 }
 
 // create makes a new store in dir, under the exclusive lock, unless
@@ -230,7 +277,7 @@ func create(ctx context.Context, dir string, timeout time.Duration, noSync bool)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	lk, err := acquireLock(ctx, dir, true, timeout)
+	lk, err := acquireLock(ctx, dir, timeout)
 	if err != nil {
 		return err
 	}
@@ -376,17 +423,17 @@ func (s *Store) ReadOnly() bool { return s.readOnly }
 // `storefs verify` (Verify) re-hashes it on demand.
 func (s *Store) TrustedLocal() bool { return true }
 
-// Close releases the database and the lock. Calls after Close fail; Close
-// itself may be called more than once.
+// Close releases the writer's lock (meta.db is open only during a
+// transaction). Calls after Close fail; Close itself may be called more
+// than once.
 func (s *Store) Close() error {
-	if s.closed.Swap(true) {
+	if s.closed.Swap(true) || s.lock == nil {
 		return nil
 	}
-	err := s.db.Close()
-	if lerr := s.lock.release(); err == nil {
-		err = lerr
-	}
-	if err != nil {
+	// Wait for a transaction under way, so the lock outlives it.
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	if err := s.lock.release(); err != nil {
 		return fmt.Errorf("close store %s: %w", s.dir, err)
 	}
 	return nil

@@ -14,7 +14,7 @@ import (
 // The store lock lives on DIR/lock and has two parts:
 //
 //   - Byte 0 carries an open file description (OFD) lock. It is what
-//     excludes: an OFD lock belongs to one open file, so two openers in one
+//     excludes: an OFD lock belongs to one open file, so two writers in one
 //     process conflict exactly like two processes do, and closing one
 //     opener's file never drops another opener's lock (classic POSIX locks
 //     are per process and have both problems).
@@ -35,20 +35,14 @@ type storeLock struct {
 	f *os.File
 }
 
-// acquireLock takes the lock of the store in dir: exclusive or shared. It
-// waits up to timeout (no wait if timeout <= 0) and then fails with an
-// error naming the holder's pid when it is known.
-func acquireLock(ctx context.Context, dir string, exclusive bool, timeout time.Duration) (*storeLock, error) {
+// acquireLock takes the lock of the store in dir exclusively: it is held
+// by the writer, and by an opener while it creates the store. It waits up
+// to timeout (no wait if timeout <= 0) and then fails with an error naming
+// the holder's pid when it is known.
+func acquireLock(ctx context.Context, dir string, timeout time.Duration) (*storeLock, error) {
 	path := lockPath(dir)
-	flag, typ := os.O_RDONLY, int16(unix.F_RDLCK)
-	if exclusive {
-		flag, typ = os.O_RDWR|os.O_CREATE, int16(unix.F_WRLCK)
-	}
-	f, err := os.OpenFile(path, flag, 0o644)
-	if !exclusive && errors.Is(err, os.ErrNotExist) {
-		// A store copied without its lock file: make one.
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	}
+	typ := int16(unix.F_WRLCK)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}

@@ -22,19 +22,13 @@ type storeLock struct {
 	f *os.File
 }
 
-// acquireLock takes the lock of the store in dir: exclusive or shared. It
-// waits up to timeout (no wait if timeout <= 0).
-func acquireLock(ctx context.Context, dir string, exclusive bool, timeout time.Duration) (*storeLock, error) {
+// acquireLock takes the lock of the store in dir exclusively: it is held
+// by the writer, and by an opener while it creates the store. It waits up
+// to timeout (no wait if timeout <= 0).
+func acquireLock(ctx context.Context, dir string, timeout time.Duration) (*storeLock, error) {
 	path := lockPath(dir)
-	flag, how := os.O_RDONLY, unix.LOCK_SH
-	if exclusive {
-		flag, how = os.O_RDWR|os.O_CREATE, unix.LOCK_EX
-	}
-	f, err := os.OpenFile(path, flag, 0o644)
-	if !exclusive && errors.Is(err, os.ErrNotExist) {
-		// A store copied without its lock file: make one.
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	}
+	how := unix.LOCK_EX
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}

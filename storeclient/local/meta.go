@@ -36,7 +36,7 @@ func (s *Store) GetDirectory(ctx context.Context, d storeclient.Digest) (*storec
 	}
 	var raw []byte
 	var found bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.withDB(false, func(tx *bolt.Tx) error {
 		raw, found = get(tx.Bucket(bucketDirectories), d[:])
 		raw = bytes.Clone(raw)
 		return nil
@@ -108,7 +108,7 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 		raw := dir.Marshal()
 		enc[i] = encoded{storeclient.HashBytes(raw), raw, dir}
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.withDB(true, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDirectories)
 		// Sizes of the Directories of this batch, so a child put earlier
 		// in the batch is not decoded again.
@@ -178,7 +178,7 @@ func (s *Store) GetPathInfo(ctx context.Context, d storeclient.StorePathDigest) 
 	}
 	var raw []byte
 	var found bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.withDB(false, func(tx *bolt.Tx) error {
 		raw, found = get(tx.Bucket(bucketPathInfos), d[:])
 		raw = bytes.Clone(raw)
 		return nil
@@ -229,7 +229,7 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		}
 	}
 	raw := p.Marshal()
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.withDB(true, func(tx *bolt.Tx) error {
 		if p.Node.Kind() == storeclient.KindDirectory {
 			size, err := storedDirectorySize(tx.Bucket(bucketDirectories), p.Node.Digest(), nil)
 			if err != nil {
@@ -304,7 +304,7 @@ func (s *Store) scan(ctx context.Context, bucket []byte) iter.Seq2[[]byte, scanV
 				return
 			}
 			var keys, values [][]byte
-			err := s.db.View(func(tx *bolt.Tx) error {
+			err := s.withDB(false, func(tx *bolt.Tx) error {
 				c := tx.Bucket(bucket).Cursor()
 				var k, v []byte
 				if after == nil {

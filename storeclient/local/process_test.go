@@ -21,7 +21,7 @@ import (
 // The tests below re-execute the test binary as a child process. The child
 // sees these variables and runs childMain instead of the tests.
 const (
-	envChild = "STOREFS_LOCAL_TEST_CHILD" // "write" or "hold-rw" or "hold-ro"
+	envChild = "STOREFS_LOCAL_TEST_CHILD" // "write", "put-one", "hold-rw" or "hold-ro"
 	envDir   = "STOREFS_LOCAL_TEST_DIR"
 )
 
@@ -37,11 +37,37 @@ func TestMain(m *testing.M) {
 }
 
 // childMain is the child process: "write" writes to the store until it is
-// killed; "hold-rw"/"hold-ro" open the store and keep it open until stdin
-// is closed. Each prints "ready" once it is under way.
+// killed; "put-one" opens the store read-write, puts onePathInfo and closes
+// the store, then waits until stdin is closed; "hold-rw"/"hold-ro" open the
+// store and keep it open until stdin is closed. Each prints "ready" once it
+// is under way (put-one: once it has closed the store).
 func childMain(mode, dir string) error {
 	ctx := context.Background()
 	switch mode {
+	case "put-one":
+		s, err := local.Open(ctx, dir, local.Options{})
+		if err != nil {
+			return err
+		}
+		data, p, err := onePathInfo()
+		if err != nil {
+			s.Close()
+			return err
+		}
+		if err := storetest.PutBlob(ctx, s, data); err != nil {
+			s.Close()
+			return err
+		}
+		if err := s.PutPathInfo(ctx, p); err != nil {
+			s.Close()
+			return err
+		}
+		if err := s.Close(); err != nil {
+			return err
+		}
+		fmt.Println("ready")
+		io.Copy(io.Discard, os.Stdin)
+		return nil
 	case "write":
 		s, err := local.Open(ctx, dir, local.Options{LockTimeout: 30 * time.Second})
 		if err != nil {
@@ -111,6 +137,15 @@ func writeForever(ctx context.Context, s *local.Store) error {
 		}
 	}
 	return nil
+}
+
+// onePathInfo returns the blob and the PathInfo that the "put-one" child
+// puts.
+func onePathInfo() ([]byte, *storeclient.PathInfo, error) {
+	data := []byte("written by another process")
+	sp := storeclient.StorePath{Digest: storeclient.StorePathDigest{0x0e, 0x11, 0x0e}, Name: "put-one"}
+	p, err := storetest.PathInfoFor(sp.Basename(), storeclient.FileNode(storeclient.HashBytes(data), uint64(len(data)), false))
+	return data, p, err
 }
 
 // child is a running child process.
@@ -229,46 +264,28 @@ func TestLockTwoProcesses(t *testing.T) {
 	quick := local.Options{LockTimeout: 50 * time.Millisecond}
 	quickRO := local.Options{LockTimeout: 50 * time.Millisecond, ReadOnly: true}
 
-	// A writer in another process excludes writers and readers here.
+	// A writer in another process excludes a writer here, naming its pid,
+	// but not a reader.
 	c := startChild(t, "hold-rw", dir)
 	want := fmt.Sprintf("store %s is locked by pid %d", dir, c.cmd.Process.Pid)
-	for _, opts := range []local.Options{quick, quickRO} {
-		s, err := local.Open(ctx, dir, opts)
-		if err == nil {
-			s.Close()
-			t.Fatalf("Open(ReadOnly: %t) succeeded while another process has the store open read-write", opts.ReadOnly)
-		}
-		if err.Error() != want {
-			t.Errorf("Open(ReadOnly: %t) error = %q, want %q", opts.ReadOnly, err, want)
-		}
-	}
-	c.stop(t)
-
-	// Readers in two processes share the store; a writer waits for them.
-	c = startChild(t, "hold-ro", dir)
-	r1, err := local.Open(ctx, dir, quickRO)
-	if err != nil {
-		t.Fatalf("read-only open next to another process's read-only open: %v", err)
-	}
-	r2, err := local.Open(ctx, dir, quickRO)
-	if err != nil {
-		t.Fatalf("second read-only open in this process: %v", err)
-	}
-	if _, err := r2.GetDirectory(ctx, storeclient.EmptyDigest); !errors.Is(err, storeclient.ErrNotFound) {
-		t.Errorf("read through a shared open: %v", err)
-	}
-	r1.Close()
-	r2.Close()
 	s, err := local.Open(ctx, dir, quick)
 	if err == nil {
 		s.Close()
-		t.Fatal("read-write open succeeded while another process has the store open read-only")
+		t.Fatal("read-write open succeeded while another process has the store open read-write")
 	}
-	if want := fmt.Sprintf("locked by pid %d", c.cmd.Process.Pid); !strings.Contains(err.Error(), want) {
-		t.Errorf("error %q does not contain %q", err, want)
+	if err.Error() != want {
+		t.Errorf("read-write open error = %q, want %q", err, want)
 	}
+	r, err := local.Open(ctx, dir, quickRO)
+	if err != nil {
+		t.Fatalf("read-only open next to another process's read-write open: %v", err)
+	}
+	if _, err := r.GetDirectory(ctx, storeclient.EmptyDigest); !errors.Is(err, storeclient.ErrNotFound) {
+		t.Errorf("read next to a writer in another process: %v", err)
+	}
+	r.Close()
 
-	// A writer that may wait gets the store once the reader closes it.
+	// A writer that may wait gets the store once the other writer closes it.
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		c.stdin.Close()
@@ -279,44 +296,92 @@ func TestLockTwoProcesses(t *testing.T) {
 	}
 	s.Close()
 	c.cmd.Wait()
-}
 
-// TestLockInProcess checks that two openers in one process exclude each
-// other like two processes do.
-func TestLockInProcess(t *testing.T) {
-	ctx := t.Context()
-	w, dir := openStore(t, local.Options{})
-	for _, ro := range []bool{false, true} {
-		s, err := local.Open(ctx, dir, local.Options{ReadOnly: ro, LockTimeout: -1})
-		if err == nil {
-			s.Close()
-			t.Fatalf("Open(ReadOnly: %t) succeeded while this process has the store open read-write", ro)
-		}
-		if !strings.Contains(err.Error(), "is locked") {
-			t.Errorf("error %q does not say the store is locked", err)
-		}
+	// Readers in two processes stay open while a writer in a third one
+	// opens the store, puts a PathInfo and closes it; the readers then see
+	// the PathInfo.
+	hold := startChild(t, "hold-ro", dir)
+	r, err = local.Open(ctx, dir, quickRO)
+	if err != nil {
+		t.Fatalf("read-only open next to another process's read-only open: %v", err)
 	}
-	// The failed opens must not have released the writer's lock.
-	if s, err := local.Open(ctx, dir, local.Options{LockTimeout: -1}); err == nil {
-		s.Close()
-		t.Fatal("a failed open released the writer's lock")
-	}
-	w.Close()
-	r1, err := local.Open(ctx, dir, local.Options{ReadOnly: true})
+	defer r.Close()
+	_, p, err := onePathInfo()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r1.Close()
-	r2, err := local.Open(ctx, dir, local.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatalf("second read-only open: %v", err)
+	if _, err := r.GetPathInfo(ctx, p.StorePath.Digest); !errors.Is(err, storeclient.ErrNotFound) {
+		t.Fatalf("GetPathInfo before the write = %v, want ErrNotFound", err)
 	}
-	r2.Close()
-	// Closing r2 must not have released r1's shared lock.
+	w := startChild(t, "put-one", dir)
+	w.stop(t)
+	got, err := r.GetPathInfo(ctx, p.StorePath.Digest)
+	if err != nil {
+		t.Fatalf("GetPathInfo of a PathInfo another process wrote while this reader was open: %v", err)
+	}
+	if got.StorePath != p.StorePath || got.Node != p.Node {
+		t.Errorf("GetPathInfo = %v %v, want %v %v", got.StorePath, got.Node, p.StorePath, p.Node)
+	}
+	n := 0
+	for _, err := range r.ListPathInfos(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Errorf("ListPathInfos yielded %d PathInfos, want 1", n)
+	}
+	hold.stop(t)
+}
+
+// TestLockInProcess checks that two writers in one process exclude each
+// other like two processes do, and that readers open next to a writer.
+func TestLockInProcess(t *testing.T) {
+	ctx := t.Context()
+	w, dir := openStore(t, local.Options{})
+	s, err := local.Open(ctx, dir, local.Options{LockTimeout: -1})
+	if err == nil {
+		s.Close()
+		t.Fatal("read-write open succeeded while this process has the store open read-write")
+	}
+	if !strings.Contains(err.Error(), "is locked") {
+		t.Errorf("error %q does not say the store is locked", err)
+	}
+	r1, err := local.Open(ctx, dir, local.Options{ReadOnly: true, LockTimeout: -1})
+	if err != nil {
+		t.Fatalf("read-only open next to a writer in this process: %v", err)
+	}
+	defer r1.Close()
+	// The failed open and the reader must not have released the writer's
+	// lock.
 	if s, err := local.Open(ctx, dir, local.Options{LockTimeout: -1}); err == nil {
 		s.Close()
-		t.Fatal("closing one reader released another reader's lock")
+		t.Fatal("a failed open or a reader released the writer's lock")
 	}
+	// The writer writes while the reader is open, and the reader sees it.
+	data := []byte("in process")
+	if err := storetest.PutBlob(ctx, w, data); err != nil {
+		t.Fatal(err)
+	}
+	p, err := storetest.PathInfoFor((storeclient.StorePath{Digest: storeclient.StorePathDigest{7}, Name: "in-process"}).Basename(),
+		storeclient.FileNode(storeclient.HashBytes(data), uint64(len(data)), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PutPathInfo(ctx, p); err != nil {
+		t.Fatalf("put next to an open reader: %v", err)
+	}
+	if _, err := r1.GetPathInfo(ctx, p.StorePath.Digest); err != nil {
+		t.Fatalf("reader does not see the writer's PathInfo: %v", err)
+	}
+	w.Close()
+	// Once the writer is closed, another writer opens, next to the reader.
+	w2, err := local.Open(ctx, dir, local.Options{LockTimeout: -1})
+	if err != nil {
+		t.Fatalf("read-write open after the writer closed, next to a reader: %v", err)
+	}
+	w2.Close()
 }
 
 func TestOpenCancelled(t *testing.T) {

@@ -314,7 +314,7 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, problem func(Prob
 		var size uint64
 		var found, decoded bool
 		d := n.Digest()
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.withDB(false, func(tx *bolt.Tx) error {
 			raw, ok := get(tx.Bucket(bucketDirectories), d[:])
 			if !ok {
 				return nil
