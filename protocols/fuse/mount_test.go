@@ -2,11 +2,14 @@ package fuse
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -111,16 +114,82 @@ func buildStorefs(t *testing.T) string {
 // daemon is a `storefs mount` subprocess.
 type daemon struct {
 	cmd    *exec.Cmd
-	stderr bytes.Buffer
+	dir    string // its mountpoint
+	stderr syncBuffer
 	done   chan struct{} // closed when it has exited
 	err    error         // its exit status, once done
+}
+
+// daemonWait bounds every wait for a `storefs mount` subprocess, so a
+// stuck daemon fails the test with a message instead of running into the
+// whole test binary's timeout.
+const daemonWait = 30 * time.Second
+
+// syncBuffer is a bytes.Buffer that the subprocess's stderr copier and
+// the test may use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitLogged waits until the daemon has logged msg (bounded by daemonWait).
+func (d *daemon) waitLogged(t *testing.T, msg string) {
+	t.Helper()
+	for deadline := time.Now().Add(daemonWait); !strings.Contains(d.stderr.String(), msg); {
+		if time.Now().After(deadline) {
+			t.Fatalf("storefs mount did not log %q within %v: %s", msg, daemonWait, d.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // stop sends sig and returns the exit status.
 func (d *daemon) stop(sig os.Signal) error {
 	d.cmd.Process.Signal(sig)
-	<-d.done
-	return d.err
+	select {
+	case <-d.done:
+		return d.err
+	case <-time.After(daemonWait):
+		// A FUSE server thread blocked on a request to its own mount
+		// cannot die until the connection is aborted.
+		aborted := abortConnection(d.dir)
+		d.cmd.Process.Kill()
+		return fmt.Errorf("storefs mount did not exit within %v of %v (FUSE connection aborted: %v)", daemonWait, sig, aborted)
+	}
+}
+
+// abortConnection aborts the FUSE connection mounted at dir through
+// /sys/fs/fuse/connections, found by the device number in
+// /proc/self/mountinfo (a stat of dir could block on the dead server).
+func abortConnection(dir string) error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || unescapeMount(f[4]) != dir {
+			continue
+		}
+		_, minor, ok := strings.Cut(f[2], ":")
+		if !ok {
+			return fmt.Errorf("mountinfo device %q", f[2])
+		}
+		return os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0)
+	}
+	return fmt.Errorf("%s is not mounted", dir)
 }
 
 // startMount runs `storefs mount` as a subprocess and waits until the mount
@@ -128,7 +197,7 @@ func (d *daemon) stop(sig os.Signal) error {
 func startMount(t *testing.T, bin, store, dir string, extra ...string) *daemon {
 	t.Helper()
 	args := append([]string{"--store", "local:" + store, "mount"}, extra...)
-	d := &daemon{cmd: exec.Command(bin, append(args, dir)...), done: make(chan struct{})}
+	d := &daemon{cmd: exec.Command(bin, append(args, dir)...), dir: dir, done: make(chan struct{})}
 	d.cmd.Stderr = &d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -143,11 +212,15 @@ func startMount(t *testing.T, bin, store, dir string, extra ...string) *daemon {
 			syscall.Unmount(dir, syscall.MNT_DETACH)
 		}
 	})
+	deadline := time.Now().Add(daemonWait)
 	for !isMounted(t, dir) || isStale(dir) {
+		if time.Now().After(deadline) {
+			t.Fatalf("storefs mount did not serve %s within %v: %s", dir, daemonWait, d.stderr.String())
+		}
 		select {
 		case <-d.done:
 			t.Fatalf("storefs mount exited: %v: %s", d.err, d.stderr.String())
-		case <-time.After(10 * time.Millisecond): // a poll, bounded by the test deadline
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	return d
@@ -185,25 +258,47 @@ func TestMountCommand(t *testing.T) {
 	})
 	t.Run("external-umount", func(t *testing.T) {
 		d := startMount(t, bin, store, dir)
-		if err := syscall.Unmount(dir, 0); err != nil {
+		// Right after the mount the kernel may still answer EBUSY for a
+		// moment (seen under load); a user's umount would be retried too.
+		err := syscall.Unmount(dir, 0)
+		for deadline := time.Now().Add(5 * time.Second); errors.Is(err, syscall.EBUSY) && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			err = syscall.Unmount(dir, 0)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
-		<-d.done
+		select {
+		case <-d.done:
+		case <-time.After(daemonWait):
+			t.Fatalf("storefs mount still running %v after an external umount", daemonWait)
+		}
 		if d.err != nil {
 			t.Errorf("storefs mount after umount: %v\n%s", d.err, &d.stderr)
 		}
 	})
 	t.Run("stale", func(t *testing.T) {
-		startMount(t, bin, store, dir).stop(os.Kill)
+		d := startMount(t, bin, store, dir)
+		// Kill a daemon that has finished starting: while go-fuse's
+		// WaitMount holds its probe file open on the mount, a SIGKILL
+		// leaves the dying process flushing that file to itself (see
+		// the closing note: a known start-up window, not what this case
+		// is about).
+		d.waitLogged(t, "msg=mounted")
+		if err := d.stop(os.Kill); err != nil && !strings.Contains(err.Error(), "signal: killed") {
+			t.Fatalf("storefs mount after SIGKILL: %v", err)
+		}
 		var sfs syscall.Statfs_t
 		if err := syscall.Statfs(dir, &sfs); !errors.Is(err, syscall.ENOTCONN) {
 			t.Fatalf("statfs of a dead mount: %v, want ENOTCONN", err)
 		}
-		out, err := exec.Command(bin, "--store", "local:"+store, "mount", dir).CombinedOutput()
+		ctx, cancel := context.WithTimeout(t.Context(), daemonWait)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, bin, "--store", "local:"+store, "mount", dir).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "fusermount3 -u") || !strings.Contains(string(out), "--force") {
 			t.Errorf("mount over a stale mount: %v: %s; want an error saying how to clear it", err, out)
 		}
-		d := startMount(t, bin, store, dir, "--force")
+		d = startMount(t, bin, store, dir, "--force")
 		if _, err := os.ReadFile(dir + "/" + storetest.RootBlobA); err != nil {
 			t.Errorf("read after --force: %v", err)
 		}
