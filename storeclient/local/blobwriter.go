@@ -1,0 +1,148 @@
+package local
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/zeebo/blake3"
+
+	"github.com/storefs/storefs/storeclient"
+)
+
+// writeBufferSize batches the many small writes of an import into fewer
+// system calls.
+const writeBufferSize = 128 << 10
+
+// NewBlobWriter implements storeclient.BlobService. The blob is written to
+// a temporary file in DIR/tmp and hashed while it is written; Commit
+// renames it to its digest's name. Commit does not fsync: the blobs are made
+// durable together, by one syncfs(2) before the next Directory or PathInfo
+// that may refer to them is written (see Store.syncBlobs).
+func (s *Store) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, error) {
+	if err := s.usable(ctx, true); err != nil {
+		return nil, fmt.Errorf("new blob writer: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), "blob-*")
+	if err != nil {
+		return nil, fmt.Errorf("new blob writer: %w", err)
+	}
+	buf := s.writeBufs.Get().(*bufio.Writer)
+	buf.Reset(f)
+	return &blobWriter{s: s, ctx: ctx, f: f, buf: buf, h: storeclient.NewHasher()}, nil
+}
+
+type blobWriter struct {
+	s    *Store
+	ctx  context.Context
+	f    *os.File
+	buf  *bufio.Writer
+	h    *blake3.Hasher
+	size int64 // bytes written so far
+	// kicked is how far writeback of the file has been started.
+	kicked int64
+	done   bool
+}
+
+// writebackStep is how many bytes of a big blob are written before its
+// writeback to disk is started, so that the disk works while the import
+// goes on instead of all at once in the syncfs before the metadata.
+const writebackStep = 8 << 20
+
+var errWriterDone = errors.New("blob writer is already committed or closed")
+
+func (w *blobWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errWriterDone
+	}
+	if err := w.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("write blob: %w", err)
+	}
+	n, err := w.buf.Write(p)
+	w.h.Write(p[:n])
+	w.size += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("write blob %s: %w", w.f.Name(), err)
+	}
+	if !w.s.noSync {
+		// What the buffer holds is not in the file yet.
+		if end := w.size - int64(w.buf.Buffered()); end-w.kicked >= writebackStep {
+			startWriteback(w.f, w.kicked, end-w.kicked)
+			w.kicked = end
+		}
+	}
+	return n, nil
+}
+
+// Commit moves the blob to its final name, or drops the temporary file if
+// a blob of that digest and length is already there.
+func (w *blobWriter) Commit() (storeclient.Digest, error) {
+	if w.done {
+		return storeclient.Digest{}, errWriterDone
+	}
+	w.done = true
+	d := storeclient.Digest(w.h.Sum(nil))
+	err := w.commit(d)
+	w.releaseBuffer()
+	if err != nil {
+		os.Remove(w.f.Name())
+		return storeclient.Digest{}, fmt.Errorf("commit blob %s: %w", d, err)
+	}
+	return d, nil
+}
+
+func (w *blobWriter) commit(d storeclient.Digest) error {
+	tmp := w.f.Name()
+	err := w.buf.Flush()
+	if err == nil {
+		err = w.f.Chmod(0o444) // through the descriptor, before the name is public
+	}
+	size := w.size
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := w.s.usable(w.ctx, true); err != nil {
+		return err
+	}
+	final := w.s.blobPath(d)
+	// Whether this blob is new or a copy another writer has just renamed
+	// into place, it may not be on disk yet: the next metadata write syncs.
+	defer w.s.blobWritten()
+	if fi, err := os.Stat(final); err == nil && fi.Size() == size {
+		// Already stored: dedup. (A file of the wrong length is a corrupt
+		// copy; it is replaced below.)
+		return os.Remove(tmp)
+	}
+	return os.Rename(tmp, final)
+}
+
+// Close discards an uncommitted blob; after Commit it does nothing.
+func (w *blobWriter) Close() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.releaseBuffer()
+	w.f.Close()
+	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("discard blob %s: %w", w.f.Name(), err)
+	}
+	return nil
+}
+
+// releaseBuffer gives the writer's buffer back to the store's pool, so an
+// import of many small blobs does not allocate one buffer per blob.
+func (w *blobWriter) releaseBuffer() {
+	if w.buf == nil {
+		return
+	}
+	w.buf.Reset(nil)
+	w.s.writeBufs.Put(w.buf)
+	w.buf = nil
+}
