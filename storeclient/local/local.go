@@ -139,8 +139,10 @@ type Store struct {
 	// in bbolt's slower flock polling.
 	dbMu sync.Mutex
 
-	// writeBufs pools the write buffers of blob writers.
-	writeBufs sync.Pool
+	// writeBufs pools the write buffers of blob writers; directBufs the
+	// aligned chunks of their direct writes (see blobwriter.go).
+	writeBufs  sync.Pool
+	directBufs sync.Pool
 	// blobGen counts blobs moved into place (or found in place) by this
 	// process; syncedGen is the count that the last syncfs covered.
 	blobGen   atomic.Uint64
