@@ -44,7 +44,10 @@ type blobWriter struct {
 	size int64 // bytes written so far
 	// kicked is how far writeback of the file has been started.
 	kicked int64
-	done   bool
+	// big takes over once the blob is larger than directThreshold; nil
+	// before.
+	big  *bigWriter
+	done bool
 }
 
 // writebackStep is how many bytes of a big blob are written before its
@@ -61,6 +64,19 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 	if err := w.ctx.Err(); err != nil {
 		return 0, fmt.Errorf("write blob: %w", err)
 	}
+	if w.big == nil && w.size+int64(len(p)) > directThreshold {
+		if err := w.startBig(); err != nil {
+			return 0, fmt.Errorf("write blob %s: %w", w.f.Name(), err)
+		}
+	}
+	if w.big != nil {
+		w.h.Write(p)
+		w.size += int64(len(p))
+		if err := w.big.write(p); err != nil {
+			return 0, fmt.Errorf("write blob %s: %w", w.f.Name(), err)
+		}
+		return len(p), nil
+	}
 	n, err := w.buf.Write(p)
 	w.h.Write(p[:n])
 	w.size += int64(n)
@@ -75,6 +91,18 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// startBig hands the rest of the blob to a bigWriter: what the buffer
+// holds goes to the file first, so that the file is complete up to
+// w.size.
+func (w *blobWriter) startBig() error {
+	if err := w.buf.Flush(); err != nil {
+		return err
+	}
+	w.releaseBuffer()
+	w.big = newBigWriter(w.s, w.f, w.size, !w.s.noSync)
+	return nil
 }
 
 // Commit moves the blob to its final name, or drops the temporary file if
@@ -96,7 +124,12 @@ func (w *blobWriter) Commit() (storeclient.Digest, error) {
 
 func (w *blobWriter) commit(d storeclient.Digest) error {
 	tmp := w.f.Name()
-	err := w.buf.Flush()
+	var err error
+	if w.big != nil {
+		err = w.big.finish()
+	} else {
+		err = w.buf.Flush()
+	}
 	if err == nil {
 		err = w.f.Chmod(0o444) // through the descriptor, before the name is public
 	}
@@ -129,6 +162,9 @@ func (w *blobWriter) Close() error {
 	}
 	w.done = true
 	w.releaseBuffer()
+	if w.big != nil {
+		w.big.finish()
+	}
 	w.f.Close()
 	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("discard blob %s: %w", w.f.Name(), err)
