@@ -22,13 +22,27 @@ import (
 // is refused because no trusted key signed it.
 var errUntrusted = errors.New("not signed by a trusted key")
 
-// fetch fetches the store path with digest d into the cache store and
-// returns its PathInfo.
-func (s *Store) fetch(ctx context.Context, d storeclient.StorePathDigest) (*storeclient.PathInfo, error) {
+// fetched is a store path fetched and verified, whose blobs are in the
+// cache store.
+type fetched struct {
+	info *storeclient.PathInfo
+	// dirs are the Directories commit stores, leaves first.
+	dirs []*storeclient.Directory
+	// stored says that the cache store had the path already: there is
+	// nothing to commit.
+	stored bool
+}
+
+// fetch fetches the store path with digest d, verifies it and stores its
+// blobs in the cache store; commit stores the rest.
+func (s *Store) fetch(ctx context.Context, d storeclient.StorePathDigest) (*fetched, error) {
 	// A fetch that finished just before this one was started has stored
 	// the path already.
 	if p, err := s.cache.GetPathInfo(ctx, d); err == nil || !errors.Is(err, storeclient.ErrNotFound) {
-		return p, err
+		if err != nil {
+			return nil, err
+		}
+		return &fetched{info: p, stored: true}, nil
 	}
 	start := time.Now()
 	ni, err := s.narinfo(ctx, d)
@@ -40,7 +54,7 @@ func (s *Store) fetch(ctx context.Context, d storeclient.StorePathDigest) (*stor
 		s.log.Warn("binary cache: refused untrusted path", "path", p.StorePath.String(), "cache", s.cfg.String(), "reason", err)
 		return nil, fmt.Errorf("%s from %s: %w: %w", p.StorePath, s.cfg, errUntrusted, storeclient.ErrNotFound)
 	}
-	root, err := s.ingest(ctx, ni)
+	root, dirs, err := s.ingest(ctx, ni)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("binary cache: fetch failed", "path", p.StorePath.String(), "cache", s.cfg.String(), "err", err)
@@ -48,12 +62,43 @@ func (s *Store) fetch(ctx context.Context, d storeclient.StorePathDigest) (*stor
 		return nil, fmt.Errorf("fetch %s from %s: %w", p.StorePath, s.cfg, err)
 	}
 	p.Node = root
-	if err := s.cache.PutPathInfo(ctx, p); err != nil {
-		return nil, fmt.Errorf("fetch %s from %s: store pathinfo: %w", p.StorePath, s.cfg, err)
-	}
 	s.log.Debug("binary cache: fetched", "path", p.StorePath.String(), "nar_size", p.NarSize,
-		"file_size", ni.FileSize, "compression", ni.Compression, "duration", time.Since(start).Round(time.Millisecond))
-	return p, nil
+		"file_size", ni.FileSize, "compression", ni.Compression, "directories", len(dirs),
+		"duration", time.Since(start).Round(time.Millisecond))
+	return &fetched{info: p, dirs: dirs}, nil
+}
+
+// commit makes a fetched path durable in the cache store: its Directories
+// in one batch, then its PathInfo, last. The cache store syncs the blobs
+// before it writes the first of them (local: one syncfs).
+func (s *Store) commit(ctx context.Context, f *fetched) error {
+	p, dirs := f.info, f.dirs
+	start := time.Now()
+	if err := putDirectories(ctx, s.cache, dirs); err != nil {
+		return fmt.Errorf("store %s in the cache store: %w", p.StorePath, err)
+	}
+	if err := s.cache.PutPathInfo(ctx, p); err != nil {
+		return fmt.Errorf("store %s in the cache store: pathinfo: %w", p.StorePath, err)
+	}
+	s.log.Debug("binary cache: committed", "path", p.StorePath.String(), "directories", len(dirs),
+		"duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// putDirectories stores dirs (leaves first) in one batch when store can.
+func putDirectories(ctx context.Context, store storeclient.Store, dirs []*storeclient.Directory) error {
+	if len(dirs) == 0 {
+		return nil
+	}
+	if b, ok := store.(importer.DirectoryBatchPutter); ok {
+		return b.PutDirectories(ctx, dirs)
+	}
+	for _, d := range dirs {
+		if _, err := store.PutDirectory(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // narinfo fetches and checks <hash>.narinfo.
@@ -134,15 +179,15 @@ func (s *Store) NarInfo(ctx context.Context, d storeclient.StorePathDigest) (*Na
 	return s.narinfo(ctx, d)
 }
 
-// ingest downloads the NAR of ni, verifying it as it streams, into the
-// cache store, and returns the root node. Nothing is made reachable by a
-// PathInfo here.
-func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, error) {
+// ingest downloads the NAR of ni, verifying it as it streams, stores its
+// blobs in the cache store, and returns the root node and the Directories,
+// leaves first, which it does not store: nothing is made reachable here.
+func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, []*storeclient.Directory, error) {
 	body, err := s.t.get(ctx, ni.URL)
 	if err != nil {
 		// The narinfo exists, so a missing NAR is a broken cache, not a
 		// missing path.
-		return storeclient.Node{}, fmt.Errorf("NAR: %v", err)
+		return storeclient.Node{}, nil, fmt.Errorf("NAR: %v", err)
 	}
 	defer body.Close()
 	raw := &countingReader{r: body, h: sha256.New(), limit: ni.FileSize, what: "the file", onBytes: s.onBytes}
@@ -151,45 +196,46 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, erro
 	}
 	dec, closeDec, err := decompressor(ni.Compression, raw)
 	if err != nil {
-		return storeclient.Node{}, err
+		return storeclient.Node{}, nil, err
 	}
 	defer closeDec()
 	narR := &countingReader{r: dec, limit: ni.Info.NarSize, what: "the NAR"}
-	info, err := importer.ImportNAR(ctx, stagingFor(s.cache), narR, ni.Info.StorePath.Name)
+	st := stagingFor(s.cache)
+	info, err := importer.ImportNAR(ctx, st.view(), narR, ni.Info.StorePath.Name)
 	if err != nil {
 		if errors.Is(err, nar.ErrMalformed) {
 			err = fmt.Errorf("%w: %w", storeclient.ErrCorrupt, err)
 		}
-		return storeclient.Node{}, err
+		return storeclient.Node{}, nil, err
 	}
 	// Anything after the NAR is an error, and the whole file counts for
 	// FileSize and FileHash.
 	if n, err := io.Copy(io.Discard, narR); err != nil {
-		return storeclient.Node{}, err
+		return storeclient.Node{}, nil, err
 	} else if n > 0 {
-		return storeclient.Node{}, fmt.Errorf("%w: %d bytes after the end of the NAR", storeclient.ErrCorrupt, n)
+		return storeclient.Node{}, nil, fmt.Errorf("%w: %d bytes after the end of the NAR", storeclient.ErrCorrupt, n)
 	}
 	if _, err := io.Copy(io.Discard, raw); err != nil {
-		return storeclient.Node{}, err
+		return storeclient.Node{}, nil, err
 	}
 	if ni.FileSize != 0 && raw.n != ni.FileSize {
-		return storeclient.Node{}, fmt.Errorf("%w: %s has %d bytes, FileSize says %d", storeclient.ErrCorrupt, ni.URL, raw.n, ni.FileSize)
+		return storeclient.Node{}, nil, fmt.Errorf("%w: %s has %d bytes, FileSize says %d", storeclient.ErrCorrupt, ni.URL, raw.n, ni.FileSize)
 	}
 	if ni.FileSHA256 != nil && [sha256.Size]byte(raw.h.Sum(nil)) != *ni.FileSHA256 {
-		return storeclient.Node{}, fmt.Errorf("%w: %s does not match its FileHash", storeclient.ErrCorrupt, ni.URL)
+		return storeclient.Node{}, nil, fmt.Errorf("%w: %s does not match its FileHash", storeclient.ErrCorrupt, ni.URL)
 	}
 	if narR.n != ni.Info.NarSize || info.NarSize != ni.Info.NarSize {
-		return storeclient.Node{}, fmt.Errorf("%w: the NAR has %d bytes, NarSize says %d", storeclient.ErrCorrupt, narR.n, ni.Info.NarSize)
+		return storeclient.Node{}, nil, fmt.Errorf("%w: the NAR has %d bytes, NarSize says %d", storeclient.ErrCorrupt, narR.n, ni.Info.NarSize)
 	}
 	if info.NarSHA256 != ni.Info.NarSHA256 {
-		return storeclient.Node{}, fmt.Errorf("%w: the NAR does not match its NarHash", storeclient.ErrCorrupt)
+		return storeclient.Node{}, nil, fmt.Errorf("%w: the NAR does not match its NarHash", storeclient.ErrCorrupt)
 	}
 	if needsFlatHash(ni.Info.CA) {
 		if err := checkFlatHash(ctx, s.cache, info.Node, ni.Info.CA.Digest); err != nil {
-			return storeclient.Node{}, err
+			return storeclient.Node{}, nil, err
 		}
 	}
-	return info.Node, nil
+	return info.Node, st.dirs, nil
 }
 
 // checkFlatHash checks that root is a file whose contents have the sha256
@@ -297,25 +343,31 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// staging is the cache store as the importer sees it: blobs and
-// Directories go through, the PathInfo the importer computes (a
-// content-addressed one, under another path) is only kept, so the fetch
-// can check it and store the real one last.
+// staging is the cache store as the importer sees it: blobs go through;
+// Directories and the PathInfo the importer computes (a content-addressed
+// one, under another path) are only kept, so the fetch can check the
+// PathInfo and store the Directories and the real PathInfo when the whole
+// path has been verified, in one batch, with one sync of the blobs.
 type staging struct {
 	storeclient.Store
 	info *storeclient.PathInfo
+	dirs []*storeclient.Directory
 }
 
-// stagingFor returns the staging view of the cache store cache. When
-// cache can store an already hashed blob in one call (the local store), so
-// can the view: the importer then hashes each small file once and stores
-// it without an existence check or a blob writer.
-func stagingFor(cache storeclient.Store) storeclient.Store {
-	st := &staging{Store: cache}
-	if p, ok := cache.(importer.SmallBlobPutter); ok {
-		return &smallBlobStaging{staging: st, small: p}
+// stagingFor returns a staging of the cache store cache.
+func stagingFor(cache storeclient.Store) *staging {
+	return &staging{Store: cache}
+}
+
+// view returns s as the importer's store. When the cache store can store
+// an already hashed blob in one call (the local store), so can the view:
+// the importer then hashes each small file once and stores it without an
+// existence check or a blob writer.
+func (s *staging) view() storeclient.Store {
+	if p, ok := s.Store.(importer.SmallBlobPutter); ok {
+		return &smallBlobStaging{staging: s, small: p}
 	}
-	return st
+	return s
 }
 
 // smallBlobStaging is a staging view of a cache store with PutSmallBlob.
@@ -335,15 +387,14 @@ func (s *staging) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) erro
 	return nil
 }
 
-// PutDirectories stores dirs in one batch when the cache store can.
+// PutDirectory keeps d instead of storing it.
+func (s *staging) PutDirectory(ctx context.Context, d *storeclient.Directory) (storeclient.Digest, error) {
+	s.dirs = append(s.dirs, d)
+	return d.Digest(), nil
+}
+
+// PutDirectories keeps dirs instead of storing them.
 func (s *staging) PutDirectories(ctx context.Context, dirs []*storeclient.Directory) error {
-	if b, ok := s.Store.(importer.DirectoryBatchPutter); ok {
-		return b.PutDirectories(ctx, dirs)
-	}
-	for _, d := range dirs {
-		if _, err := s.Store.PutDirectory(ctx, d); err != nil {
-			return err
-		}
-	}
+	s.dirs = append(s.dirs, dirs...)
 	return nil
 }

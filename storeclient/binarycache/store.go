@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/storefs/storefs/storeclient"
@@ -33,6 +34,16 @@ type Options struct {
 	// OnBytes, if set, is called with the number of NAR bytes (as stored
 	// in the cache, compressed) as they are downloaded, for progress.
 	OnBytes func(n int64)
+	// CommitInBackground lets a lookup return as soon as the path is
+	// fetched and verified and its blobs are in the cache store, and
+	// stores its Directories and PathInfo (after the cache store has
+	// synced the blobs) in the background; until then the Store serves
+	// them from memory. A lookup then does not wait for the disk (a
+	// syncfs waits for every dirty file of the filesystem, not only the
+	// path's). The crash safety is the same: the PathInfo is written
+	// last. Close waits for the commits. Without it (storefs copy), a
+	// lookup returns when the path is durable in the cache store.
+	CommitInBackground bool
 }
 
 // Store is a lazy, read-only storeclient.Store over a Nix binary cache.
@@ -45,6 +56,7 @@ type Store struct {
 	log      *slog.Logger
 	onBytes  func(int64)
 	now      func() time.Time
+	bgCommit bool
 
 	// ctx is the lifetime of the fetches the Store runs; Close cancels it
 	// and waits for them (wg).
@@ -56,6 +68,20 @@ type Store struct {
 	closed  bool
 	flights map[storeclient.StorePathDigest]*flight
 	missing map[storeclient.StorePathDigest]time.Time // digest → when to ask again
+
+	// staged holds the Directories of fetched paths whose commit runs in
+	// the background (CommitInBackground), by digest, with the number of
+	// such paths that have each; nstaged is its length, so that
+	// GetDirectory takes no lock when it is empty.
+	stagedMu sync.RWMutex
+	staged   map[storeclient.Digest]*stagedDir
+	nstaged  atomic.Int64
+}
+
+// stagedDir is a Directory served from memory until its commit is done.
+type stagedDir struct {
+	dir  *storeclient.Directory
+	refs int
 }
 
 var _ storeclient.Store = (*Store)(nil)
@@ -67,6 +93,10 @@ type flight struct {
 	info   *storeclient.PathInfo
 	err    error
 	joined int // lookups waiting for it, under Store.mu (for tests)
+	// committing is set, under Store.mu, when done is closed with info
+	// while the commit still runs: the flight stays in Store.flights
+	// until then, so lookups find the path.
+	committing bool
 }
 
 // maxMissing bounds the negative cache; when full, expired entries are
@@ -91,7 +121,7 @@ func OpenURL(ctx context.Context, rawURL string, openCache func(ctx context.Cont
 	if err != nil {
 		return nil, fmt.Errorf("binary cache %s: open cache store %s: %w", cfg, cfg.CacheURL, err)
 	}
-	s, err := New(ctx, cfg, Options{Cache: cache, OwnCache: true})
+	s, err := New(ctx, cfg, Options{Cache: cache, OwnCache: true, CommitInBackground: true})
 	if err != nil {
 		cache.Close()
 		return nil, err
@@ -117,6 +147,8 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Store, error) {
 		log:      log,
 		onBytes:  opts.OnBytes,
 		now:      time.Now,
+		bgCommit: opts.CommitInBackground,
+		staged:   make(map[storeclient.Digest]*stagedDir),
 		flights:  make(map[storeclient.StorePathDigest]*flight),
 		missing:  make(map[storeclient.StorePathDigest]time.Time),
 	}
@@ -212,9 +244,47 @@ func (s *Store) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, erro
 }
 
 // GetDirectory implements storeclient.DirectoryService from the cache
-// store.
+// store, and from memory for a path whose commit is still running.
 func (s *Store) GetDirectory(ctx context.Context, d storeclient.Digest) (*storeclient.Directory, error) {
+	if s.nstaged.Load() > 0 {
+		s.stagedMu.RLock()
+		sd := s.staged[d]
+		s.stagedMu.RUnlock()
+		if sd != nil {
+			return sd.dir, nil
+		}
+	}
 	return s.cache.GetDirectory(ctx, d)
+}
+
+// stage makes dirs servable from memory until unstage.
+func (s *Store) stage(dirs []*storeclient.Directory) {
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	for _, d := range dirs {
+		dg := d.Digest()
+		if sd := s.staged[dg]; sd != nil {
+			sd.refs++
+			continue
+		}
+		s.staged[dg] = &stagedDir{dir: d, refs: 1}
+	}
+	s.nstaged.Store(int64(len(s.staged)))
+}
+
+// unstage undoes stage(dirs).
+func (s *Store) unstage(dirs []*storeclient.Directory) {
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	for _, d := range dirs {
+		dg := d.Digest()
+		if sd := s.staged[dg]; sd != nil {
+			if sd.refs--; sd.refs == 0 {
+				delete(s.staged, dg)
+			}
+		}
+	}
+	s.nstaged.Store(int64(len(s.staged)))
 }
 
 // PutDirectory returns ErrReadOnly.
@@ -227,10 +297,35 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 	return ErrReadOnly
 }
 
-// ListPathInfos lists what the cache store holds: the paths fetched so
-// far. A binary cache itself cannot be listed cheaply.
+// ListPathInfos lists the paths fetched so far: those the cache store
+// holds, and those whose commit is still running. A binary cache itself
+// cannot be listed cheaply.
 func (s *Store) ListPathInfos(ctx context.Context) iter.Seq2[*storeclient.PathInfo, error] {
-	return s.cache.ListPathInfos(ctx)
+	return func(yield func(*storeclient.PathInfo, error) bool) {
+		s.mu.Lock()
+		var committing []*storeclient.PathInfo
+		for _, f := range s.flights {
+			if f.committing {
+				committing = append(committing, f.info)
+			}
+		}
+		s.mu.Unlock()
+		seen := make(map[storeclient.StorePathDigest]bool, len(committing))
+		for _, p := range committing {
+			seen[p.StorePath.Digest] = true
+			if !yield(p, nil) {
+				return
+			}
+		}
+		for p, err := range s.cache.ListPathInfos(ctx) {
+			if err == nil && seen[p.StorePath.Digest] {
+				continue
+			}
+			if !yield(p, err) {
+				return
+			}
+		}
+	}
 }
 
 // GetPathInfo returns the PathInfo of the store path with digest d from
@@ -278,7 +373,19 @@ func (s *Store) join(d storeclient.StorePathDigest) (*flight, error) {
 	f := &flight{done: make(chan struct{}), joined: 1}
 	s.flights[d] = f
 	s.wg.Go(func() {
-		f.info, f.err = s.fetch(s.ctx, d)
+		fe, err := s.fetch(s.ctx, d)
+		if err == nil && !fe.stored {
+			if s.bgCommit {
+				s.serveThenCommit(d, f, fe)
+				return
+			}
+			err = s.commit(s.ctx, fe)
+		}
+		if err != nil {
+			f.err = err
+		} else {
+			f.info = fe.info
+		}
 		s.mu.Lock()
 		delete(s.flights, d)
 		if errors.Is(f.err, storeclient.ErrNotFound) && s.cfg.NegativeTTL > 0 {
@@ -288,6 +395,29 @@ func (s *Store) join(d storeclient.StorePathDigest) (*flight, error) {
 		close(f.done)
 	})
 	return f, nil
+}
+
+// serveThenCommit ends the flight f of d with the fetched path fe, serving
+// its Directories from memory, then commits it; the flight stays joinable
+// until the commit is done. A commit that fails is logged, and the next
+// lookup fetches the path again.
+func (s *Store) serveThenCommit(d storeclient.StorePathDigest, f *flight, fe *fetched) {
+	s.stage(fe.dirs)
+	defer s.unstage(fe.dirs)
+	s.mu.Lock()
+	f.info = fe.info
+	f.committing = true
+	s.mu.Unlock()
+	close(f.done)
+	// The commit outlives Close's cancellation: the path is verified and
+	// its blobs are stored, so Close waits for it rather than waste them.
+	err := s.commit(context.WithoutCancel(s.ctx), fe)
+	if err != nil {
+		s.log.Error("binary cache: storing a fetched path failed", "path", fe.info.StorePath.String(), "cache", s.cfg.String(), "err", err)
+	}
+	s.mu.Lock()
+	delete(s.flights, d)
+	s.mu.Unlock()
 }
 
 // rememberMissing records d in the negative cache; s.mu is held.
