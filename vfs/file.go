@@ -133,6 +133,13 @@ func (fl *File) Node() Node { return fl.node }
 // Size returns the file's length.
 func (fl *File) Size() int64 { return fl.size }
 
+// BlobReader returns the store's reader of the file's blob (nil for the
+// empty file; a wrapper without the store reader's extra methods for a
+// store that is not trusted-local), for frontends that hand a local blob
+// file to the kernel, as the 9P frontend's sendfile. Reads through it skip
+// ReadAt's checks and its Observer. It stays owned by fl: do not close it.
+func (fl *File) BlobReader() storeclient.BlobReader { return fl.r }
+
 // ReadAt reads len(p) bytes at off, as io.ReaderAt: fewer bytes only at the
 // end of the file, with io.EOF; a read at or past the end returns 0, io.EOF.
 // A negative offset is EINVAL; a backend failure or timeout EIO.

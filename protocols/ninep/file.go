@@ -1,7 +1,9 @@
 package ninep
 
 import (
+	"io"
 	"math"
+	"os"
 	"sync"
 
 	"github.com/hugelgupf/p9/p9"
@@ -39,6 +41,11 @@ type file struct {
 	mu     sync.Mutex
 	opened bool
 	open   *vfs.File // a regular file's open handle, once opened
+	// blob and blobOff are the local file holding open's blob and the
+	// blob's offset in it, when its reads may go out with sendfile
+	// (sendfile.go); blob is nil otherwise.
+	blob    *os.File
+	blobOff int64
 	// closes is how many Close calls release f. The library hands the same
 	// File to every xattr fid walked from it and closes it once per fid, so
 	// each successful GetXattr/ListXattrs adds one.
@@ -164,17 +171,33 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 			return p9.QID{}, 0, p9Error(err)
 		}
 		f.open = h
+		if f.sess.spliced != nil {
+			f.blob, f.blobOff, _ = fileOf(h.BlobReader())
+		}
 	}
 	f.opened = true
 	return qid(f.sess.fs, f.node), 0, nil
 }
 
 // ReadAt implements p9.File. The wire layer has already clamped the count
-// to what fits in msize.
+// to what fits in msize. A read of spliceMin bytes or more from a blob file
+// is not done here: p is left for the wire layer to send from the file
+// (sendfile.go), and ReadAt returns what vfs.File.ReadAt would have (the
+// count, short with io.EOF at the end of the file).
 func (f *file) ReadAt(p []byte, off int64) (int, error) {
 	f.mu.Lock()
-	h := f.open
+	h, blob, blobOff := f.open, f.blob, f.blobOff
 	f.mu.Unlock()
+	if blob != nil && off >= 0 && off < h.Size() && f.sess.spliced.enabled() {
+		n, eof := int64(len(p)), error(nil)
+		if rem := h.Size() - off; n > rem {
+			n, eof = rem, io.EOF
+		}
+		if n >= spliceMin {
+			f.sess.spliced.put(p[:n], blob, blobOff, h.Size(), off)
+			return int(n), eof
+		}
+	}
 	if h == nil {
 		// The library only reads opened fids, so this is a directory: vfs
 		// says what reading one is (EISDIR).
@@ -284,7 +307,7 @@ func (f *file) Close() error {
 	f.closes--
 	var h *vfs.File
 	if f.closes == 0 {
-		h, f.open = f.open, nil
+		h, f.open, f.blob = f.open, nil, nil
 	}
 	f.mu.Unlock()
 	if h != nil {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hugelgupf/p9/p9"
@@ -64,6 +65,12 @@ type Options struct {
 	// AllowedClients is an error.
 	AllowedClients []netip.Prefix
 
+	// NoSendfile sends every Rread from memory, as read into the p9
+	// library's buffer. By default (on Linux) a read of at least 16 KiB
+	// from a blob stored as a local file is sent with sendfile(2), page
+	// cache to socket; this option is for comparison and debugging.
+	NoSendfile bool
+
 	// Logger receives one line per refused connection, protocol violation
 	// and connection event (debug), with the client address. Default
 	// slog.Default().
@@ -102,6 +109,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*wireConn]struct{}
 	wg        sync.WaitGroup // connection goroutines
+
+	spliced atomic.Int64 // Rread replies sent with sendfile (tests look)
 }
 
 // New returns a Server of fs. It serves nothing until Serve.
@@ -247,7 +256,7 @@ func (s *Server) admit(ctx context.Context, conn net.Conn) (*wireConn, bool) {
 		return nil, false
 	}
 	log := s.log.With("client", client)
-	wc := newWireConn(conn, log, s.opts)
+	wc := newWireConn(conn, s.fs, log, s.opts, &s.spliced)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -266,9 +275,10 @@ func (s *Server) admit(ctx context.Context, conn net.Conn) (*wireConn, bool) {
 
 // session is one connection's view of the filesystem: what its files need.
 type session struct {
-	fs  *vfs.FS
-	ctx context.Context // done when the connection ends or the server stops
-	log *slog.Logger
+	fs      *vfs.FS
+	ctx     context.Context // done when the connection ends or the server stops
+	log     *slog.Logger
+	spliced *splicedReads // reads for the wire layer to sendfile; nil: none
 }
 
 // serveConn serves one connection until it ends or ctx is done.
@@ -284,7 +294,7 @@ func (s *Server) serveConn(ctx context.Context, wc *wireConn) {
 		delete(s.conns, wc)
 		s.mu.Unlock()
 	}()
-	sess := &session{fs: s.fs, ctx: ctx, log: wc.log}
+	sess := &session{fs: s.fs, ctx: ctx, log: wc.log, spliced: wc.spliced}
 	sess.log.Debug("ninep: connection")
 	// One p9.Server per connection: its path tree (which p9 never prunes)
 	// and its rename lock then live and die with the connection.

@@ -9,13 +9,18 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/hugelgupf/p9/linux"
+
+	"github.com/storefs/storefs/vfs"
 )
 
 // 9P2000.L message types the wire layer looks at.
 const (
 	tRlerror    = 7
+	tRread      = 117
 	tTxattrwalk = 30
 	tRxattrwalk = 31
 	tTreaddir   = 40
@@ -71,7 +76,8 @@ var errProtocol = errors.New("9P protocol violation")
 // handling, to keep its fid count and to correct the library's reply.
 type request struct {
 	typ      uint8
-	fid      uint32 // Tclunk, Tremove: the fid released
+	fid      uint32 // Tclunk, Tremove: the fid released; Tread: the fid read
+	serial   uint64 // Tread: the fid's serial when the request was read
 	newFid   uint32 // Tattach, Twalk, Txattrwalk: the fid made on success
 	countFid bool   // newFid is not in use yet: it counts toward MaxFids
 	named    bool   // Txattrwalk: a getxattr (true) or a listxattr (false)
@@ -106,9 +112,15 @@ type request struct {
 //
 // Reads come only from the library's receiving goroutine (it serializes
 // them) and writes only under its send lock, one reply at a time; each
-// reply reaches the socket as one writev.
+// reply reaches the socket as one writev, or, for an Rread from a blob
+// file, as the header and one sendfile (sendfile.go), under sendMu.
 type wireConn struct {
 	conn        net.Conn
+	fs          *vfs.FS         // for its Observer, told about sendfile reads
+	raw         syscall.RawConn // conn's socket, for sendfile; nil without
+	sendFlags   int             // send(2) flags of a header that sendfile follows
+	spliced     *splicedReads   // Rread payloads to sendfile; nil: always copy
+	spliceCount *atomic.Int64   // the server's count of Rreads sent with sendfile
 	br          *bufio.Reader
 	log         *slog.Logger
 	maxMsize    uint32
@@ -124,22 +136,31 @@ type wireConn struct {
 	wsize       int        // writer: its size, 0 before its header arrived
 	mu          sync.Mutex // the fields below, shared by reader and writer
 	inflight    map[uint16]request
-	fids        map[uint32]struct{}
+	fids        map[uint32]uint64 // fid → serial, new whenever the fid is (re)made
+	nextSerial  uint64
+	direct      map[uint32]directFile // fids whose Treads the wire layer answers
 	pendingFids int
 }
 
-func newWireConn(conn net.Conn, log *slog.Logger, opts Options) *wireConn {
-	return &wireConn{
-		conn:     conn,
-		br:       bufio.NewReaderSize(conn, 64<<10),
-		log:      log,
-		maxMsize: opts.MaxMsize,
-		maxFids:  opts.MaxFids,
-		slots:    make(chan struct{}, opts.MaxRequests),
-		done:     make(chan struct{}),
-		inflight: make(map[uint16]request),
-		fids:     make(map[uint32]struct{}),
+func newWireConn(conn net.Conn, fs *vfs.FS, log *slog.Logger, opts Options, spliceCount *atomic.Int64) *wireConn {
+	c := &wireConn{
+		conn:        conn,
+		fs:          fs,
+		spliceCount: spliceCount,
+		br:          bufio.NewReaderSize(conn, 64<<10),
+		log:         log,
+		maxMsize:    opts.MaxMsize,
+		maxFids:     opts.MaxFids,
+		slots:       make(chan struct{}, opts.MaxRequests),
+		done:        make(chan struct{}),
+		inflight:    make(map[uint16]request),
+		fids:        make(map[uint32]uint64),
+		direct:      make(map[uint32]directFile),
 	}
+	if !opts.NoSendfile {
+		c.initSendfile()
+	}
+	return c
 }
 
 // Close closes the connection; it may be called more than once.
@@ -283,10 +304,17 @@ func (c *wireConn) inspect(typ uint8, tag uint16, frame []byte) (bool, error) {
 	case tTclunk, tTremove:
 		req.fid = b.u32()
 	case tTread, tTreaddir:
-		b.u32()
-		b.u64()
-		if count := b.u32(); !b.bad && count > c.msize-ioHeaderSize {
-			binary.LittleEndian.PutUint32(frame[headerSize+12:], c.msize-ioHeaderSize)
+		req.fid = b.u32()
+		off := b.u64()
+		count := b.u32()
+		if !b.bad && count > c.msize-ioHeaderSize {
+			count = c.msize - ioHeaderSize
+			binary.LittleEndian.PutUint32(frame[headerSize+12:], count)
+		}
+		if typ == tTread && !b.bad {
+			if done, err := c.readDirect(tag, req.fid, off, count); done {
+				return false, err
+			}
 		}
 	}
 	if b.bad {
@@ -334,6 +362,9 @@ func (c *wireConn) start(tag uint16, req request) (bool, error) {
 			req.countFid = true
 		}
 	}
+	if req.typ == tTread {
+		req.serial = c.fids[req.fid]
+	}
 	c.inflight[tag] = req
 	c.mu.Unlock()
 	select {
@@ -356,12 +387,17 @@ func (c *wireConn) finish(typ uint8, tag uint16) (request, bool) {
 	<-c.slots
 	if req.countFid {
 		c.pendingFids--
-		if typ == req.typ+1 { // success: the R type is the T type + 1
-			c.fids[req.newFid] = struct{}{}
-		}
+	}
+	if req.newFid != noFid && typ == req.typ+1 { // success: the R type is the T type + 1
+		// A new fid, or one a Twalk moved (newfid = fid): a new serial,
+		// and its reads go through the library until it reads again.
+		c.nextSerial++
+		c.fids[req.newFid] = c.nextSerial
+		delete(c.direct, req.newFid)
 	}
 	if req.typ == tTclunk || req.typ == tTremove {
 		delete(c.fids, req.fid) // the library drops the fid whatever the outcome
+		delete(c.direct, req.fid)
 	}
 	return req, true
 }
@@ -421,13 +457,32 @@ func (c *wireConn) sendReply(tail []byte) error {
 	if ok && tail == nil {
 		c.correct(req, typ, frame)
 	}
-	c.sendMu.Lock()
-	bufs := net.Buffers{frame}
-	if tail != nil {
-		bufs = append(bufs, tail)
+	var err error
+	var sr splicedRead
+	spliced := false
+	if typ == tRread && c.spliced != nil {
+		sr, spliced, err = c.spliced.take(tail)
+		if err != nil {
+			// The payload buffer was never filled: nothing may be sent.
+			c.log.Error("ninep: closing connection", "err", err)
+			c.Close()
+			return err
+		}
 	}
-	_, err := bufs.WriteTo(c.conn)
-	c.sendMu.Unlock()
+	if spliced {
+		if req.typ == tTread {
+			c.learn(req, sr)
+		}
+		err = c.sendSpliced(frame, tail, sr)
+	} else {
+		c.sendMu.Lock()
+		bufs := net.Buffers{frame}
+		if tail != nil {
+			bufs = append(bufs, tail)
+		}
+		_, err = bufs.WriteTo(c.conn)
+		c.sendMu.Unlock()
+	}
 	if malformed {
 		c.violation("a message the server could not decode")
 		c.Close()
@@ -459,11 +514,15 @@ func (c *wireConn) correct(req request, typ uint8, frame []byte) {
 
 // replyError answers a request with Rlerror, without the library.
 func (c *wireConn) replyError(tag uint16, errno linux.Errno) error {
+	return c.send(rlerror(tag, errno))
+}
+
+// rlerror returns the Rlerror message answering tag with errno.
+func rlerror(tag uint16, errno linux.Errno) []byte {
 	f := binary.LittleEndian.AppendUint32(nil, headerSize+4)
 	f = append(f, tRlerror)
 	f = binary.LittleEndian.AppendUint16(f, tag)
-	f = binary.LittleEndian.AppendUint32(f, uint32(errno))
-	return c.send(f)
+	return binary.LittleEndian.AppendUint32(f, uint32(errno))
 }
 
 // replyVersion answers Tversion without the library.
