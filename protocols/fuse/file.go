@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -49,9 +48,10 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 type fileHandle struct {
 	f  *vfs.File
 	fs *filesystem
-	// backing is the blob's own file when the store keeps blobs as
-	// files: handed to the kernel for passthrough, or spliced from.
-	backing *os.File
+	// backing is the blob as a range of a file when the store keeps
+	// blobs in files: a whole file is handed to the kernel for
+	// passthrough, a range of a pack is spliced from.
+	backing FileBlob
 }
 
 var (
@@ -68,7 +68,7 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		return fuse.ReadResultData(nil), 0
 	}
 	if h.backing != nil {
-		return fuse.ReadResultFd(h.backing.Fd(), off, int(min(int64(len(dest)), size-off))), 0
+		return fuse.ReadResultFd(h.backing.File().Fd(), h.backing.FileOffset()+off, int(min(int64(len(dest)), size-off))), 0
 	}
 	n, err := h.f.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -83,7 +83,7 @@ func (h *fileHandle) PassthroughFd() (int, bool) {
 	if h.backing == nil || !h.fs.pt.usable(h.backing) {
 		return 0, false
 	}
-	return int(h.backing.Fd()), true
+	return int(h.backing.File().Fd()), true
 }
 
 // Release closes the file.

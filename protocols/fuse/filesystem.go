@@ -35,15 +35,38 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// BlobFiler is implemented by stores whose blobs are files on a local
-// filesystem whose content was verified when it was written.
+// BlobFiler is implemented by stores whose blobs are ranges of files on a
+// local filesystem whose content was verified when it was written, such as
+// the embedded local store. Their blob readers implement FileBlob; a
+// reader that does not is read through vfs.
 type BlobFiler interface {
-	// BlobFile opens the file holding the blob with digest d, read-only.
-	// The caller closes it.
-	BlobFile(ctx context.Context, d storeclient.Digest) (*os.File, error)
+	// OpenBlob opens the blob with digest d. The frontend opens each
+	// file's blob this way: a store may share one descriptor among the
+	// readers of many blobs.
+	OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error)
+	// BlobFile opens the file holding the blob with digest d, read-only;
+	// the blob starts at off in it. The caller closes f.
+	BlobFile(ctx context.Context, d storeclient.Digest) (f *os.File, off int64, err error)
 	// TrustedLocal reports whether the blob files may be served without
 	// verifying them.
 	TrustedLocal() bool
+}
+
+// FileBlob is a blob reader whose bytes are [FileOffset(),
+// FileOffset()+Size()) of File(), such as the embedded local store's: a
+// blob file of its own (offset 0), or a range of a pack file. The file
+// belongs to the reader and lives until its Close.
+type FileBlob interface {
+	storeclient.BlobReader
+	File() *os.File
+	FileOffset() int64
+}
+
+// BlobPrefetcher is implemented by BlobFiles that can start reading many
+// blobs from disk at once (the local store reads the packed ones ahead as
+// pack ranges). WillNeed returns the blobs it did not read ahead.
+type BlobPrefetcher interface {
+	WillNeed(ctx context.Context, ds []storeclient.Digest) ([]storeclient.Digest, error)
 }
 
 // forever is the entry and attribute timeout: content never changes while

@@ -3,7 +3,6 @@ package fuse
 import (
 	"context"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -50,24 +49,33 @@ func (p *passthrough) enable(srv *fuse.Server) {
 	}
 }
 
-// open returns the blob file of n, for passthrough or, where that is off,
-// for splicing reads from it; nil if it cannot be opened (reads then go
-// through vfs).
-func (p *passthrough) open(ctx context.Context, n vfs.Node) *os.File {
-	f, err := p.files.BlobFile(ctx, n.StoreNode().Digest())
+// open returns the blob of n as a range of a file, for passthrough or,
+// where that is off or the blob is part of a larger file, for splicing
+// reads from it; nil if it cannot be opened so (reads then go through
+// vfs).
+func (p *passthrough) open(ctx context.Context, n vfs.Node) FileBlob {
+	r, err := p.files.OpenBlob(ctx, n.StoreNode().Digest())
 	if err != nil {
 		p.log.Debug("fuse: no blob file for passthrough", "digest", n.StoreNode().Digest().String(), "err", err)
 		return nil
 	}
-	return f
+	fb, ok := r.(FileBlob)
+	if !ok || fb.Size() != int64(n.StoreNode().Size()) {
+		r.Close()
+		return nil
+	}
+	return fb
 }
 
-// usable reports whether f may be handed to the kernel; the first call
-// tries a registration of f to find out.
-func (p *passthrough) usable(f *os.File) bool {
-	if p.off.Load() {
+// usable reports whether the kernel may read b itself: b must be a whole
+// file (the kernel reads a backing file at the offsets of the FUSE file),
+// and the first such call tries a registration to find out whether
+// passthrough works at all.
+func (p *passthrough) usable(b FileBlob) bool {
+	if p.off.Load() || b.FileOffset() != 0 {
 		return false
 	}
+	f := b.File()
 	p.probe.Do(func() {
 		srv := p.server.Load()
 		if srv == nil {

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -9,17 +10,36 @@ import (
 )
 
 // BlobFile opens the file holding the blob with digest d, read-only, for
-// callers that hand a file to the kernel (FUSE passthrough, splice). The
-// caller closes it. Its content is immutable and was hashed when it was
-// written (the store is trusted-local); a missing blob wraps
-// storeclient.ErrNotFound.
-func (s *Store) BlobFile(ctx context.Context, d storeclient.Digest) (*os.File, error) {
+// callers that hand a file to the kernel: the blob is the bytes
+// [off, off+size) of f, where off is 0 for a blob file of its own and the
+// blob's offset for a packed blob (then f is the pack, holding other blobs
+// too). The caller closes f. Its content in that range is immutable and
+// was hashed when it was written (the store is trusted-local); a missing
+// blob wraps storeclient.ErrNotFound.
+func (s *Store) BlobFile(ctx context.Context, d storeclient.Digest) (f *os.File, off int64, err error) {
 	if err := s.usable(ctx, false); err != nil {
-		return nil, fmt.Errorf("open blob file %s: %w", d, err)
+		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
 	}
-	f, err := os.Open(s.blobPath(d))
+	loc, packed := s.cachedLoc(d)
+	if !packed {
+		f, err := os.Open(s.blobPath(d))
+		if err == nil || !errors.Is(err, os.ErrNotExist) {
+			if err != nil {
+				return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
+			}
+			return f, 0, nil
+		}
+		loc, packed, err = s.indexLoc(d)
+		if err != nil {
+			return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
+		}
+		if !packed {
+			return nil, 0, fmt.Errorf("open blob file %s: %w", d, storeclient.ErrNotFound)
+		}
+	}
+	f, err = os.Open(s.packPath(loc.pack))
 	if err != nil {
-		return nil, fmt.Errorf("open blob file %s: %w", d, notFound(err))
+		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
 	}
-	return f, nil
+	return f, loc.off, nil
 }

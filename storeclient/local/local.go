@@ -3,19 +3,27 @@
 //
 // # Layout
 //
-//	DIR/VERSION              "storefs-local-store 2": the layout version
+//	DIR/VERSION              "storefs-local-store 3": the layout version
 //	DIR/lock                 the inter-process lock (see Open)
-//	DIR/blobs/ab/<hex>       one read-only file per blob, named by the 64
+//	DIR/blobs/ab/<hex>       one read-only file per blob written by a blob
+//	                         writer (big blobs), named by the 64
 //	                         hexadecimal characters of its BLAKE3 digest, in
 //	                         256 shard directories made with the store
+//	DIR/packs/<id>.pack      the small blobs of PutSmallBlob, appended one
+//	                         after the other in the order they are put, a
+//	                         new pack past 256 MiB (see pack.go)
 //	DIR/tmp/                 blobs being written (same filesystem, so a
-//	                         finished blob is renamed or, for an unnamed
-//	                         O_TMPFILE file of PutSmallBlob, linked into
-//	                         place)
+//	                         finished blob is renamed into place)
 //	DIR/meta.db              bbolt: bucket "directories" (32-byte digest →
-//	                         canonical Directory encoding) and bucket
+//	                         canonical Directory encoding), bucket
 //	                         "pathinfos" (20-byte store path digest →
-//	                         PathInfo protobuf)
+//	                         PathInfo protobuf), bucket "packed" (blob
+//	                         digest → pack, offset, length) and bucket
+//	                         "packs" (pack id → committed length)
+//
+// Layout 2 had no packs. A store of layout 2 is read as it is; its writer
+// turns it into layout 3 when it creates the first pack, so that an older
+// storefs then refuses the store instead of missing its packed blobs.
 //
 // # Locking
 //
@@ -41,11 +49,13 @@
 //
 // # Consistency
 //
-// A blob appears under its final name only complete (it is written in tmp
-// and then renamed or linked into place). Blobs are not fsynced one by one: before any Directory or
-// PathInfo is written, one syncfs(2) makes every blob put so far durable
-// (see syncBlobs), so even after a power loss metadata never refers to a
-// blob that is not on disk. A Directory is stored only if every child Directory it names is stored
+// A blob file appears under its final name only complete (it is written in
+// tmp and then renamed into place); a packed blob is found only through its
+// index entry, committed after its bytes are durable. Blobs are not fsynced
+// one by one: before any Directory or PathInfo is written, one syncfs(2)
+// makes every blob put so far durable (see syncBlobs), and the pack index
+// entries are committed in the same transaction as the metadata, so even
+// after a power loss metadata never refers to a blob that is not on disk. A Directory is stored only if every child Directory it names is stored
 // with the recorded size; a PathInfo is stored only if its root content is
 // stored. An importer writes blobs, then Directories leaves to root, then
 // the PathInfo, so a process killed at any point leaves a store in which
@@ -76,7 +86,11 @@ import (
 // LayoutVersion is the version of the on-disk layout this package reads
 // and writes. It is recorded in DIR/VERSION; a store with another version
 // is refused with an error instead of being misread.
-const LayoutVersion = 2
+const LayoutVersion = 3
+
+// oldestLayoutVersion is the oldest layout this package still reads (and
+// upgrades when it packs a blob into it).
+const oldestLayoutVersion = 2
 
 // DefaultLockTimeout is how long a read-write Open waits for another
 // writer to close the store when Options.LockTimeout is zero.
@@ -149,12 +163,12 @@ type Store struct {
 	syncMu    sync.Mutex
 	syncedGen uint64
 
-	// tmpfiles makes the files of PutSmallBlob; noTmpfile is set when the
-	// filesystem has no O_TMPFILE, sawExisting while puts find their blob
-	// stored already (see PutSmallBlob).
-	tmpfiles    tmpfileLinker
-	noTmpfile   atomic.Bool
-	sawExisting atomic.Bool
+	// pw appends small blobs to packs; nil for a read-only store.
+	pw *packWriter
+	// locs caches where packed blobs are; packFiles shares the pack
+	// descriptors of blob readers.
+	locs      locCache
+	packFiles packFiles
 }
 
 var _ storeclient.Store = (*Store)(nil)
@@ -216,7 +230,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 
 // open does the part of Open that runs after the writer's lock is taken.
 func (s *Store) open() error {
-	if err := checkVersion(s.dir); err != nil {
+	version, err := checkVersion(s.dir)
+	if err != nil {
 		return err
 	}
 	if !s.readOnly {
@@ -230,7 +245,7 @@ func (s *Store) open() error {
 			s.log.Info("removed partial blobs left by a writer that did not finish", "store", s.dir, "files", n)
 		}
 	}
-	return s.withDB(false, func(tx *bolt.Tx) error {
+	err = s.withDB(false, func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketDirectories, bucketPathInfos} {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("%s has no bucket %q: %w", dbFile, b, storeclient.ErrCorrupt)
@@ -238,6 +253,10 @@ func (s *Store) open() error {
 		}
 		return nil
 	})
+	if err != nil || s.readOnly {
+		return err
+	}
+	return s.openPacks(version)
 }
 
 // withDB runs fn in one transaction of meta.db (a read-write one if write
@@ -293,12 +312,12 @@ func create(ctx context.Context, dir string, timeout time.Duration, noSync bool)
 	}
 	for _, e := range entries {
 		switch e.Name() {
-		case lockFile, blobsDir, tmpDir, dbFile, versionFile + ".tmp":
+		case lockFile, blobsDir, tmpDir, packsDir, dbFile, versionFile + ".tmp":
 		default:
 			return fmt.Errorf("%s holds %q but no %s file: not a storefs store, refusing to use it", dir, e.Name(), versionFile)
 		}
 	}
-	for _, d := range append([]string{blobsDir, tmpDir}, shardDirs()...) {
+	for _, d := range append([]string{blobsDir, tmpDir, packsDir}, shardDirs()...) {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
@@ -325,28 +344,28 @@ func create(ctx context.Context, dir string, timeout time.Duration, noSync bool)
 	return writeFileAtomic(filepath.Join(dir, versionFile), []byte(content), noSync)
 }
 
-// checkVersion reads DIR/VERSION and refuses a layout this package does not
-// know.
-func checkVersion(dir string) error {
+// checkVersion reads DIR/VERSION, refuses a layout this package does not
+// know and returns the store's layout version.
+func checkVersion(dir string) (int, error) {
 	b, err := os.ReadFile(filepath.Join(dir, versionFile))
 	if err != nil {
-		return fmt.Errorf("read layout version: %w", err)
+		return 0, fmt.Errorf("read layout version: %w", err)
 	}
 	magic, v, ok := strings.Cut(strings.TrimSpace(string(b)), " ")
 	if !ok || magic != versionMagic {
-		return fmt.Errorf("%s is %q, want %q: not a storefs store", versionFile, strings.TrimSpace(string(b)), fmt.Sprintf("%s %d", versionMagic, LayoutVersion))
+		return 0, fmt.Errorf("%s is %q, want %q: not a storefs store", versionFile, strings.TrimSpace(string(b)), fmt.Sprintf("%s %d", versionMagic, LayoutVersion))
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
-		return fmt.Errorf("%s: bad layout version %q", versionFile, v)
+		return 0, fmt.Errorf("%s: bad layout version %q", versionFile, v)
 	}
-	if n != LayoutVersion {
-		if n < LayoutVersion {
-			return fmt.Errorf("store has layout version %d from an older storefs, this storefs reads only version %d: import the paths into a new store", n, LayoutVersion)
-		}
-		return fmt.Errorf("store has layout version %d, this storefs reads only version %d (use a storefs that matches the store)", n, LayoutVersion)
+	if n < oldestLayoutVersion {
+		return 0, fmt.Errorf("store has layout version %d from an older storefs, this storefs reads only versions %d to %d: import the paths into a new store", n, oldestLayoutVersion, LayoutVersion)
 	}
-	return nil
+	if n > LayoutVersion {
+		return 0, fmt.Errorf("store has layout version %d, this storefs reads only versions %d to %d (use a storefs that matches the store)", n, oldestLayoutVersion, LayoutVersion)
+	}
+	return n, nil
 }
 
 // writeFileAtomic writes a small file through a temporary name, so that
@@ -425,17 +444,28 @@ func (s *Store) ReadOnly() bool { return s.readOnly }
 // `storefs verify` (Verify) re-hashes it on demand.
 func (s *Store) TrustedLocal() bool { return true }
 
-// Close releases the writer's lock (meta.db is open only during a
-// transaction). Calls after Close fail; Close itself may be called more
-// than once.
+// Close commits the packed blobs put since the last metadata write and
+// releases the writer's lock (meta.db is open only during a transaction).
+// Calls after Close fail; Close itself may be called more than once. Blob
+// readers still open keep working until they are closed.
 func (s *Store) Close() error {
-	if s.closed.Swap(true) || s.lock == nil {
+	if s.closed.Swap(true) {
 		return nil
 	}
+	defer s.closePackFiles()
+	if s.lock == nil {
+		return nil
+	}
+	// Packed blobs put since the last metadata write are committed, so
+	// that the next opener finds them.
+	err := s.closePacks()
 	// Wait for a transaction under way, so the lock outlives it.
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
-	if err := s.lock.release(); err != nil {
+	if rerr := s.lock.release(); err == nil {
+		err = rerr
+	}
+	if err != nil {
 		return fmt.Errorf("close store %s: %w", s.dir, err)
 	}
 	return nil

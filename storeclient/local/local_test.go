@@ -116,7 +116,7 @@ func TestUnknownLayoutVersion(t *testing.T) {
 	s, dir := openStore(t, local.Options{})
 	s.Close()
 	for _, tc := range []struct{ content, want string }{
-		{"storefs-local-store 3\n", "layout version 3"},
+		{"storefs-local-store 4\n", "layout version 4"},
 		{"storefs-local-store 1\n", "older storefs"},
 		{"something else\n", "not a storefs store"},
 		{"storefs-local-store x\n", "bad layout version"},

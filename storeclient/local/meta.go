@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"iter"
-	"os"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -95,6 +94,9 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 	if err := s.usable(ctx, true); err != nil {
 		return fmt.Errorf("put directories: %w", err)
 	}
+	// Packed blobs are committed with the Directories, after the sync
+	// that makes their bytes durable: taken before it, so it covers them.
+	packed := s.pendingEntries()
 	if err := s.syncBlobs(); err != nil {
 		return fmt.Errorf("put directories: %w", err)
 	}
@@ -108,7 +110,10 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 		raw := dir.Marshal()
 		enc[i] = encoded{storeclient.HashBytes(raw), raw, dir}
 	}
-	return s.withDB(true, func(tx *bolt.Tx) error {
+	err := s.withDB(true, func(tx *bolt.Tx) error {
+		if err := putPacked(tx, packed); err != nil {
+			return err
+		}
 		b := tx.Bucket(bucketDirectories)
 		// Sizes of the Directories of this batch, so a child put earlier
 		// in the batch is not decoded again.
@@ -129,6 +134,11 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	s.packedCommitted(packed)
+	return nil
 }
 
 // checkChildren checks that every child Directory of dir is stored with
@@ -220,6 +230,7 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		return fmt.Errorf("put pathinfo: %w", err)
 	}
 	name := p.StorePath.Basename()
+	packed := s.pendingEntries() // committed with the PathInfo, as in PutDirectories
 	if err := s.syncBlobs(); err != nil {
 		return fmt.Errorf("put pathinfo %s: %w", name, err)
 	}
@@ -229,7 +240,10 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		}
 	}
 	raw := p.Marshal()
-	return s.withDB(true, func(tx *bolt.Tx) error {
+	err := s.withDB(true, func(tx *bolt.Tx) error {
+		if err := putPacked(tx, packed); err != nil {
+			return err
+		}
 		if p.Node.Kind() == storeclient.KindDirectory {
 			size, err := storedDirectorySize(tx.Bucket(bucketDirectories), p.Node.Digest(), nil)
 			if err != nil {
@@ -245,16 +259,21 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	s.packedCommitted(packed)
+	return nil
 }
 
 // checkBlob checks that a blob is stored with the given length.
 func (s *Store) checkBlob(d storeclient.Digest, size uint64) error {
-	fi, err := os.Stat(s.blobPath(d))
+	got, err := s.blobSize(d)
 	if err != nil {
-		return fmt.Errorf("blob %s: %w", d, notFound(err))
+		return fmt.Errorf("blob %s: %w", d, err)
 	}
-	if uint64(fi.Size()) != size {
-		return fmt.Errorf("blob %s has %d bytes, recorded size is %d: %w", d, fi.Size(), size, storeclient.ErrCorrupt)
+	if uint64(got) != size {
+		return fmt.Errorf("blob %s has %d bytes, recorded size is %d: %w", d, got, size, storeclient.ErrCorrupt)
 	}
 	return nil
 }
@@ -305,7 +324,11 @@ func (s *Store) scan(ctx context.Context, bucket []byte) iter.Seq2[[]byte, scanV
 			}
 			var keys, values [][]byte
 			err := s.withDB(false, func(tx *bolt.Tx) error {
-				c := tx.Bucket(bucket).Cursor()
+				b := tx.Bucket(bucket)
+				if b == nil {
+					return fmt.Errorf("bucket %q: %w", bucket, errNoBucket)
+				}
+				c := b.Cursor()
 				var k, v []byte
 				if after == nil {
 					k, v = c.First()

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ import (
 // The tests below re-execute the test binary as a child process. The child
 // sees these variables and runs childMain instead of the tests.
 const (
-	envChild = "STOREFS_LOCAL_TEST_CHILD" // "write", "put-one", "hold-rw" or "hold-ro"
+	envChild = "STOREFS_LOCAL_TEST_CHILD" // "write", "write-packed", "put-one", "hold-rw" or "hold-ro"
 	envDir   = "STOREFS_LOCAL_TEST_DIR"
 )
 
@@ -36,7 +37,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// childMain is the child process: "write" writes to the store until it is
+// childMain is the child process: "write" ("write-packed": with
+// PutSmallBlob) writes to the store until it is
 // killed; "put-one" opens the store read-write, puts onePathInfo and closes
 // the store, then waits until stdin is closed; "hold-rw"/"hold-ro" open the
 // store and keep it open until stdin is closed. Each prints "ready" once it
@@ -68,13 +70,13 @@ func childMain(mode, dir string) error {
 		fmt.Println("ready")
 		io.Copy(io.Discard, os.Stdin)
 		return nil
-	case "write":
+	case "write", "write-packed":
 		s, err := local.Open(ctx, dir, local.Options{LockTimeout: 30 * time.Second})
 		if err != nil {
 			return err
 		}
 		defer s.Close()
-		return writeForever(ctx, s)
+		return writeForever(ctx, s, mode == "write-packed")
 	case "hold-rw", "hold-ro":
 		s, err := local.Open(ctx, dir, local.Options{ReadOnly: mode == "hold-ro"})
 		if err != nil {
@@ -89,19 +91,38 @@ func childMain(mode, dir string) error {
 
 // writeForever imports small trees the way an importer does (blobs, then
 // Directories leaves first, then the PathInfo), as fast as it can, for at
-// most 100000 rounds (the parent kills it long before).
-func writeForever(ctx context.Context, s *local.Store) error {
+// most 100000 rounds (the parent kills it long before). With packed, the
+// blobs of a round are put with PutSmallBlob from goroutines of their own,
+// as the importer's workers do, and every other round repeats the blobs of
+// the round before (dedup).
+func writeForever(ctx context.Context, s *local.Store, packed bool) error {
 	pid := os.Getpid()
 	for i := range 100000 {
 		var files []storeclient.Entry
+		var datas [][]byte
 		for j := range 3 {
-			data := make([]byte, (i*7919+j*104729)%(64<<10))
-			copy(data, fmt.Sprintf("pid %d round %d blob %d", pid, i, j))
-			if err := storetest.PutBlob(ctx, s, data); err != nil {
-				return err
+			round := i
+			if packed && i%2 == 1 {
+				round = i - 1
 			}
+			data := make([]byte, (round*7919+j*104729)%(64<<10))
+			copy(data, fmt.Sprintf("pid %d round %d blob %d", pid, round, j))
+			datas = append(datas, data)
 			name, _ := storeclient.NewName(fmt.Sprintf("f%d", j))
 			files = append(files, storeclient.Entry{Name: name, Node: storeclient.FileNode(storeclient.HashBytes(data), uint64(len(data)), j == 0)})
+		}
+		errs := make([]error, len(datas))
+		var wg sync.WaitGroup
+		for j, data := range datas {
+			if !packed {
+				errs[j] = storetest.PutBlob(ctx, s, data)
+				continue
+			}
+			wg.Go(func() { errs[j] = s.PutSmallBlob(ctx, storeclient.HashBytes(data), data) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return err
 		}
 		leaf, err := storeclient.NewDirectory(files...)
 		if err != nil {
@@ -200,10 +221,15 @@ func TestCrashConsistency(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills child processes; skipped with -short")
 	}
+	t.Run("blob files", func(t *testing.T) { testCrashConsistency(t, "write") })
+	t.Run("packed", func(t *testing.T) { testCrashConsistency(t, "write-packed") })
+}
+
+func testCrashConsistency(t *testing.T, mode string) {
 	ctx := t.Context()
 	dir := filepath.Join(t.TempDir(), "store")
 	for round := range 3 {
-		c := startChild(t, "write", dir)
+		c := startChild(t, mode, dir)
 		time.Sleep(time.Duration(100+50*round) * time.Millisecond)
 		if err := c.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
@@ -245,6 +271,19 @@ func checkClosure(t *testing.T, s storeclient.Store, n storeclient.Node) {
 		size, err := s.StatBlob(ctx, n.Digest())
 		if err != nil || uint64(size) != n.Size() {
 			t.Errorf("blob %s: size %d, %v; want %d", n.Digest(), size, err, n.Size())
+			return
+		}
+		r, err := s.OpenBlob(ctx, n.Digest())
+		if err != nil {
+			t.Errorf("blob %s: %v", n.Digest(), err)
+			return
+		}
+		defer r.Close()
+		h := storeclient.NewHasher()
+		if _, err := io.Copy(h, io.NewSectionReader(r, 0, r.Size())); err != nil {
+			t.Errorf("read blob %s: %v", n.Digest(), err)
+		} else if got := storeclient.Digest(h.Sum(nil)); got != n.Digest() {
+			t.Errorf("blob %s reads back as %s", n.Digest(), got)
 		}
 	case storeclient.KindDirectory:
 		dir, err := s.GetDirectory(ctx, n.Digest())

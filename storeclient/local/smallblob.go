@@ -2,17 +2,11 @@ package local
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/storefs/storefs/storeclient"
 )
-
-// errNoTmpfile says the store's filesystem cannot make O_TMPFILE files;
-// PutSmallBlob then falls back to a blob writer (a named temporary file).
-var errNoTmpfile = errors.New("filesystem does not support O_TMPFILE")
 
 // PutSmallBlob stores data as the blob with digest d, unless the store
 // already has a blob of that digest and length. d must be the BLAKE3
@@ -21,13 +15,14 @@ var errNoTmpfile = errors.New("filesystem does not support O_TMPFILE")
 // blob stored under a wrong digest.
 //
 // It is meant for contents held in memory whole, such as the small files
-// of an import. On Linux the blob is an unnamed O_TMPFILE file, written
-// through its descriptor and linked under its final name: no temporary
-// name, no rename, nothing left behind by a killed writer, and, on a new
-// store, no existence check before the write (an existing blob makes the
-// link fail, and is then compared by length). Like BlobWriter.Commit it
-// does not fsync: the blob becomes durable with the next metadata write
-// (see syncBlobs).
+// of an import. The blob is appended to the current pack file (see pack.go):
+// blobs put one after the other lie one after the other on disk, and no
+// file is created per blob. Concurrent callers append in parallel (each
+// reserves its range, then writes it). A blob already stored, packed or
+// as a file of its own, is not appended again. Like BlobWriter.Commit it
+// does not fsync: the blob becomes durable, and visible to other
+// processes, with the next metadata write (or Close); readers of this
+// Store find it as soon as PutSmallBlob returns.
 //
 // Importers find it by type assertion on the interface
 //
@@ -38,43 +33,69 @@ func (s *Store) PutSmallBlob(ctx context.Context, d storeclient.Digest, data []b
 	if err := s.usable(ctx, true); err != nil {
 		return fmt.Errorf("put blob %s: %w", d, err)
 	}
-	final := s.blobPath(d)
-	// After a blob that was there already (a re-import), look before
-	// writing, so that re-importing stays cheap.
-	if s.sawExisting.Load() && s.hasBlob(final, len(data)) {
-		s.blobWritten()
+	stored, err := s.hasPacked(ctx, d, len(data))
+	if err != nil {
+		return fmt.Errorf("put blob %s: %w", d, err)
+	}
+	if stored {
 		return nil
 	}
-	if !s.noTmpfile.Load() {
-		err := s.tmpfiles.create(filepath.Join(s.dir, tmpDir), final, data)
-		switch {
-		case err == nil:
-			s.sawExisting.Store(false)
-			s.blobWritten()
+	// A blob file of its own (written by a blob writer, or by an older
+	// storefs) is kept; one of the wrong length is a corrupt copy, which
+	// readers would find before the pack, so the blob writer replaces it.
+	if fi, err := os.Stat(s.blobPath(d)); err == nil {
+		if fi.Size() == int64(len(data)) {
+			s.blobWritten() // it may not be on disk yet
 			return nil
-		case errors.Is(err, os.ErrExist):
-			s.sawExisting.Store(true)
-			if s.hasBlob(final, len(data)) {
-				// Whether this blob is old or another writer's that has
-				// just been linked, it may not be on disk yet.
-				s.blobWritten()
-				return nil
+		}
+		return s.putWithWriter(ctx, d, data)
+	}
+	appended, err := s.appendBlob(d, data)
+	if err != nil {
+		return fmt.Errorf("put blob %s: %w", d, err)
+	}
+	if appended {
+		s.blobWritten()
+		if s.pendingCount() >= packFlushEntries && !s.pw.flushing.Swap(true) {
+			defer s.pw.flushing.Store(false)
+			if err := s.flushPacks(); err != nil {
+				return fmt.Errorf("put blob %s: %w", d, err)
 			}
-			// A file of the wrong length is a corrupt copy: the blob
-			// writer below replaces it.
-		case errors.Is(err, errNoTmpfile):
-			s.noTmpfile.Store(true)
-		default:
-			return fmt.Errorf("put blob %s: %w", d, err)
 		}
 	}
-	return s.putWithWriter(ctx, d, data)
+	return nil
 }
 
-// hasBlob reports whether the blob file at path exists with size bytes.
-func (s *Store) hasBlob(path string, size int) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Size() == int64(size)
+// hasPacked reports whether d is packed with size bytes, by this writer
+// or in the committed index. The index is read only for digests whose
+// first bytes some packed blob shares.
+func (s *Store) hasPacked(ctx context.Context, d storeclient.Digest, size int) (bool, error) {
+	if loc, ok := s.cachedLoc(d); ok {
+		return loc.size == int64(size), nil
+	}
+	if err := s.loadKnown(ctx); err != nil {
+		return false, err
+	}
+	s.pw.mu.Lock()
+	_, maybe := s.pw.known[prefix(d)]
+	s.pw.mu.Unlock()
+	if !maybe {
+		return false, nil
+	}
+	loc, found, err := s.indexLoc(d)
+	if err != nil {
+		return false, err
+	}
+	// A committed entry of another length (a corrupt index) is replaced
+	// by the new one at the next commit.
+	return found && loc.size == int64(size), nil
+}
+
+// pendingCount returns the number of uncommitted packed blobs.
+func (s *Store) pendingCount() int {
+	s.pw.mu.Lock()
+	defer s.pw.mu.Unlock()
+	return len(s.pw.pending)
 }
 
 // putWithWriter stores data through a blob writer, which hashes it and

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -69,8 +71,8 @@ type VerifyStats struct {
 	Duration    time.Duration
 }
 
-// Verify re-hashes every blob file (streaming, verifyWorkers files at a
-// time) and every Directory, checks that every child of every Directory and
+// Verify re-hashes every blob file and every packed blob (streaming,
+// verifyWorkers blobs at a time) and every Directory, checks that every child of every Directory and
 // the root of every PathInfo is stored with the recorded size, and calls
 // report for each problem found, from one goroutine at a time. It returns
 // what it checked; an error means verification could not finish (I/O
@@ -91,26 +93,71 @@ func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, 
 	if err := s.usable(ctx, false); err != nil {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
-	if err := s.verifyBlobs(ctx, &st, problem); err != nil {
+	packed, err := s.packedEntries(ctx, problem)
+	if err != nil {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
-	if err := s.verifyDirectories(ctx, &st, problem); err != nil {
+	if err := s.verifyBlobs(ctx, &st, packed, problem); err != nil {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
-	if err := s.verifyPathInfos(ctx, &st, problem); err != nil {
+	sizes := make(map[storeclient.Digest]int64, len(packed))
+	for _, e := range packed {
+		sizes[e.d] = e.loc.size
+	}
+	if err := s.verifyDirectories(ctx, &st, sizes, problem); err != nil {
+		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
+	}
+	if err := s.verifyPathInfos(ctx, &st, sizes, problem); err != nil {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
 	st.Duration = time.Since(start)
 	return st, nil
 }
 
-// verifyBlobs walks DIR/blobs and hashes every file.
-func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, problem func(Problem)) error {
+// packedEntries reads the whole pack index, sorted by pack and offset, so
+// that hashing the packed blobs reads each pack from start to end. An
+// entry that cannot be decoded is reported and left out. Packed blobs this
+// writer has not committed yet are not stored for other processes, and
+// are not checked.
+func (s *Store) packedEntries(ctx context.Context, problem func(Problem)) ([]packedEntry, error) {
+	var es []packedEntry
+	for k, v := range s.scan(ctx, bucketPacked) {
+		if k == nil {
+			if errors.Is(v.err, errNoBucket) {
+				break // a store of layout 2 without packs
+			}
+			return nil, fmt.Errorf("scan pack index: %w", v.err)
+		}
+		d, err := storeclient.DigestFromBytes(k)
+		if err != nil {
+			problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: fmt.Sprintf("pack index key %x", k), Detail: err.Error()})
+			continue
+		}
+		loc, err := decodeLoc(v.value)
+		if err != nil {
+			problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: "pack index entry: " + err.Error()})
+			continue
+		}
+		es = append(es, packedEntry{d, loc})
+	}
+	slices.SortFunc(es, func(a, b packedEntry) int {
+		if c := cmp.Compare(a.loc.pack, b.loc.pack); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.loc.off, b.loc.off)
+	})
+	return es, nil
+}
+
+// verifyBlobs walks DIR/blobs and hashes every file, then hashes every
+// packed blob and reports stray files in DIR/packs.
+func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, packed []packedEntry, problem func(Problem)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type job struct {
-		path string
+		path string // a blob file; empty for a packed blob
 		d    storeclient.Digest
+		loc  packLoc
 	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
@@ -128,7 +175,13 @@ func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, problem func(P
 		wg.Go(func() {
 			buf := make([]byte, verifyBufferSize)
 			for j := range jobs {
-				n, err := s.verifyBlob(j.path, j.d, buf, problem)
+				var n int64
+				var err error
+				if j.path != "" {
+					n, err = s.verifyBlob(j.path, j.d, buf, problem)
+				} else {
+					n, err = s.verifyPacked(j.d, j.loc, buf, problem)
+				}
 				if err != nil {
 					fail(err)
 					continue
@@ -169,12 +222,26 @@ func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, problem func(P
 			return nil
 		}
 		select {
-		case jobs <- job{path, d}:
+		case jobs <- job{path: path, d: d}:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	})
+	if walkErr == nil {
+		walkErr = s.straysInPacks(problem)
+	}
+	if walkErr == nil {
+	feed:
+		for _, e := range packed {
+			select {
+			case jobs <- job{d: e.d, loc: e.loc}:
+			case <-ctx.Done():
+				walkErr = ctx.Err()
+				break feed
+			}
+		}
+	}
 	close(jobs)
 	wg.Wait()
 	if firstErr != nil {
@@ -208,6 +275,53 @@ func (s *Store) verifyBlob(path string, d storeclient.Digest, buf []byte, proble
 		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("content of %s (%d bytes) hashes to %s", path, n, got)})
 	}
 	return n, nil
+}
+
+// verifyPacked hashes one packed blob and reports it if its content does
+// not match its digest or the pack ends before it.
+func (s *Store) verifyPacked(d storeclient.Digest, loc packLoc, buf []byte, problem func(Problem)) (int64, error) {
+	name := filepath.Join(packsDir, packName(loc.pack))
+	pf, err := s.acquirePack(loc.pack)
+	if errors.Is(err, os.ErrNotExist) {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("its pack %s does not exist", name)})
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("verify blob %s: %w", d, err)
+	}
+	defer s.releasePack(pf)
+	h := storeclient.NewHasher()
+	n, err := io.CopyBuffer(h, onlyReader{io.NewSectionReader(pf.f, loc.off, loc.size)}, buf)
+	if err != nil {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("read %s at %d: %v", name, loc.off, err)})
+		return n, nil
+	}
+	if n != loc.size {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("%s ends %d bytes into the blob's %d at %d", name, n, loc.size, loc.off)})
+		return n, nil
+	}
+	if got := storeclient.Digest(h.Sum(nil)); got != d {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("content of %s at %d (%d bytes) hashes to %s", name, loc.off, n, got)})
+	}
+	return n, nil
+}
+
+// straysInPacks reports what in DIR/packs is not a pack file.
+func (s *Store) straysInPacks(problem func(Problem)) error {
+	dir := filepath.Join(s.dir, packsDir)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // layout 2
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if _, ok := parsePackName(e.Name()); !ok || !e.Type().IsRegular() {
+			problem(Problem{Kind: ProblemStray, Object: "file", ID: filepath.Join(dir, e.Name()), Detail: "not a pack (packs are regular files named packs/<8 hexadecimal digits>.pack)"})
+		}
+	}
+	return nil
 }
 
 // onlyReader hides other methods of a reader so io.CopyBuffer uses the
@@ -252,7 +366,7 @@ func blobName(rel string) (storeclient.Digest, bool) {
 
 // verifyDirectories re-hashes and decodes every Directory and checks its
 // children.
-func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, problem func(Problem)) error {
+func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem)) error {
 	for k, v := range s.scan(ctx, bucketDirectories) {
 		if k == nil {
 			return fmt.Errorf("scan directories: %w", v.err)
@@ -270,7 +384,7 @@ func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, problem 
 		}
 		for _, e := range dir.Entries() {
 			referrer := fmt.Sprintf("entry %q of directory %s", string(e.Name), d)
-			if err := s.checkNode(e.Node, referrer, problem); err != nil {
+			if err := s.checkNode(e.Node, referrer, packed, problem); err != nil {
 				return err
 			}
 		}
@@ -279,7 +393,7 @@ func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, problem 
 }
 
 // verifyPathInfos decodes every PathInfo and checks its root.
-func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, problem func(Problem)) error {
+func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem)) error {
 	for k, v := range s.scan(ctx, bucketPathInfos) {
 		if k == nil {
 			return fmt.Errorf("scan pathinfos: %w", v.err)
@@ -290,7 +404,7 @@ func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, problem fu
 			problem(Problem{Kind: ProblemCorrupt, Object: "pathinfo", ID: fmt.Sprintf("key %x", k), Detail: err.Error()})
 			continue
 		}
-		if err := s.checkNode(p.Node, "root of "+p.StorePath.Absolute(), problem); err != nil {
+		if err := s.checkNode(p.Node, "root of "+p.StorePath.Absolute(), packed, problem); err != nil {
 			return err
 		}
 	}
@@ -299,11 +413,28 @@ func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, problem fu
 
 // checkNode reports a directory or file node whose content is missing or
 // has another size than recorded. Corrupt content is reported where it is
-// hashed, not again here. An error means the database could not be read.
-func (s *Store) checkNode(n storeclient.Node, referrer string, problem func(Problem)) error {
+// hashed, not again here. packed holds the sizes of the packed blobs (a
+// blob file of its own is looked at first, as readers do). An error means
+// the database could not be read.
+func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storeclient.Digest]int64, problem func(Problem)) error {
 	switch n.Kind() {
 	case storeclient.KindFile:
-		err := s.checkBlob(n.Digest(), n.Size())
+		var err error
+		fi, serr := os.Stat(s.blobPath(n.Digest()))
+		size, ok := packed[n.Digest()]
+		switch {
+		case serr == nil:
+			size, ok = fi.Size(), true
+		case !errors.Is(serr, os.ErrNotExist):
+			err = serr
+		}
+		switch {
+		case err != nil:
+		case !ok:
+			err = storeclient.ErrNotFound
+		case uint64(size) != n.Size():
+			err = fmt.Errorf("blob %s has %d bytes, recorded size is %d: %w", n.Digest(), size, n.Size(), storeclient.ErrCorrupt)
+		}
 		switch {
 		case errors.Is(err, storeclient.ErrNotFound):
 			problem(Problem{Kind: ProblemMissing, Object: "blob", ID: n.Digest().String(), Detail: "referred to by " + referrer})
