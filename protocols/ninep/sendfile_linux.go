@@ -3,7 +3,6 @@ package ninep
 import (
 	"errors"
 	"io"
-	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -21,11 +20,6 @@ func (c *wireConn) initSendfile() {
 		return
 	}
 	c.raw = raw
-	if _, ok := c.conn.(*net.TCPConn); ok {
-		// The header and the payload then leave in the same segments
-		// (TCP_NODELAY would send the 11-byte header on its own).
-		c.sendFlags = unix.MSG_MORE
-	}
 	c.spliced = newSplicedReads()
 }
 
@@ -47,7 +41,10 @@ func (c *wireConn) sendfileReply(frame, buf []byte, r splicedRead) error {
 	ctlErr := fc.Control(func(ffd uintptr) {
 		werr := c.raw.Write(func(sfd uintptr) bool {
 			for hdr < len(frame) {
-				k, err := unix.SendmsgN(int(sfd), frame[hdr:], nil, nil, c.sendFlags|unix.MSG_NOSIGNAL)
+				// Not MSG_MORE: measured on loopback, holding the header
+				// back for the payload costs a third more CPU per 64 KiB
+				// reply than sending it on its own.
+				k, err := unix.SendmsgN(int(sfd), frame[hdr:], nil, nil, unix.MSG_NOSIGNAL)
 				switch {
 				case errors.Is(err, unix.EINTR):
 					continue

@@ -118,7 +118,6 @@ type wireConn struct {
 	conn        net.Conn
 	fs          *vfs.FS         // for its Observer, told about sendfile reads
 	raw         syscall.RawConn // conn's socket, for sendfile; nil without
-	sendFlags   int             // send(2) flags of a header that sendfile follows
 	spliced     *splicedReads   // Rread payloads to sendfile; nil: always copy
 	spliceCount *atomic.Int64   // the server's count of Rreads sent with sendfile
 	br          *bufio.Reader
