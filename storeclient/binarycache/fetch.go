@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -189,7 +190,8 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, []*s
 		// missing path.
 		return storeclient.Node{}, nil, fmt.Errorf("NAR: %v", err)
 	}
-	defer body.Close()
+	closeBody := sync.OnceFunc(func() { body.Close() })
+	defer closeBody()
 	raw := &countingReader{r: body, h: sha256.New(), limit: ni.FileSize, what: "the file", onBytes: s.onBytes}
 	if ni.FileSize == 0 {
 		raw.limit = 0
@@ -198,8 +200,17 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, []*s
 	if err != nil {
 		return storeclient.Node{}, nil, err
 	}
-	defer closeDec()
-	narR := &countingReader{r: dec, limit: ni.Info.NarSize, what: "the NAR"}
+	// The download, its FileHash and the decompressor run in a goroutine
+	// of their own, the NarHash, the NAR reader and the blob writes in
+	// this one and the importer's.
+	ahead := newReadAhead(dec)
+	defer func() {
+		ahead.stopFilling()
+		closeBody() // ends a read of the download under way
+		ahead.wait()
+		closeDec()
+	}()
+	narR := &countingReader{r: ahead, limit: ni.Info.NarSize, what: "the NAR"}
 	st := stagingFor(s.cache)
 	info, err := importer.ImportNAR(ctx, st.view(), narR, ni.Info.StorePath.Name)
 	if err != nil {
@@ -276,7 +287,9 @@ func decompressor(compression string, r io.Reader) (io.Reader, func(), error) {
 		}
 		return &namedErrReader{r: xr, what: "xz"}, func() {}, nil
 	case "zstd":
-		zr, err := zstd.NewReader(r, zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderConcurrency(2))
+		// One goroutine (readAhead's) decodes: the decoder's own
+		// concurrency costs more CPU than it saves time.
+		zr, err := zstd.NewReader(r, zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return nil, nil, fmt.Errorf("zstd: %w", err)
 		}

@@ -1,0 +1,110 @@
+package binarycache
+
+import (
+	"errors"
+	"io"
+	"sync"
+)
+
+// Chunks the readAhead goroutine decodes into, and how many of them are
+// in flight: enough to keep both the decoder and the NAR reader busy.
+const (
+	aheadChunk  = 1 << 20
+	aheadChunks = 4
+)
+
+// readAhead reads its source (the download and its decompressor) in a
+// goroutine of its own, a chunk ahead of its reader. The NAR reader then
+// hashes and parses one chunk while the next is read, its FileHash taken
+// and decompressed: on two cores the two halves of a fetch run at once.
+// (This is cheaper than the zstd decoder's own concurrency, which splits
+// decoding a block into two goroutines and costs a quarter more CPU than
+// decoding in one.)
+type readAhead struct {
+	full chan aheadChunkData
+	free chan []byte
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	cur  []byte // unread part of the chunk being read
+	buf  []byte // the chunk cur is in, handed back when cur is read
+	err  error  // the source's error, after the last chunk
+	last bool   // err is set
+}
+
+type aheadChunkData struct {
+	b   []byte
+	err error
+}
+
+// newReadAhead starts reading src. The caller must call stop, and may
+// then call wait, which returns when the goroutine no longer reads src.
+func newReadAhead(src io.Reader) *readAhead {
+	r := &readAhead{
+		full: make(chan aheadChunkData, aheadChunks),
+		free: make(chan []byte, aheadChunks),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	for range aheadChunks {
+		r.free <- make([]byte, aheadChunk)
+	}
+	go r.fill(src)
+	return r
+}
+
+// fill reads src into free chunks until it fails or ends, or until stop.
+func (r *readAhead) fill(src io.Reader) {
+	defer close(r.done)
+	for {
+		var b []byte
+		select {
+		case b = <-r.free:
+		case <-r.stop:
+			return
+		}
+		n, err := io.ReadFull(src, b)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = io.EOF // the source ended inside this chunk
+		}
+		select {
+		case r.full <- aheadChunkData{b[:n], err}:
+		case <-r.stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Read implements io.Reader, returning the source's bytes and, after the
+// last of them, its error (io.EOF at its end).
+func (r *readAhead) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.last {
+			return 0, r.err
+		}
+		if r.buf != nil {
+			r.free <- r.buf[:cap(r.buf)]
+			r.buf = nil
+		}
+		c := <-r.full
+		r.buf, r.cur = c.b, c.b
+		if c.err != nil {
+			r.err, r.last = c.err, true
+		}
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// stopFilling tells the goroutine to read no further chunk.
+func (r *readAhead) stopFilling() { r.once.Do(func() { close(r.stop) }) }
+
+// wait waits until the goroutine has stopped reading the source: after
+// stopFilling, a read under way must end first (closing the download ends
+// one that waits for the network).
+func (r *readAhead) wait() { <-r.done }
