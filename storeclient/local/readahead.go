@@ -20,6 +20,12 @@ const (
 	// WillNeed reads through rather than skips: one longer request costs
 	// less than two.
 	readaheadGap = 256 << 10
+	// readaheadBeyond is how far past the last of the blobs WillNeed reads
+	// ahead in their pack: an import packs a tree in the order a walk
+	// reads it, so what follows a directory's files is, most likely, the
+	// next directory's, and reading it now keeps the disk ahead of the
+	// walk instead of one directory behind.
+	readaheadBeyond = 8 << 20
 )
 
 // WillNeed tells the store that the blobs ds are about to be read, so that
@@ -74,7 +80,13 @@ func (s *Store) WillNeed(ctx context.Context, ds []storeclient.Digest) ([]storec
 			locs = append(locs, e.loc)
 		}
 	}
-	for _, r := range mergeRanges(locs) {
+	ranges := mergeRanges(locs)
+	for i := range ranges {
+		if i == len(ranges)-1 || ranges[i+1].pack != ranges[i].pack {
+			ranges[i].size += readaheadBeyond
+		}
+	}
+	for _, r := range ranges {
 		pf, err := s.acquirePack(r.pack)
 		if err != nil {
 			return rest, fmt.Errorf("read ahead: %w", err)
