@@ -49,10 +49,16 @@ func (p *passthrough) enable(srv *fuse.Server) {
 	}
 }
 
-// open returns the blob of n as a range of a file, for passthrough or,
-// where that is off or the blob is part of a larger file, for splicing
-// reads from it; nil if it cannot be opened so (reads then go through
-// vfs).
+// open returns the blob file of n, for passthrough or, where that is off,
+// for splicing reads from it; nil if the blob is not a file of its own
+// (reads then go through vfs).
+//
+// A blob packed with others (FileOffset not 0, the local store's small
+// blobs) is neither: the kernel passes a backing file through at the FUSE
+// file's own offsets, and go-fuse sizes its splice pipe for page-aligned
+// reads, so a read starting inside a page of the pack can come back short
+// (a short read is taken for the end of the file). vfs reads such a blob
+// with one pread at its offset in the pack.
 func (p *passthrough) open(ctx context.Context, n vfs.Node) FileBlob {
 	r, err := p.files.OpenBlob(ctx, n.StoreNode().Digest())
 	if err != nil {
@@ -60,19 +66,17 @@ func (p *passthrough) open(ctx context.Context, n vfs.Node) FileBlob {
 		return nil
 	}
 	fb, ok := r.(FileBlob)
-	if !ok || fb.Size() != int64(n.StoreNode().Size()) {
+	if !ok || fb.FileOffset() != 0 || fb.Size() != int64(n.StoreNode().Size()) {
 		r.Close()
 		return nil
 	}
 	return fb
 }
 
-// usable reports whether the kernel may read b itself: b must be a whole
-// file (the kernel reads a backing file at the offsets of the FUSE file),
-// and the first such call tries a registration to find out whether
-// passthrough works at all.
+// usable reports whether the kernel may read b itself; the first call
+// tries a registration to find out.
 func (p *passthrough) usable(b FileBlob) bool {
-	if p.off.Load() || b.FileOffset() != 0 {
+	if p.off.Load() {
 		return false
 	}
 	f := b.File()
