@@ -2,6 +2,7 @@ package binarycache
 
 import (
 	"errors"
+	"hash"
 	"io"
 	"sync"
 )
@@ -108,3 +109,78 @@ func (r *readAhead) stopFilling() { r.once.Do(func() { close(r.stop) }) }
 // stopFilling, a read under way must end first (closing the download ends
 // one that waits for the network).
 func (r *readAhead) wait() { <-r.done }
+
+// hashAhead is a hash.Hash that hashes in a goroutine of its own: the
+// FileHash of a download then costs its reader (readAhead's goroutine,
+// which also decompresses) only a copy. Write and Sum are called by one
+// goroutine at a time; stop must be called when it is no longer used.
+type hashAhead struct {
+	h    hash.Hash
+	cur  []byte // filling, not yet sent
+	full chan []byte
+	free chan []byte
+	done chan struct{}
+	once sync.Once
+}
+
+// hashChunk is the size of the pieces handed to the hashing goroutine.
+const (
+	hashChunk  = 256 << 10
+	hashChunks = 4
+)
+
+func newHashAhead(h hash.Hash) *hashAhead {
+	a := &hashAhead{h: h, full: make(chan []byte, hashChunks), free: make(chan []byte, hashChunks), done: make(chan struct{})}
+	for range hashChunks {
+		a.free <- make([]byte, 0, hashChunk)
+	}
+	go func() {
+		defer close(a.done)
+		for b := range a.full {
+			a.h.Write(b)
+			a.free <- b[:0]
+		}
+	}()
+	return a
+}
+
+// Write implements hash.Hash.
+func (a *hashAhead) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if a.cur == nil {
+			a.cur = <-a.free
+		}
+		k := copy(a.cur[len(a.cur):cap(a.cur)], p)
+		a.cur = a.cur[:len(a.cur)+k]
+		p = p[k:]
+		if len(a.cur) == cap(a.cur) {
+			a.full <- a.cur
+			a.cur = nil
+		}
+	}
+	return n, nil
+}
+
+// Sum implements hash.Hash: it waits for everything written to be
+// hashed, and stops the goroutine (nothing may be written after it).
+func (a *hashAhead) Sum(b []byte) []byte {
+	if len(a.cur) > 0 {
+		a.full <- a.cur
+		a.cur = nil
+	}
+	a.stop()
+	return a.h.Sum(b)
+}
+
+// stop ends the goroutine, after what was sent to it.
+func (a *hashAhead) stop() {
+	a.once.Do(func() { close(a.full) })
+	<-a.done
+}
+
+// Reset, Size and BlockSize implement hash.Hash; Reset is not supported
+// (a hashAhead is used once).
+func (a *hashAhead) Reset()         { panic("binarycache: hashAhead cannot be reset") }
+func (a *hashAhead) Size() int      { return a.h.Size() }
+func (a *hashAhead) BlockSize() int { return a.h.BlockSize() }

@@ -2,6 +2,7 @@ package binarycache
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -68,4 +69,27 @@ func TestReadAheadStop(t *testing.T) {
 	r.stopFilling()
 	pw.CloseWithError(errors.New("closed")) // as closing the download does
 	r.wait()
+}
+
+func TestHashAhead(t *testing.T) {
+	data := make([]byte, 3*hashChunk+17)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	a := newHashAhead(sha256.New())
+	rest := data
+	for len(rest) > 0 { // writes of every size, across chunk ends
+		n := min(len(rest), 1+len(rest)%70001)
+		a.Write(rest[:n])
+		rest = rest[n:]
+	}
+	want := sha256.Sum256(data)
+	if got := a.Sum(nil); !bytes.Equal(got, want[:]) {
+		t.Fatalf("hashAhead sum %x, want %x", got, want)
+	}
+	a.stop() // after Sum, stop is a no-op
+
+	unused := newHashAhead(sha256.New())
+	unused.Write(data[:10])
+	unused.stop()
 }

@@ -192,7 +192,9 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, []*s
 	}
 	closeBody := sync.OnceFunc(func() { body.Close() })
 	defer closeBody()
-	raw := &countingReader{r: body, h: sha256.New(), limit: ni.FileSize, what: "the file", onBytes: s.onBytes}
+	fileHash := newHashAhead(sha256.New())
+	defer fileHash.stop()
+	raw := &countingReader{r: body, h: fileHash, limit: ni.FileSize, what: "the file", onBytes: s.onBytes}
 	if ni.FileSize == 0 {
 		raw.limit = 0
 	}

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/nar"
 )
@@ -197,6 +199,10 @@ func TestCorruptNAR(t *testing.T) {
 		{"empty", "xz", func([]byte) []byte { return nil }, nil},
 		{"NAR missing", "none", nil, func(s string) string { return strings.Replace(s, "URL: nar/", "URL: nar/x", 1) }},
 		{"wrong compression", "xz", nil, func(s string) string { return strings.Replace(s, "Compression: xz", "Compression: zstd", 1) }},
+		// FileHash is not signed; the NAR is intact.
+		{"wrong FileHash zstd", "zstd", nil, func(s string) string {
+			return replaceLine(s, "FileHash: ", "FileHash: sha256:"+nixbase32.EncodeToString(make([]byte, 32)))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
