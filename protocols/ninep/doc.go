@@ -40,6 +40,19 @@
 //     Trename, Trenameat, Tunlinkat, Tsetattr, Txattrcreate, Twrite, Tremove,
 //     Tlopen for writing or truncation) gets Rlerror EROFS.
 //
+// # Reads without a copy
+//
+// When a blob is a file on a local filesystem (the local store's reader
+// has File and FileOffset), a Tread of at least 16 KiB is answered with
+// the Rread header written to the socket and the payload sent by
+// sendfile(2) from the blob file: file.ReadAt only records where the bytes
+// are, and the wire layer sends them when the library writes the reply
+// (sendfile.go). After one such read the wire layer answers that fid's
+// Treads itself, skipping the library's per-request goroutine, buffer and
+// zeroing, until the fid is clunked or made again. Replies are the same
+// bytes and errors as copied reads; those reads are reported to the vfs
+// Observer. Options.NoSendfile turns this off.
+//
 // # Limits and hostile clients
 //
 // A malformed or truncated message, a message larger than msize, a request

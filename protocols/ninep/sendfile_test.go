@@ -384,3 +384,37 @@ func TestSendfileObserved(t *testing.T) {
 		t.Errorf("observer saw %d reads of %d bytes; want 3 of %d", obs.reads, obs.bytes, total)
 	}
 }
+
+// TestSendfileStuckClient: a client that sends reads and never reads the
+// replies blocks only its own connection (the wire layer answers its
+// Treads in the reading goroutine), and Close still ends it.
+func TestSendfileStuckClient(t *testing.T) {
+	fsys, files := localFS(t, vfs.Options{})
+	srv, addr := startServer(t, fsys, "tcp", ninep.Options{})
+	c := openRaw(t, "tcp", addr, 1<<20, rootBig1)
+	if _, err := c.read(2, 0, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for tag := uint16(10); tag < 74; tag++ { // 64 MiB of replies nobody reads
+		out = append(out, frame(tread, tag, msg{}.u32(2).u64(0).u32(1<<20))...)
+	}
+	if err := c.send(out); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the server is blocked writing now
+	other := openRaw(t, "tcp", addr, 1<<16, rootBig1)
+	if b, err := other.read(2, 5, 100000); err != nil || !bytes.Equal(b, files[rootBig1][5:5+len(b)]) {
+		t.Errorf("another client's read while one is stuck: %d bytes, %v", len(b), err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		srv.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return with a client stuck in sendfile")
+	}
+}
