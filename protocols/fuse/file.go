@@ -41,7 +41,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	h := &fileHandle{f: f, fs: n.fs}
 	if n.fs.pt != nil && f.Size() > 0 {
-		h.backing = n.fs.pt.open(ctx, n.n)
+		h.backing = n.fs.pt.backing(f)
 	}
 	return h, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 }
@@ -52,7 +52,7 @@ type fileHandle struct {
 	fs *filesystem
 	// backing is the blob's own file when the store keeps blobs as
 	// files: handed to the kernel for passthrough, or spliced from. nil
-	// for a packed blob (see passthrough.open).
+	// for a packed blob (see passthrough.backing). It belongs to f.
 	backing FileBlob
 }
 
@@ -90,9 +90,6 @@ func (h *fileHandle) PassthroughFd() (int, bool) {
 
 // Release closes the file.
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
-	if h.backing != nil {
-		h.backing.Close()
-	}
 	if err := h.f.Close(); err != nil {
 		h.fs.log.Debug("fuse: close", "err", err)
 	}

@@ -40,9 +40,9 @@ type Options struct {
 // the embedded local store. Their blob readers implement FileBlob; a
 // reader that does not is read through vfs.
 type BlobFiler interface {
-	// OpenBlob opens the blob with digest d. The frontend opens each
-	// file's blob this way: a store may share one descriptor among the
-	// readers of many blobs.
+	// OpenBlob opens the blob with digest d (the prefetcher reads
+	// packed blobs with it; a store may share one descriptor among the
+	// readers of many blobs).
 	OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error)
 	// BlobFile opens the file holding the blob with digest d, read-only;
 	// the blob starts at off in it. The caller closes f.
@@ -102,7 +102,7 @@ func newFileSystem(fsys *vfs.FS, opts Options) (fuse.RawFileSystem, *filesystem)
 	}
 	s := &filesystem{vfs: fsys.View("fuse"), log: log}
 	if opts.BlobFiles != nil && opts.BlobFiles.TrustedLocal() {
-		s.pt = &passthrough{files: opts.BlobFiles, log: log}
+		s.pt = &passthrough{log: log}
 		if opts.NoPassthrough {
 			s.pt.off.Store(true)
 		}

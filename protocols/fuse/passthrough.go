@@ -1,7 +1,6 @@
 package fuse
 
 import (
-	"context"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -13,16 +12,15 @@ import (
 )
 
 // passthrough decides whether regular files are handed to the kernel
-// (FOPEN_PASSTHROUGH, Linux 6.9 and later) and opens their blob files.
+// (FOPEN_PASSTHROUGH, Linux 6.9 and later), and finds their blob files.
 //
 // go-fuse turns passthrough off for the whole mount after one refused
 // registration, without saying so. So the first registration is tried here
 // first, and a refusal (no CAP_SYS_ADMIN, a kernel without it, a blob
 // filesystem stacked too deep) is logged once; after it no blob file is
-// opened for passthrough, and reads are spliced from the blob file instead.
+// handed to the kernel, and reads are spliced from the blob file instead.
 type passthrough struct {
-	files BlobFiler
-	log   *slog.Logger
+	log *slog.Logger
 
 	server atomic.Pointer[fuse.Server] // set by Mount; nil: not a kernel mount
 	on     atomic.Bool                 // registration works
@@ -49,25 +47,21 @@ func (p *passthrough) enable(srv *fuse.Server) {
 	}
 }
 
-// open returns the blob file of n, for passthrough or, where that is off,
-// for splicing reads from it; nil if the blob is not a file of its own
-// (reads then go through vfs).
+// backing returns the blob file of f, for passthrough or, where that is
+// off, for splicing reads from it; nil if the blob is not a file of its
+// own (reads then go through vfs). It is the reader vfs opened f with (no
+// second open), and stays owned by f.
 //
 // A blob packed with others (FileOffset not 0, the local store's small
-// blobs) is neither: the kernel passes a backing file through at the FUSE
-// file's own offsets, and go-fuse sizes its splice pipe for page-aligned
-// reads, so a read starting inside a page of the pack can come back short
-// (a short read is taken for the end of the file). vfs reads such a blob
-// with one pread at its offset in the pack.
-func (p *passthrough) open(ctx context.Context, n vfs.Node) FileBlob {
-	r, err := p.files.OpenBlob(ctx, n.StoreNode().Digest())
-	if err != nil {
-		p.log.Debug("fuse: no blob file for passthrough", "digest", n.StoreNode().Digest().String(), "err", err)
-		return nil
-	}
-	fb, ok := r.(FileBlob)
-	if !ok || fb.FileOffset() != 0 || fb.Size() != int64(n.StoreNode().Size()) {
-		r.Close()
+// blobs) is neither passed through nor spliced: the kernel passes a
+// backing file through at the FUSE file's own offsets, and go-fuse sizes
+// its splice pipe for page-aligned reads, so a read starting inside a page
+// of the pack can come back short (a short read is taken for the end of
+// the file). vfs reads such a blob with one pread at its offset in the
+// pack.
+func (p *passthrough) backing(f *vfs.File) FileBlob {
+	fb, ok := f.BlobReader().(FileBlob)
+	if !ok || fb.FileOffset() != 0 || fb.Size() != f.Size() {
 		return nil
 	}
 	return fb

@@ -122,7 +122,14 @@ type appendFile struct {
 	f       *os.File
 	writes  int
 	retired bool
+	// kicked is how far writeback of the pack has been started.
+	kicked int64
 }
+
+// packWritebackStep is how many bytes are appended to a pack before their
+// writeback to disk is started, so that the disk works while the import
+// goes on instead of all at once in the syncfs before the metadata.
+const packWritebackStep = 8 << 20
 
 // packWriter appends small blobs to packs. It exists only in a read-write
 // store, whose lock guarantees that it is the only one.
@@ -295,6 +302,13 @@ func (s *Store) appendBlob(d storeclient.Digest, data []byte) (bool, error) {
 	_, err := af.f.WriteAt(data, loc.off)
 
 	pw.mu.Lock()
+	var kick, kickEnd int64 = -1, 0
+	if end := loc.off + loc.size; err == nil && !s.noSync && end-af.kicked >= packWritebackStep {
+		// Appends still under way below end are written back by the next
+		// kick or the syncfs; this only starts the disk early.
+		kick, kickEnd, af.kicked = af.kicked, end, end
+		af.writes++ // the descriptor stays open for the kick
+	}
 	af.writes--
 	if af.retired && af.writes == 0 {
 		af.f.Close()
@@ -309,6 +323,15 @@ func (s *Store) appendBlob(d storeclient.Digest, data []byte) (bool, error) {
 	}
 	pw.mu.Unlock()
 	close(ch)
+	if kick >= 0 {
+		startWriteback(af.f, kick, kickEnd-kick)
+		pw.mu.Lock()
+		af.writes--
+		if af.retired && af.writes == 0 {
+			af.f.Close()
+		}
+		pw.mu.Unlock()
+	}
 	if err != nil {
 		// The reserved bytes stay a hole that nothing refers to.
 		return false, fmt.Errorf("append to pack %s: %w", packName(loc.pack), err)
