@@ -13,7 +13,8 @@ import (
 // goroutine of the writer writes the chunks to the file, so that hashing
 // and the disk work at the same time.
 //
-// On a store that syncs (not Options.NoSync), chunks go to the disk with
+// On a store that syncs (not Options.NoSync) and is read later (not
+// Options.CachedWrites), chunks go to the disk with
 // O_DIRECT where the filesystem allows it. A blob that is being imported
 // is not read again soon, and the store must sync it before the metadata
 // that names it anyway: writing through the page cache would copy every

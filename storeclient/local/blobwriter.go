@@ -101,7 +101,7 @@ func (w *blobWriter) startBig() error {
 		return err
 	}
 	w.releaseBuffer()
-	w.big = newBigWriter(w.s, w.f, w.size, !w.s.noSync)
+	w.big = newBigWriter(w.s, w.f, w.size, !w.s.noSync && !w.s.cachedWrites)
 	return nil
 }
 

@@ -134,6 +134,13 @@ type Options struct {
 	// writes), but a power loss or kernel crash may lose or corrupt recent
 	// writes. Meant for tests and throw-away stores.
 	NoSync bool
+	// CachedWrites writes every blob through the page cache. By default a
+	// store that syncs writes big blobs with O_DIRECT, past the page cache:
+	// right for an import, whose blobs are not read again soon. A store
+	// whose blobs are read right after they are written, such as the
+	// cache store of a binary cache, reads them from memory instead of
+	// from disk with it.
+	CachedWrites bool
 	// Logger receives the store's log lines; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -144,7 +151,9 @@ type Store struct {
 	dir      string
 	readOnly bool
 	noSync   bool
-	log      *slog.Logger
+	// cachedWrites is Options.CachedWrites.
+	cachedWrites bool
+	log          *slog.Logger
 	// lock is the writer's lock on DIR/lock; nil for a read-only store.
 	lock   *storeLock
 	closed atomic.Bool
@@ -207,7 +216,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 
-	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, log: opts.Logger}
+	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, cachedWrites: opts.CachedWrites, log: opts.Logger}
 	s.writeBufs.New = func() any { return bufio.NewWriterSize(nil, writeBufferSize) }
 	if s.log == nil {
 		s.log = slog.Default()

@@ -29,6 +29,11 @@ type Options struct {
 	// ReadOnly opens the store for reading only. Several read-only openers
 	// of one local store may run at once; a writer excludes them.
 	ReadOnly bool
+	// CachedWrites opens a local store with local.Options.CachedWrites:
+	// for the stores that reads fill (the cache store of a binary cache,
+	// the fast store of cache:), whose blobs are read right after they are
+	// written.
+	CachedWrites bool
 }
 
 // DefaultLocalDir returns where the embedded store lives when no --store
@@ -73,7 +78,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (storeclient.Store, 
 		// The cache store is written by lookups, so it is opened
 		// read-write even for a read-only caller.
 		return binarycache.OpenURL(ctx, rawURL, func(ctx context.Context, u string) (storeclient.Store, error) {
-			return Open(ctx, u, Options{})
+			return Open(ctx, u, Options{CachedWrites: true})
 		})
 	case "grpc+http", "grpc+https", "grpc+unix":
 		s, err := grpcstore.Open(rawURL, grpcstore.Options{})
@@ -94,7 +99,7 @@ func openCache(ctx context.Context, rawURL, rest string, opts Options) (storecli
 	if !ok || fastURL == "" || slowURL == "" {
 		return nil, fmt.Errorf("store URL %q: want cache:FAST_URL|SLOW_URL, e.g. cache:memory:|grpc+http://127.0.0.1:8000", rawURL)
 	}
-	fast, err := Open(ctx, fastURL, Options{})
+	fast, err := Open(ctx, fastURL, Options{CachedWrites: true})
 	if err != nil {
 		return nil, fmt.Errorf("store URL %q: fast store: %w", rawURL, err)
 	}
@@ -107,7 +112,7 @@ func openCache(ctx context.Context, rawURL, rest string, opts Options) (storecli
 }
 
 func openLocal(ctx context.Context, dir string, opts Options) (storeclient.Store, error) {
-	s, err := local.Open(ctx, dir, local.Options{ReadOnly: opts.ReadOnly})
+	s, err := local.Open(ctx, dir, local.Options{ReadOnly: opts.ReadOnly, CachedWrites: opts.CachedWrites})
 	if err != nil {
 		return nil, err
 	}
