@@ -1,7 +1,9 @@
 package local
 
 import (
+	"bytes"
 	"os"
+	"path/filepath"
 	"testing"
 	"unsafe"
 
@@ -45,4 +47,42 @@ func directSupported(t *testing.T, dir string) bool {
 	defer os.Remove(f.Name())
 	defer f.Close()
 	return setDirect(f, true) == nil
+}
+
+// TestCachedWrites checks where a big blob's bytes end up: past the page
+// cache by default on a store that syncs, in it with CachedWrites.
+func TestCachedWrites(t *testing.T) {
+	for _, cached := range []bool{false, true} {
+		s, err := Open(t.Context(), filepath.Join(t.TempDir(), "store"), Options{CachedWrites: cached})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		data := bytes.Repeat([]byte{byte(len("cached"))}, 8<<20)
+		if cached {
+			data[0] = 1 // another blob
+		}
+		w, err := s.NewBlobWriter(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		d, err := w.Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resident, err := residentPages(s.blobPath(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages := len(data) / os.Getpagesize()
+		if cached && resident < pages*9/10 {
+			t.Errorf("CachedWrites: %d of %d pages in the page cache, want all", resident, pages)
+		}
+		if !cached && directSupported(t, filepath.Dir(s.blobPath(d))) && resident > pages/2 {
+			t.Errorf("default: %d of %d pages in the page cache, want only the tail", resident, pages)
+		}
+	}
 }
