@@ -1,7 +1,6 @@
 package binarycache
 
 import (
-	"errors"
 	"hash"
 	"io"
 	"sync"
@@ -65,10 +64,7 @@ func (r *readAhead) fill(src io.Reader) {
 		case <-r.stop:
 			return
 		}
-		n, err := io.ReadFull(src, b)
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			err = io.EOF // the source ended inside this chunk
-		}
+		n, err := fillChunk(src, b)
 		select {
 		case r.full <- aheadChunkData{b[:n], err}:
 		case <-r.stop:
@@ -78,6 +74,23 @@ func (r *readAhead) fill(src io.Reader) {
 			return
 		}
 	}
+}
+
+// fillChunk reads src into b until b is full or src fails or ends. Unlike
+// io.ReadFull it returns the source's error as it is: only a bare io.EOF is
+// the source's end, while an io.ErrUnexpectedEOF of the source (a download
+// cut short, a truncated xz or zstd stream), wrapped or not, is a failure
+// whose cause the NAR reader must report.
+func fillChunk(src io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := src.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // Read implements io.Reader, returning the source's bytes and, after the

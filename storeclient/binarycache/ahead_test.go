@@ -93,3 +93,19 @@ func TestHashAhead(t *testing.T) {
 	unused.Write(data[:10])
 	unused.stop()
 }
+
+// TestReadAheadUnexpectedEOF checks that a source failing with
+// io.ErrUnexpectedEOF (a download cut short, wrapped as the countingReader
+// does) is reported as that failure, not as the source's clean end.
+func TestReadAheadUnexpectedEOF(t *testing.T) {
+	for _, srcErr := range []error{io.ErrUnexpectedEOF, &countError{io.ErrUnexpectedEOF}} {
+		src := io.MultiReader(bytes.NewReader(make([]byte, 100)), iotest.ErrReader(srcErr))
+		r := newReadAhead(src)
+		n, err := io.Copy(io.Discard, r)
+		r.stopFilling()
+		r.wait()
+		if n != 100 || !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("source failing with %v: read %d bytes, then %v; want 100 bytes, then the source's error", srcErr, n, err)
+		}
+	}
+}

@@ -3,10 +3,12 @@ package binarycache
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -139,4 +141,41 @@ func TestHostileServer(t *testing.T) {
 			t.Fatalf("stalled NAR: %v, want a stall error", err)
 		}
 	})
+}
+
+// TestTruncatedDownload checks that a NAR download the network cuts short
+// (fewer bytes than its Content-Length, which the HTTP client reports as
+// io.ErrUnexpectedEOF) is reported as that failure, not as corrupt data,
+// whether the NAR is compressed or not.
+func TestTruncatedDownload(t *testing.T) {
+	for _, compression := range []string{"none", "xz", "zstd"} {
+		t.Run(compression, func(t *testing.T) {
+			f := newFixture(t, compression)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/nar/") {
+					b, err := os.ReadFile(filepath.Join(f.dir, strings.TrimPrefix(r.URL.Path, "/")))
+					if err != nil {
+						http.Error(w, err.Error(), http.StatusNotFound)
+						return
+					}
+					w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+					w.Write(b[:len(b)/2]) // the server then closes the connection
+					return
+				}
+				http.FileServer(http.Dir(f.dir)).ServeHTTP(w, r)
+			}))
+			defer srv.Close()
+			s, cache, _ := openTest(t, "nix+"+srv.URL+"?retries=0&trusted-public-keys="+f.key.public().String())
+			_, err := s.GetPathInfo(context.Background(), f.ia.sp.Digest)
+			if err == nil {
+				t.Fatal("a path whose download was cut short was served")
+			}
+			if errors.Is(err, storeclient.ErrCorrupt) || !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("error %v; want the download's unexpected EOF, not corrupt data", err)
+			}
+			if n := pathInfos(t, cache); n != 0 {
+				t.Fatalf("the cache store holds %d PathInfos after a failed fetch", n)
+			}
+		})
+	}
 }

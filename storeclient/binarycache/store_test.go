@@ -195,6 +195,7 @@ func TestCorruptNAR(t *testing.T) {
 		{"flipped byte zstd", "zstd", flip(30), nil},
 		{"truncated none", "none", func(b []byte) []byte { return b[:len(b)-9] }, nil},
 		{"truncated zstd", "zstd", func(b []byte) []byte { return b[:len(b)/2] }, nil},
+		{"truncated xz", "xz", func(b []byte) []byte { return b[:len(b)/2] }, nil},
 		{"trailing data", "none", func(b []byte) []byte { return append(b, make([]byte, 8)...) }, nil},
 		{"empty", "xz", func([]byte) []byte { return nil }, nil},
 		{"NAR missing", "none", nil, func(s string) string { return strings.Replace(s, "URL: nar/", "URL: nar/x", 1) }},
@@ -223,6 +224,12 @@ func TestCorruptNAR(t *testing.T) {
 			}
 			if errors.Is(err, storeclient.ErrNotFound) {
 				t.Fatalf("error %v should not mean not found", err)
+			}
+			// A file that is complete as the cache serves it but ends
+			// early is damaged data, unlike a download cut short
+			// (TestTruncatedDownload).
+			if strings.HasPrefix(tc.name, "truncated") && !errors.Is(err, storeclient.ErrCorrupt) {
+				t.Fatalf("error %v should mean corrupt data", err)
 			}
 			if n := pathInfos(t, cache); n != 0 {
 				t.Fatalf("the cache store holds %d PathInfos after a failed fetch", n)

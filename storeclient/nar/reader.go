@@ -3,7 +3,6 @@ package nar
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -100,10 +99,12 @@ func (r *Reader) malformed(format string, args ...any) error {
 }
 
 // ioErr records an error of the underlying reader; a premature EOF is a
-// truncated NAR.
+// truncated NAR. Only a bare io.EOF or io.ErrUnexpectedEOF (the end of r,
+// as io.ReadFull reports it) is: a wrapped one is a failure of the source
+// (a download cut short), reported as it is.
 func (r *Reader) ioErr(err error, what string) error {
 	if r.err == nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			r.err = fmt.Errorf("%w: truncated while reading %s", ErrMalformed, what)
 		} else {
 			r.err = fmt.Errorf("read NAR %s: %w", what, err)
