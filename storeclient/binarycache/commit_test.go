@@ -20,6 +20,7 @@ type gatedStore struct {
 	*memory.Store
 	gate       chan struct{}
 	fail       atomic.Bool
+	failedPuts atomic.Int64 // Directory and PathInfo writes that failed
 	dirPuts    atomic.Int64
 	infoPuts   atomic.Int64
 	errStorage error
@@ -32,6 +33,7 @@ func newGatedStore() *gatedStore {
 func (g *gatedStore) PutDirectory(ctx context.Context, d *storeclient.Directory) (storeclient.Digest, error) {
 	<-g.gate
 	if g.fail.Load() {
+		g.failedPuts.Add(1)
 		return storeclient.Digest{}, g.errStorage
 	}
 	g.dirPuts.Add(1)
@@ -41,6 +43,7 @@ func (g *gatedStore) PutDirectory(ctx context.Context, d *storeclient.Directory)
 func (g *gatedStore) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error {
 	<-g.gate
 	if g.fail.Load() {
+		g.failedPuts.Add(1)
 		return g.errStorage
 	}
 	g.infoPuts.Add(1)
@@ -105,39 +108,98 @@ func TestCommitInBackground(t *testing.T) {
 	}
 }
 
-// TestCommitInBackgroundFails checks that a commit that fails is logged,
-// leaves nothing behind, and that the next lookup fetches the path again.
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestCommitInBackgroundFails checks that a commit that fails is logged
+// once, that the path already answered stays served from memory, its
+// Directories included (a filesystem's clients hold its root node), and
+// that the commit is retried until it succeeds, without a second fetch.
 func TestCommitInBackgroundFails(t *testing.T) {
 	f := newFixture(t, "xz")
 	cache := newGatedStore()
 	cache.fail.Store(true)
 	s, lc := openBackground(t, f.url(""), cache)
+	s.commitRetry, s.commitRetryMax = time.Millisecond, 5*time.Millisecond
 	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
 
-	checkServed(t, s, f.ca)
+	info := checkServed(t, s, f.ca)
+	if info.Node.Kind() != storeclient.KindDirectory {
+		t.Fatalf("the fixture's root is a %s, want a directory", info.Node.Kind())
+	}
 	close(cache.gate)
-	// The flight ends when its commit has failed.
-	for {
-		s.mu.Lock()
-		n := len(s.flights)
-		s.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "three failed commits", func() bool { return cache.failedPuts.Load() >= 3 })
 	if n := lc.count("binary cache: storing a fetched path failed"); n != 1 {
-		t.Fatalf("%d log lines for the failed commit, want 1", n)
+		t.Fatalf("%d log lines for the failed commits, want 1", n)
 	}
-	if n := pathInfos(t, s); n != 0 {
-		t.Fatalf("the store lists %d PathInfos after a failed commit, want 0", n)
+	// Still served, from memory: the PathInfo, its listing and the
+	// Directories.
+	if _, err := s.GetDirectory(ctx, info.Node.Digest()); err != nil {
+		t.Fatalf("root Directory of a path already served, after its commit failed: %v", err)
 	}
-	cache.fail.Store(false)
+	again, err := s.GetPathInfo(ctx, f.ca.sp.Digest)
+	if err != nil || again != info {
+		t.Fatalf("lookup after the commit failed: %v, %v; want the first one's PathInfo", again, err)
+	}
 	checkServed(t, s, f.ca)
+	if n := pathInfos(t, s); n != 1 {
+		t.Fatalf("the store lists %d PathInfos after a failed commit, want 1", n)
+	}
+
+	cache.fail.Store(false)
+	waitFor(t, "the commit", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.flights) == 0
+	})
+	if n := pathInfos(t, cache); n != 1 {
+		t.Fatalf("the cache store holds %d PathInfos after the retried commit, want 1", n)
+	}
+	if n := lc.count("binary cache: stored a fetched path after failed attempts"); n != 1 {
+		t.Fatalf("%d log lines for the commit that succeeded, want 1", n)
+	}
+	if s.nstaged.Load() != 0 {
+		t.Fatalf("%d Directories still staged after the commit", s.nstaged.Load())
+	}
+	if _, err := s.GetDirectory(ctx, info.Node.Digest()); err != nil {
+		t.Fatalf("root Directory from the cache store: %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := pathInfos(t, cache); n != 1 {
-		t.Fatalf("the cache store holds %d PathInfos after the second fetch, want 1", n)
+}
+
+// TestCommitInBackgroundFailsUntilClose checks that Close ends the retries
+// of a commit that keeps failing, after one last attempt, and leaves no
+// PathInfo behind.
+func TestCommitInBackgroundFailsUntilClose(t *testing.T) {
+	f := newFixture(t, "zstd")
+	cache := newGatedStore()
+	cache.fail.Store(true)
+	close(cache.gate)
+	s, lc := openBackground(t, f.url(""), cache)
+	s.commitRetry, s.commitRetryMax = time.Hour, time.Hour
+	checkServed(t, s, f.ca)
+	waitFor(t, "a failed commit", func() bool { return cache.failedPuts.Load() >= 1 })
+	before := cache.failedPuts.Load()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if cache.failedPuts.Load() != before+1 {
+		t.Fatalf("Close made %d more attempts, want 1", cache.failedPuts.Load()-before)
+	}
+	if n := lc.count("binary cache: gave up storing a fetched path at close"); n != 1 {
+		t.Fatalf("%d log lines for the commit given up, want 1", n)
+	}
+	if n := pathInfos(t, cache); n != 0 {
+		t.Fatalf("the cache store holds %d PathInfos, want 0", n)
 	}
 }

@@ -41,8 +41,11 @@ type Options struct {
 	// them from memory. A lookup then does not wait for the disk (a
 	// syncfs waits for every dirty file of the filesystem, not only the
 	// path's). The crash safety is the same: the PathInfo is written
-	// last. Close waits for the commits. Without it (storefs copy), a
-	// lookup returns when the path is durable in the cache store.
+	// last. A commit that fails is logged once and retried with backoff,
+	// the path still served from memory (it was answered already); Close
+	// waits for the commits, and gives up a failing one after a last
+	// attempt. Without it (storefs copy), a lookup returns when the path
+	// is durable in the cache store.
 	CommitInBackground bool
 }
 
@@ -63,6 +66,10 @@ type Store struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// commitRetry is the delay before the first retry of a background
+	// commit that failed; it doubles up to commitRetryMax.
+	commitRetry, commitRetryMax time.Duration
 
 	mu      sync.Mutex
 	closed  bool
@@ -141,16 +148,18 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Store, error) {
 		log = slog.Default()
 	}
 	s := &Store{
-		cfg:      cfg,
-		cache:    opts.Cache,
-		ownCache: opts.OwnCache,
-		log:      log,
-		onBytes:  opts.OnBytes,
-		now:      time.Now,
-		bgCommit: opts.CommitInBackground,
-		staged:   make(map[storeclient.Digest]*stagedDir),
-		flights:  make(map[storeclient.StorePathDigest]*flight),
-		missing:  make(map[storeclient.StorePathDigest]time.Time),
+		cfg:            cfg,
+		cache:          opts.Cache,
+		ownCache:       opts.OwnCache,
+		log:            log,
+		onBytes:        opts.OnBytes,
+		now:            time.Now,
+		bgCommit:       opts.CommitInBackground,
+		commitRetry:    time.Second,
+		commitRetryMax: time.Minute,
+		staged:         make(map[storeclient.Digest]*stagedDir),
+		flights:        make(map[storeclient.StorePathDigest]*flight),
+		missing:        make(map[storeclient.StorePathDigest]time.Time),
 	}
 	switch cfg.BaseURL.Scheme {
 	case "file":
@@ -399,11 +408,14 @@ func (s *Store) join(d storeclient.StorePathDigest) (*flight, error) {
 
 // serveThenCommit ends the flight f of d with the fetched path fe, serving
 // its Directories from memory, then commits it; the flight stays joinable
-// until the commit is done. A commit that fails is logged, and the next
-// lookup fetches the path again.
+// until the commit is done. A commit that fails is logged once and retried
+// with backoff until it succeeds or the Store is closed: the lookup was
+// answered, and its callers (a filesystem's open inodes and handles) hold
+// the root node and read its Directories later, so the path is served from
+// memory meanwhile rather than made unreadable under them. Close makes one
+// last attempt.
 func (s *Store) serveThenCommit(d storeclient.StorePathDigest, f *flight, fe *fetched) {
 	s.stage(fe.dirs)
-	defer s.unstage(fe.dirs)
 	s.mu.Lock()
 	f.info = fe.info
 	f.committing = true
@@ -411,13 +423,40 @@ func (s *Store) serveThenCommit(d storeclient.StorePathDigest, f *flight, fe *fe
 	close(f.done)
 	// The commit outlives Close's cancellation: the path is verified and
 	// its blobs are stored, so Close waits for it rather than waste them.
-	err := s.commit(context.WithoutCancel(s.ctx), fe)
-	if err != nil {
-		s.log.Error("binary cache: storing a fetched path failed", "path", fe.info.StorePath.String(), "cache", s.cfg.String(), "err", err)
+	ctx := context.WithoutCancel(s.ctx)
+	delay := s.commitRetry
+	for attempt := 1; ; attempt++ {
+		err := s.commit(ctx, fe)
+		if err == nil {
+			if attempt > 1 {
+				s.log.Info("binary cache: stored a fetched path after failed attempts", "path", fe.info.StorePath.String(), "cache", s.cfg.String(), "attempts", attempt)
+			}
+			break
+		}
+		if attempt == 1 {
+			s.log.Error("binary cache: storing a fetched path failed", "path", fe.info.StorePath.String(), "cache", s.cfg.String(), "err", err,
+				"action", "serving it from memory and retrying")
+		}
+		if s.ctx.Err() != nil {
+			// Closed, and this was the last attempt: the next Store
+			// fetches the path again.
+			s.log.Error("binary cache: gave up storing a fetched path at close", "path", fe.info.StorePath.String(), "cache", s.cfg.String(), "attempts", attempt, "err", err)
+			break
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+		}
+		delay = min(2*delay, s.commitRetryMax)
 	}
 	s.mu.Lock()
 	delete(s.flights, d)
 	s.mu.Unlock()
+	// Only now, with the path in the cache store (or the Store closed),
+	// do its Directories leave memory.
+	s.unstage(fe.dirs)
 }
 
 // rememberMissing records d in the negative cache; s.mu is held.
