@@ -1,8 +1,10 @@
 package binarycache
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -201,5 +203,144 @@ func TestCommitInBackgroundFailsUntilClose(t *testing.T) {
 	}
 	if n := pathInfos(t, cache); n != 0 {
 		t.Fatalf("the cache store holds %d PathInfos, want 0", n)
+	}
+}
+
+// treeNAR returns a NAR of a directory with n subdirectories of three
+// files each, all different: n+1 Directories, 4n entries.
+func treeNAR(t *testing.T, n int) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	e := nar.NewEncoder(&b)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(e.Directory())
+	for i := range n {
+		must(e.Entry(fmt.Sprintf("d%02d", i)))
+		must(e.Directory())
+		for j := range 3 {
+			content := fmt.Sprintf("file %d of directory %d\n", j, i)
+			must(e.Entry(fmt.Sprintf("f%d", j)))
+			must(e.File(uint64(len(content)), false))
+			_, err := e.Write([]byte(content))
+			must(err)
+		}
+		must(e.End())
+	}
+	must(e.End())
+	must(e.Close())
+	return b.Bytes()
+}
+
+// TestFetchSpillsDirectories checks that a path with more Directory
+// entries than a fetch keeps in memory has its Directories stored as they
+// come and is committed before the lookup is answered, background commit
+// or not, and that a smaller one is still committed in the background.
+func TestFetchSpillsDirectories(t *testing.T) {
+	const subdirs = 10 // 11 Directories, 40 entries
+	dir := t.TempDir()
+	key := newTestKey(t, "k-1")
+	p := iaPath(t, "many-dirs", treeNAR(t, subdirs))
+	writeCache(t, dir, "zstd", []cachePath{p}, key)
+	for _, tc := range []struct {
+		max     int
+		spilled bool
+	}{{7, true}, {39, true}, {40, false}} {
+		t.Run(fmt.Sprint(tc.max), func(t *testing.T) {
+			cache := newGatedStore()
+			s, _ := openBackground(t, "nix+file://"+dir+"?trusted-public-keys="+key.public().String(), cache)
+			s.maxStagedEntries = tc.max
+			if !tc.spilled {
+				checkServed(t, s, p) // the commit waits for the gate
+				if s.nstaged.Load() != subdirs+1 || pathInfos(t, cache) != 0 {
+					t.Fatalf("%d Directories staged and %d PathInfos in the cache store while committing, want %d and 0",
+						s.nstaged.Load(), pathInfos(t, cache), subdirs+1)
+				}
+				close(cache.gate)
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				close(cache.gate)
+				checkServed(t, s, p)
+				// Answered only when committed, with nothing in memory.
+				if n := pathInfos(t, cache); n != 1 {
+					t.Fatalf("the cache store holds %d PathInfos when the lookup returns, want 1", n)
+				}
+				if s.nstaged.Load() != 0 {
+					t.Fatalf("%d Directories staged, want 0", s.nstaged.Load())
+				}
+				s.mu.Lock()
+				n := len(s.flights)
+				s.mu.Unlock()
+				if n != 0 {
+					t.Fatalf("%d flights after the lookup, want 0", n)
+				}
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := cache.dirPuts.Load(); n != subdirs+1 {
+				t.Fatalf("%d Directories stored, want %d", n, subdirs+1)
+			}
+		})
+	}
+}
+
+// TestStagingSpills checks the staging's bound: Directories are kept up to
+// maxEntries entries, then those kept and all that follow are stored in
+// the cache store, in order.
+func TestStagingSpills(t *testing.T) {
+	ctx := context.Background()
+	cache := newGatedStore()
+	close(cache.gate)
+	st := stagingFor(cache, 5)
+	var all []*storeclient.Directory
+	for i := range 6 {
+		var es []storeclient.Entry
+		for j := range 2 {
+			es = append(es, storeclient.Entry{Name: storeclient.Name(fmt.Sprintf("f%d", j)), Node: storeclient.FileNode(storeclient.HashBytes([]byte{byte(i), byte(j)}), 2, false)})
+		}
+		d, err := storeclient.NewDirectory(es...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, d)
+	}
+	// 2 and 4 entries: kept.
+	if _, err := st.PutDirectory(ctx, all[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutDirectories(ctx, all[1:2]); err != nil {
+		t.Fatal(err)
+	}
+	if st.spilled || len(st.dirs) != 2 || cache.dirPuts.Load() != 0 {
+		t.Fatalf("spilled %v, %d kept, %d stored; want false, 2, 0", st.spilled, len(st.dirs), cache.dirPuts.Load())
+	}
+	// 6 entries: all three stored.
+	if err := st.PutDirectories(ctx, all[2:3]); err != nil {
+		t.Fatal(err)
+	}
+	if !st.spilled || len(st.dirs) != 0 || cache.dirPuts.Load() != 3 {
+		t.Fatalf("spilled %v, %d kept, %d stored; want true, 0, 3", st.spilled, len(st.dirs), cache.dirPuts.Load())
+	}
+	// Then passed through.
+	if err := st.PutDirectories(ctx, all[3:5]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutDirectory(ctx, all[5]); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.dirs) != 0 || cache.dirPuts.Load() != 6 || st.ndirs != 6 {
+		t.Fatalf("%d kept, %d stored, %d put; want 0, 6, 6", len(st.dirs), cache.dirPuts.Load(), st.ndirs)
+	}
+	for _, d := range all {
+		if _, err := cache.GetDirectory(ctx, d.Digest()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -32,6 +32,11 @@ type fetched struct {
 	// stored says that the cache store had the path already: there is
 	// nothing to commit.
 	stored bool
+	// spilled says that the path had too many Directories to keep in
+	// memory: the fetch stored them in the cache store as they came (dirs
+	// is empty), so the commit, only the PathInfo, runs before the
+	// lookup is answered.
+	spilled bool
 }
 
 // fetch fetches the store path with digest d, verifies it and stores its
@@ -55,7 +60,7 @@ func (s *Store) fetch(ctx context.Context, d storeclient.StorePathDigest) (*fetc
 		s.log.Warn("binary cache: refused untrusted path", "path", p.StorePath.String(), "cache", s.cfg.String(), "reason", err)
 		return nil, fmt.Errorf("%s from %s: %w: %w", p.StorePath, s.cfg, errUntrusted, storeclient.ErrNotFound)
 	}
-	root, dirs, err := s.ingest(ctx, ni)
+	root, st, err := s.ingest(ctx, ni)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("binary cache: fetch failed", "path", p.StorePath.String(), "cache", s.cfg.String(), "err", err)
@@ -64,9 +69,9 @@ func (s *Store) fetch(ctx context.Context, d storeclient.StorePathDigest) (*fetc
 	}
 	p.Node = root
 	s.log.Debug("binary cache: fetched", "path", p.StorePath.String(), "nar_size", p.NarSize,
-		"file_size", ni.FileSize, "compression", ni.Compression, "directories", len(dirs),
-		"duration", time.Since(start).Round(time.Millisecond))
-	return &fetched{info: p, dirs: dirs}, nil
+		"file_size", ni.FileSize, "compression", ni.Compression, "directories", st.ndirs,
+		"spilled", st.spilled, "duration", time.Since(start).Round(time.Millisecond))
+	return &fetched{info: p, dirs: st.dirs, spilled: st.spilled}, nil
 }
 
 // commit makes a fetched path durable in the cache store: its Directories
@@ -181,9 +186,10 @@ func (s *Store) NarInfo(ctx context.Context, d storeclient.StorePathDigest) (*Na
 }
 
 // ingest downloads the NAR of ni, verifying it as it streams, stores its
-// blobs in the cache store, and returns the root node and the Directories,
-// leaves first, which it does not store: nothing is made reachable here.
-func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, []*storeclient.Directory, error) {
+// blobs in the cache store, and returns the root node and the staging
+// with the Directories, leaves first, which it does not store unless they
+// are too many (see staging): nothing is made reachable here.
+func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, *staging, error) {
 	body, err := s.t.get(ctx, ni.URL)
 	if err != nil {
 		// The narinfo exists, so a missing NAR is a broken cache, not a
@@ -213,7 +219,7 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, []*s
 		closeDec()
 	}()
 	narR := &countingReader{r: ahead, limit: ni.Info.NarSize, what: "the NAR"}
-	st := stagingFor(s.cache)
+	st := stagingFor(s.cache, s.maxStagedEntries)
 	info, err := importer.ImportNAR(ctx, st.view(), narR, ni.Info.StorePath.Name)
 	if err != nil {
 		if errors.Is(err, nar.ErrMalformed) {
@@ -248,7 +254,7 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, []*s
 			return storeclient.Node{}, nil, err
 		}
 	}
-	return info.Node, st.dirs, nil
+	return info.Node, st, nil
 }
 
 // checkFlatHash checks that root is a file whose contents have the sha256
@@ -363,15 +369,29 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // one, under another path) are only kept, so the fetch can check the
 // PathInfo and store the Directories and the real PathInfo when the whole
 // path has been verified, in one batch, with one sync of the blobs.
+//
+// Kept Directories cost memory in proportion to the path's entries (some
+// 100-200 bytes each), outside the importer's budget; so past maxEntries
+// entries the staging spills: it stores the Directories kept so far in the
+// cache store, and then passes those that follow through in the
+// importer's batches, as a plain import does. They are unreachable until
+// the PathInfo is stored, so a fetch that then fails leaves only orphans,
+// as with blobs.
 type staging struct {
 	storeclient.Store
 	info *storeclient.PathInfo
 	dirs []*storeclient.Directory
+
+	maxEntries int
+	entries    int  // entries of dirs
+	ndirs      int  // Directories put, kept or spilled
+	spilled    bool // dirs went to the cache store, as will the next
 }
 
-// stagingFor returns a staging of the cache store cache.
-func stagingFor(cache storeclient.Store) *staging {
-	return &staging{Store: cache}
+// stagingFor returns a staging of the cache store cache that keeps up to
+// maxEntries Directory entries in memory.
+func stagingFor(cache storeclient.Store, maxEntries int) *staging {
+	return &staging{Store: cache, maxEntries: maxEntries}
 }
 
 // view returns s as the importer's store. When the cache store can store
@@ -402,14 +422,30 @@ func (s *staging) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) erro
 	return nil
 }
 
-// PutDirectory keeps d instead of storing it.
+// PutDirectory keeps d instead of storing it (see staging).
 func (s *staging) PutDirectory(ctx context.Context, d *storeclient.Directory) (storeclient.Digest, error) {
-	s.dirs = append(s.dirs, d)
+	if err := s.PutDirectories(ctx, []*storeclient.Directory{d}); err != nil {
+		return storeclient.Digest{}, err
+	}
 	return d.Digest(), nil
 }
 
-// PutDirectories keeps dirs instead of storing them.
+// PutDirectories keeps dirs instead of storing them, or, past maxEntries,
+// stores them and those kept so far in the cache store (see staging).
 func (s *staging) PutDirectories(ctx context.Context, dirs []*storeclient.Directory) error {
+	s.ndirs += len(dirs)
+	if s.spilled {
+		return putDirectories(ctx, s.Store, dirs)
+	}
 	s.dirs = append(s.dirs, dirs...)
-	return nil
+	for _, d := range dirs {
+		s.entries += d.Len()
+	}
+	if s.entries <= s.maxEntries {
+		return nil
+	}
+	s.spilled = true
+	err := putDirectories(ctx, s.Store, s.dirs)
+	s.dirs, s.entries = nil, 0
+	return err
 }

@@ -70,6 +70,9 @@ type Store struct {
 	// commitRetry is the delay before the first retry of a background
 	// commit that failed; it doubles up to commitRetryMax.
 	commitRetry, commitRetryMax time.Duration
+	// maxStagedEntries bounds the Directory entries a fetch keeps in
+	// memory for its commit (see staging).
+	maxStagedEntries int
 
 	mu      sync.Mutex
 	closed  bool
@@ -105,6 +108,12 @@ type flight struct {
 	// until then, so lookups find the path.
 	committing bool
 }
+
+// defaultMaxStagedEntries is the most Directory entries a fetch keeps in
+// memory (some 100-200 bytes each: 15-30 MiB, next to the importer's 64
+// MiB budget); a path with more stores its Directories as they come and is
+// committed before its lookup is answered.
+const defaultMaxStagedEntries = 1 << 17
 
 // maxMissing bounds the negative cache; when full, expired entries are
 // dropped, and if none are, all of them.
@@ -148,18 +157,19 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Store, error) {
 		log = slog.Default()
 	}
 	s := &Store{
-		cfg:            cfg,
-		cache:          opts.Cache,
-		ownCache:       opts.OwnCache,
-		log:            log,
-		onBytes:        opts.OnBytes,
-		now:            time.Now,
-		bgCommit:       opts.CommitInBackground,
-		commitRetry:    time.Second,
-		commitRetryMax: time.Minute,
-		staged:         make(map[storeclient.Digest]*stagedDir),
-		flights:        make(map[storeclient.StorePathDigest]*flight),
-		missing:        make(map[storeclient.StorePathDigest]time.Time),
+		cfg:              cfg,
+		cache:            opts.Cache,
+		ownCache:         opts.OwnCache,
+		log:              log,
+		onBytes:          opts.OnBytes,
+		now:              time.Now,
+		bgCommit:         opts.CommitInBackground,
+		commitRetry:      time.Second,
+		commitRetryMax:   time.Minute,
+		maxStagedEntries: defaultMaxStagedEntries,
+		staged:           make(map[storeclient.Digest]*stagedDir),
+		flights:          make(map[storeclient.StorePathDigest]*flight),
+		missing:          make(map[storeclient.StorePathDigest]time.Time),
 	}
 	switch cfg.BaseURL.Scheme {
 	case "file":
@@ -384,7 +394,7 @@ func (s *Store) join(d storeclient.StorePathDigest) (*flight, error) {
 	s.wg.Go(func() {
 		fe, err := s.fetch(s.ctx, d)
 		if err == nil && !fe.stored {
-			if s.bgCommit {
+			if s.bgCommit && !fe.spilled {
 				s.serveThenCommit(d, f, fe)
 				return
 			}
