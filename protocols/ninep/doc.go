@@ -29,7 +29,8 @@
 //     required".
 //   - qid.path is the vfs inode number, stable across restarts and
 //     daemons; qid.version is 0 (content never changes).
-//   - Twalk of up to 16 names, also from an open fid; Tgetattr with the
+//   - Twalk of up to 16 names, also from an open fid (p9's Twalkgetattr,
+//     which the library accepts too, has the same limits); Tgetattr with the
 //     vfs attributes; Tlopen gives iounit 0 so Linux sizes reads by msize;
 //     Tread of any count (clamped to msize-11); Treaddir entries carry
 //     Linux DT_* types, start with "." and "..", and their offsets (vfs
@@ -49,16 +50,20 @@
 // are, and the wire layer sends them when the library writes the reply
 // (sendfile.go). After one such read the wire layer answers that fid's
 // Treads itself, skipping the library's per-request goroutine, buffer and
-// zeroing, until the fid is clunked or made again. Replies are the same
-// bytes and errors as copied reads; those reads are reported to the vfs
-// Observer. Options.NoSendfile turns this off.
+// zeroing, until the fid is clunked or made again (Tattach, Twalk,
+// Twalkgetattr, Txattrwalk). Replies are the same bytes and errors as
+// copied reads: a blob file shorter than its blob's recorded end (checked
+// once, when the fid is opened) is read by copying, so a read across the
+// end answers EIO instead of failing after its header went out. Those
+// reads are reported to the vfs Observer. Options.NoSendfile turns this
+// off.
 //
 // # Limits and hostile clients
 //
 // A malformed or truncated message, a message larger than msize, a request
 // before Tversion, a second Tversion or a reused in-flight tag closes that
 // connection with a log line; an unknown fid fails its request (EBADF).
-// Options.MaxFids bounds a connection's fids (EMFILE beyond),
+// Options.MaxFids bounds a connection's fids, however made (EMFILE beyond),
 // Options.MaxRequests the requests it has in flight (the connection is
 // read no further until one is answered), Options.MaxConns the
 // connections. TCP clients other than loopback must be in

@@ -223,6 +223,12 @@ func TestWalk(t *testing.T) {
 	}
 	_, err = c.walk(1, 3, append(names, "d15")...)
 	wantErrno(t, "walk of 17 names", err, syscall.EINVAL)
+	// p9's Twalkgetattr has Twalk's limit.
+	if err := c.walkgetattr(1, 3, names...); err != nil {
+		t.Fatalf("Twalkgetattr of 16 names: %v", err)
+	}
+	wantErrno(t, "Twalkgetattr of 17 names", c.walkgetattr(1, 4, append(names, "d15")...), syscall.EINVAL)
+	c.clunk(3)
 	// Walk on from the 16th directory, then from an open fid.
 	if _, err := c.walk(2, 3, "d15", "d16", "deep.txt"); err != nil {
 		t.Fatalf("walk on: %v", err)
@@ -554,6 +560,12 @@ func TestLimits(t *testing.T) {
 	wantErrno(t, "fid 101", err, syscall.EMFILE)
 	_, err = c.call(txattrwalk, msg{}.u32(1).u32(501).str(""))
 	wantErrno(t, "xattr fid 101", err, syscall.EMFILE)
+	for fid := range uint32(50) { // p9's Twalkgetattr makes fids too
+		wantErrno(t, "Twalkgetattr fid 101", c.walkgetattr(1, 600+fid), syscall.EMFILE)
+	}
+	if err := c.walkgetattr(1, 11, rootA); err != nil {
+		t.Errorf("Twalkgetattr to a used fid at the limit: %v", err)
+	}
 	if _, err := c.walk(1, 10, rootA); err != nil { // replacing a fid is fine
 		t.Errorf("walk to a used fid at the limit: %v", err)
 	}

@@ -32,6 +32,7 @@ const (
 	twrite     = 118
 	tclunk     = 120
 	tremove    = 122
+	twalkget   = 126 // p9's Twalkgetattr
 	noFid      = ^uint32(0)
 	noTag      = 0xFFFF
 )
@@ -198,11 +199,7 @@ func (c *rawConn) attach(fid uint32, uname, aname string, nuname uint32) (qid, e
 }
 
 func (c *rawConn) walk(fid, newfid uint32, names ...string) ([]qid, error) {
-	m := msg{}.u32(fid).u32(newfid).u16(uint16(len(names)))
-	for _, n := range names {
-		m = m.str(n)
-	}
-	r, err := c.call(twalk, m)
+	r, err := c.call(twalk, walkBody(fid, newfid, names))
 	if err != nil {
 		return nil, err
 	}
@@ -211,6 +208,22 @@ func (c *rawConn) walk(fid, newfid uint32, names ...string) ([]qid, error) {
 		qs[i] = r.qid()
 	}
 	return qs, nil
+}
+
+// walkgetattr sends p9's Twalkgetattr (a Twalk whose reply also carries
+// the result's attributes), which the library accepts under 9P2000.L.
+func (c *rawConn) walkgetattr(fid, newfid uint32, names ...string) error {
+	_, err := c.call(twalkget, walkBody(fid, newfid, names))
+	return err
+}
+
+// walkBody is the body of Twalk and Twalkgetattr.
+func walkBody(fid, newfid uint32, names []string) msg {
+	m := msg{}.u32(fid).u32(newfid).u16(uint16(len(names)))
+	for _, n := range names {
+		m = m.str(n)
+	}
+	return m
 }
 
 func (c *rawConn) clunk(fid uint32) error {

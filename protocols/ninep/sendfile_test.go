@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -258,6 +259,92 @@ func TestSendfileFids(t *testing.T) {
 	}
 	if got, err := c.xattr(2, 5, "user.snix.castore.blob.digest"); err != nil || len(got) != want {
 		t.Errorf("xattr of the read fid: %d bytes, %v; want %d", len(got), err, want)
+	}
+}
+
+// TestSendfileWalkgetattr: a fid the wire layer answers reads of, replaced
+// by p9's Twalkgetattr (which the library accepts and which makes newfid
+// as Twalk does), is no longer answered from the old file: read unopened
+// it gets the library's EINVAL, opened it reads the new file's bytes.
+// With an xattr fid keeping the old file open, and without.
+func TestSendfileWalkgetattr(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("sendfile is used on Linux only")
+	}
+	fsys, files := localFS(t, vfs.Options{})
+	_, addr := startServer(t, fsys, "tcp", ninep.Options{})
+	for _, keep := range []bool{false, true} {
+		c := openRaw(t, "tcp", addr, 1<<16, rootSmall)
+		for round := range 2 { // the second read is the wire layer's
+			if b, err := c.read(2, 0, 40000); err != nil || !bytes.Equal(b, files[rootSmall][:40000]) {
+				t.Fatalf("keep %v round %d: read: %d bytes, %v", keep, round, len(b), err)
+			}
+		}
+		if keep {
+			if _, err := c.xattr(2, 7, "user.snix.castore.blob.digest"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.walkgetattr(1, 2, rootBig2); err != nil {
+			t.Fatalf("Twalkgetattr: %v", err)
+		}
+		for round := range 2 {
+			b, err := c.read(2, 0, 40000)
+			if !errors.Is(err, syscall.EINVAL) {
+				t.Errorf("keep %v round %d: read of the replaced, unopened fid: %d bytes, %v; want EINVAL", keep, round, len(b), err)
+			}
+		}
+		if _, _, err := c.lopen(2, 0); err != nil {
+			t.Fatal(err)
+		}
+		for round := range 3 {
+			if b, err := c.read(2, 100, 40000); err != nil || !bytes.Equal(b, files[rootBig2][100:40100]) {
+				t.Errorf("keep %v round %d: read of the replaced fid: %d bytes, %v; want big2's", keep, round, len(b), err)
+			}
+		}
+	}
+}
+
+// TestSendfileShortBlobFile: a blob whose file is shorter than the blob's
+// recorded end (a packed blob cut short) reads as it does without
+// sendfile: its bytes up to the cut, EIO for reads across it, and the
+// connection stays usable.
+func TestSendfileShortBlobFile(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("sendfile is used on Linux only")
+	}
+	fsys, files := localFS(t, vfs.Options{})
+	h, err := fsys.Open(t.Context(), mustLookup(t, fsys, rootSmall))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, ok := h.BlobReader().(*local.BlobReader)
+	if !ok || br.FileOffset() == 0 {
+		t.Fatalf("rootSmall's blob reader %T is not a packed local blob", h.BlobReader())
+	}
+	const cut = 60000 // the blob's bytes after this are gone
+	if err := os.Truncate(br.File().Name(), br.FileOffset()+cut); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	fast, unix, fastAddr, unixAddr, slowAddr := sendfileServers(t, fsys)
+	data := files[rootSmall]
+	for _, msize := range []uint32{8192, 65536} {
+		compareReads(t, rootSmall, data, msize, slowAddr, fastAddr, unixAddr)
+	}
+	for _, addr := range []string{fastAddr, slowAddr} {
+		c := openRaw(t, "tcp", addr, 1<<16, rootSmall)
+		for round := range 2 {
+			if b, err := c.read(2, 0, 40000); err != nil || !bytes.Equal(b, data[:40000]) {
+				t.Fatalf("round %d: read before the cut: %d bytes, %v", round, len(b), err)
+			}
+			if _, err := c.read(2, cut-20000, 40000); !errors.Is(err, syscall.EIO) {
+				t.Errorf("round %d: read across the cut: %v, want EIO", round, err)
+			}
+		}
+	}
+	if n := ninep.SplicedReplies(fast) + ninep.SplicedReplies(unix); n != 0 {
+		t.Errorf("%d Rreads of a short blob file went out with sendfile", n)
 	}
 }
 

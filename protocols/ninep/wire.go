@@ -32,6 +32,12 @@ const (
 	tTread      = 116
 	tTclunk     = 120
 	tTremove    = 122
+	// tTwalkgetattr is p9's Twalk that also answers Tgetattr of the
+	// result. p9 v0.4.1 accepts it under plain 9P2000.L (Linux never
+	// sends it) and makes or replaces newfid as for Twalk, so the wire
+	// layer treats it as Twalk: same body (fid, newfid, names), same
+	// limits, and its reply (127) is its type + 1.
+	tTwalkgetattr = 126
 )
 
 // writeRequests are the requests that would change the filesystem, with the
@@ -78,7 +84,7 @@ type request struct {
 	typ      uint8
 	fid      uint32 // Tclunk, Tremove: the fid released; Tread: the fid read
 	serial   uint64 // Tread: the fid's serial when the request was read
-	newFid   uint32 // Tattach, Twalk, Txattrwalk: the fid made on success
+	newFid   uint32 // Tattach, Twalk, Twalkgetattr, Txattrwalk: the fid made on success
 	countFid bool   // newFid is not in use yet: it counts toward MaxFids
 	named    bool   // Txattrwalk: a getxattr (true) or a listxattr (false)
 }
@@ -98,7 +104,11 @@ type request struct {
 //     "no authentication required" (p9 answers ENOSYS, which they take
 //     for a failure).
 //   - Fids: a request that would make a fid beyond Options.MaxFids gets
-//     EMFILE; a Twalk of more than 16 names EINVAL.
+//     EMFILE; a Twalk of more than 16 names EINVAL. The library makes or
+//     replaces fids on Tattach, Twalk, p9's Twalkgetattr and Txattrwalk
+//     (the others that do, Tlcreate and Tucreate, are write requests,
+//     refused with EROFS): each is counted here, and a fid it replaces
+//     gets a new serial and leaves the direct fids.
 //   - In-flight requests are bounded by Options.MaxRequests (the library
 //     starts a goroutine per request): the connection is not read further
 //     until a reply goes out.
@@ -290,7 +300,7 @@ func (c *wireConn) inspect(typ uint8, tag uint16, frame []byte) (bool, error) {
 	switch typ {
 	case tTattach:
 		req.newFid = b.u32()
-	case tTwalk:
+	case tTwalk, tTwalkgetattr:
 		b.u32()
 		req.newFid = b.u32()
 		if n := b.u16(); n > maxWalkNames && !b.bad {
