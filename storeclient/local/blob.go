@@ -105,6 +105,9 @@ func (s *Store) openBlob(d storeclient.Digest) (*BlobReader, error) {
 			return nil, storeclient.ErrNotFound
 		}
 	}
+	if err := s.packInFile(loc); err != nil {
+		return nil, err
+	}
 	pf, err := s.acquirePack(loc.pack)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,9 @@ func (s *Store) BlobFile(ctx context.Context, d storeclient.Digest) (f *os.File,
 			return nil, 0, fmt.Errorf("open blob file %s: %w", d, storeclient.ErrNotFound)
 		}
 	}
+	if err := s.packInFile(loc); err != nil {
+		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
+	}
 	f, err = os.Open(s.packPath(loc.pack))
 	if err != nil {
 		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)

@@ -38,3 +38,8 @@ func setDirect(f *os.File, on bool) error {
 	}
 	return nil
 }
+
+// openDirect opens path for writing with O_DIRECT.
+func openDirect(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+}

@@ -18,3 +18,6 @@ func setDirect(f *os.File, on bool) error {
 	}
 	return nil
 }
+
+// openDirect reports that there are no direct writes here.
+func openDirect(path string) (*os.File, error) { return nil, errors.ErrUnsupported }

@@ -96,7 +96,10 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 	}
 	// Packed blobs are committed with the Directories, after the sync
 	// that makes their bytes durable: taken before it, so it covers them.
-	packed := s.pendingEntries()
+	packed, err := s.pendingEntries()
+	if err != nil {
+		return fmt.Errorf("put directories: %w", err)
+	}
 	if err := s.syncBlobs(); err != nil {
 		return fmt.Errorf("put directories: %w", err)
 	}
@@ -110,7 +113,7 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 		raw := dir.Marshal()
 		enc[i] = encoded{storeclient.HashBytes(raw), raw, dir}
 	}
-	err := s.withDB(true, func(tx *bolt.Tx) error {
+	err = s.withDB(true, func(tx *bolt.Tx) error {
 		if err := putPacked(tx, packed); err != nil {
 			return err
 		}
@@ -230,7 +233,10 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		return fmt.Errorf("put pathinfo: %w", err)
 	}
 	name := p.StorePath.Basename()
-	packed := s.pendingEntries() // committed with the PathInfo, as in PutDirectories
+	packed, err := s.pendingEntries() // committed with the PathInfo, as in PutDirectories
+	if err != nil {
+		return fmt.Errorf("put pathinfo %s: %w", name, err)
+	}
 	if err := s.syncBlobs(); err != nil {
 		return fmt.Errorf("put pathinfo %s: %w", name, err)
 	}
@@ -240,7 +246,7 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		}
 	}
 	raw := p.Marshal()
-	err := s.withDB(true, func(tx *bolt.Tx) error {
+	err = s.withDB(true, func(tx *bolt.Tx) error {
 		if err := putPacked(tx, packed); err != nil {
 			return err
 		}

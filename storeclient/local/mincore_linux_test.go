@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/storefs/storefs/storeclient"
 )
 
 // residentPages counts the pages of the file at path that are in the page
@@ -84,5 +86,37 @@ func TestCachedWrites(t *testing.T) {
 		if !cached && directSupported(t, filepath.Dir(s.blobPath(d))) && resident > pages/2 {
 			t.Errorf("default: %d of %d pages in the page cache, want only the tail", resident, pages)
 		}
+	}
+}
+
+// TestDirectPackNotCached checks that staged pack appends reach the disk
+// past the page cache: only the last, partial stage of a pack goes
+// through it.
+func TestDirectPackNotCached(t *testing.T) {
+	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "store"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !directSupported(t, filepath.Join(s.dir, packsDir)) {
+		t.Skip("the filesystem of the test directory refuses O_DIRECT")
+	}
+	var total int
+	for _, b := range directBlobs(200, 4) {
+		if err := s.PutSmallBlob(t.Context(), storeclient.HashBytes(b), b); err != nil {
+			t.Fatal(err)
+		}
+		total += len(b)
+	}
+	if err := s.flushPacks(); err != nil {
+		t.Fatal(err)
+	}
+	resident, err := residentPages(s.packPath(s.pw.curID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := total / os.Getpagesize()
+	if max := bigChunk/os.Getpagesize() + 2; resident > max {
+		t.Errorf("%d of the pack's %d pages are in the page cache, want at most the last stage's %d", resident, pages, max)
 	}
 }

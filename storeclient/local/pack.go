@@ -124,6 +124,13 @@ type appendFile struct {
 	retired bool
 	// kicked is how far writeback of the pack has been started.
 	kicked int64
+	// stage holds the staged bytes of direct appends (packdirect.go);
+	// nil when the pack is appended to through the page cache. df is the
+	// pack opened with O_DIRECT for them; directRefused is set once the
+	// filesystem refused a direct write.
+	stage         *packStage
+	df            *os.File
+	directRefused atomic.Bool
 }
 
 // packWritebackStep is how many bytes are appended to a pack before their
@@ -160,6 +167,18 @@ type packWriter struct {
 	flushing atomic.Bool
 	// upgraded is set once DIR/VERSION says the layout has packs.
 	upgraded bool
+	// direct says appends are staged and written with O_DIRECT
+	// (packdirect.go); inflight counts the stages being written, idle is
+	// signalled when it drops to zero, and stageErr is the first failed
+	// stage write: the entries staged there are not in the file, so every
+	// commit fails from then on.
+	direct   bool
+	inflight int
+	idle     *sync.Cond
+	stageErr error
+	// flushWaiting counts the commits waiting for inflight to drop to
+	// zero; appends wait while it is not zero.
+	flushWaiting int
 }
 
 func prefix(d storeclient.Digest) uint64 { return binary.LittleEndian.Uint64(d[:8]) }
@@ -174,7 +193,9 @@ func (s *Store) openPacks(version int) error {
 		writing:  make(map[storeclient.Digest]chan struct{}),
 		upgraded: version >= LayoutVersion,
 		maxSize:  packMaxSize,
+		direct:   !s.noSync && !s.cachedWrites,
 	}
+	pw.idle = sync.NewCond(&pw.mu)
 	dir := filepath.Join(s.dir, packsDir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("make %s: %w", dir, err)
@@ -280,13 +301,19 @@ func (s *Store) appendBlob(d storeclient.Digest, data []byte) (bool, error) {
 			pw.mu.Unlock()
 			return false, nil
 		}
-		ch, ok := pw.writing[d]
-		if !ok {
-			break
+		if ch, ok := pw.writing[d]; ok {
+			pw.mu.Unlock()
+			<-ch
+			pw.mu.Lock()
+			continue
 		}
-		pw.mu.Unlock()
-		<-ch
-		pw.mu.Lock()
+		if pw.flushWaiting > 0 {
+			// A commit waits for the stages being written: no new ones
+			// until it has its entries (packInFileLocked).
+			pw.idle.Wait()
+			continue
+		}
+		break
 	}
 	if err := s.reserveLocked(int64(len(data))); err != nil {
 		pw.mu.Unlock()
@@ -294,6 +321,21 @@ func (s *Store) appendBlob(d storeclient.Digest, data []byte) (bool, error) {
 	}
 	af, loc := pw.cur, packLoc{pack: pw.curID, off: pw.end, size: int64(len(data))}
 	pw.end += loc.size
+	if af.stage != nil {
+		full, err := s.stageLocked(af, loc.off, data)
+		if err != nil {
+			pw.mu.Unlock()
+			return false, err
+		}
+		s.addPendingLocked(d, loc)
+		pw.mu.Unlock()
+		if len(full) > 0 {
+			if err := s.writeStages(af, full); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	}
 	af.writes++
 	ch := make(chan struct{})
 	pw.writing[d] = ch
@@ -311,15 +353,11 @@ func (s *Store) appendBlob(d storeclient.Digest, data []byte) (bool, error) {
 	}
 	af.writes--
 	if af.retired && af.writes == 0 {
-		af.f.Close()
+		af.close()
 	}
 	delete(pw.writing, d)
 	if err == nil {
-		pw.pending[d] = loc
-		if pw.known == nil {
-			pw.known = make(map[uint64]struct{})
-		}
-		pw.known[prefix(d)] = struct{}{}
+		s.addPendingLocked(d, loc)
 	}
 	pw.mu.Unlock()
 	close(ch)
@@ -328,7 +366,7 @@ func (s *Store) appendBlob(d storeclient.Digest, data []byte) (bool, error) {
 		pw.mu.Lock()
 		af.writes--
 		if af.retired && af.writes == 0 {
-			af.f.Close()
+			af.close()
 		}
 		pw.mu.Unlock()
 	}
@@ -353,6 +391,9 @@ func (s *Store) reserveLocked(n int64) error {
 			return fmt.Errorf("open pack for appending: %w", err)
 		}
 		pw.cur = &appendFile{f: f}
+		if pw.direct {
+			s.startStage(pw.cur, pw.end)
+		}
 		return nil
 	}
 	if !pw.upgraded {
@@ -376,22 +417,39 @@ func (s *Store) reserveLocked(n int64) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("create pack: %w", err)
 	}
-	pw.retire()
+	s.retireLocked()
 	pw.cur, pw.curID, pw.end, pw.lastID = &appendFile{f: f}, id, int64(len(packHeader)), id
+	if pw.direct {
+		s.startStage(pw.cur, pw.end)
+	}
 	return nil
 }
 
-// retire closes the current pack's descriptor once its last write is done
-// (readers use descriptors of their own). pw.mu is held.
-func (pw *packWriter) retire() {
+// retireLocked closes the current pack's descriptor once its last write
+// is done (readers use descriptors of their own), after writing what is
+// staged of it. A failed write is kept in pw.stageErr. pw.mu is held.
+func (s *Store) retireLocked() {
+	pw := s.pw
 	if pw.cur == nil {
 		return
 	}
+	s.endStageLocked(pw.cur)
 	pw.cur.retired = true
 	if pw.cur.writes == 0 {
-		pw.cur.f.Close()
+		pw.cur.close()
 	}
 	pw.cur = nil
+}
+
+// addPendingLocked records the uncommitted entry of a blob appended at
+// loc. pw.mu is held.
+func (s *Store) addPendingLocked(d storeclient.Digest, loc packLoc) {
+	pw := s.pw
+	pw.pending[d] = loc
+	if pw.known == nil {
+		pw.known = make(map[uint64]struct{})
+	}
+	pw.known[prefix(d)] = struct{}{}
 }
 
 // pendingLoc returns the uncommitted location of d, if this writer has
@@ -406,19 +464,25 @@ func (s *Store) pendingLoc(d storeclient.Digest) (packLoc, bool) {
 	return loc, ok
 }
 
-// pendingEntries returns a copy of the uncommitted entries. The caller
-// commits them after syncBlobs, so it must take them before it.
-func (s *Store) pendingEntries() []packedEntry {
+// pendingEntries returns a copy of the uncommitted entries, whose bytes it
+// has made sure are in their pack files. The caller commits them after
+// syncBlobs, so it must take them before it.
+func (s *Store) pendingEntries() ([]packedEntry, error) {
 	if s.pw == nil {
-		return nil
+		return nil, nil
 	}
 	s.pw.mu.Lock()
 	defer s.pw.mu.Unlock()
+	if s.pw.direct {
+		if err := s.packInFileLocked(); err != nil {
+			return nil, err
+		}
+	}
 	es := make([]packedEntry, 0, len(s.pw.pending))
 	for d, loc := range s.pw.pending {
 		es = append(es, packedEntry{d, loc})
 	}
-	return es
+	return es, nil
 }
 
 // putPacked writes entries to the index in tx, and raises the committed
@@ -479,7 +543,10 @@ func (s *Store) packedCommitted(entries []packedEntry) {
 // flushPacks commits the pending entries on their own: after syncBlobs, in
 // one transaction.
 func (s *Store) flushPacks() error {
-	entries := s.pendingEntries()
+	entries, err := s.pendingEntries()
+	if err != nil {
+		return fmt.Errorf("commit packed blobs: %w", err)
+	}
 	if len(entries) == 0 {
 		return nil
 	}
@@ -501,7 +568,10 @@ func (s *Store) closePacks() error {
 	err := s.flushPacks()
 	s.pw.mu.Lock()
 	defer s.pw.mu.Unlock()
-	s.pw.retire()
+	s.retireLocked()
+	if err == nil {
+		err = s.pw.stageErr
+	}
 	return err
 }
 
