@@ -163,6 +163,9 @@ type packWriter struct {
 	// to know that the blob is not packed.
 	known      map[uint64]struct{}
 	knownReady bool
+	// loadMu makes the first puts wait for one load of known instead of
+	// each scanning the index.
+	loadMu sync.Mutex
 	// flushing is set while a put commits pending entries itself.
 	flushing atomic.Bool
 	// upgraded is set once DIR/VERSION says the layout has packs.
@@ -263,6 +266,14 @@ func (s *Store) loadKnown(ctx context.Context) error {
 	pw := s.pw
 	pw.mu.Lock()
 	ready := pw.knownReady
+	pw.mu.Unlock()
+	if ready {
+		return nil
+	}
+	pw.loadMu.Lock()
+	defer pw.loadMu.Unlock()
+	pw.mu.Lock()
+	ready = pw.knownReady
 	pw.mu.Unlock()
 	if ready {
 		return nil
@@ -387,14 +398,20 @@ func (s *Store) reserveLocked(n int64) error {
 	if pw.cur == nil && pw.curID != 0 && pw.end+n <= pw.maxSize {
 		// Go on appending to the last pack of an earlier writer.
 		f, err := os.OpenFile(s.packPath(pw.curID), os.O_RDWR, 0)
-		if err != nil {
+		if err == nil {
+			pw.cur = &appendFile{f: f}
+			if pw.direct {
+				s.startStage(pw.cur, pw.end)
+			}
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("open pack for appending: %w", err)
 		}
-		pw.cur = &appendFile{f: f}
-		if pw.direct {
-			s.startStage(pw.cur, pw.end)
-		}
-		return nil
+		// The last pack is gone (Verify reports its blobs missing):
+		// append to a new one.
+		s.log.Warn("the last pack file is missing; starting a new one", "store", s.dir, "pack", packName(pw.curID))
+		pw.curID = 0
 	}
 	if !pw.upgraded {
 		// The first pack of a store of an older layout: from now on a
@@ -442,9 +459,13 @@ func (s *Store) retireLocked() {
 }
 
 // addPendingLocked records the uncommitted entry of a blob appended at
-// loc. pw.mu is held.
+// loc, once its bytes are written (or staged). pw.mu is held.
 func (s *Store) addPendingLocked(d storeclient.Digest, loc packLoc) {
 	pw := s.pw
+	// Counted before it is published: a commit that takes the entry must
+	// also see that a sync is due (syncBlobs compares the counts), or it
+	// would commit an entry whose bytes are not durable.
+	s.blobWritten()
 	pw.pending[d] = loc
 	if pw.known == nil {
 		pw.known = make(map[uint64]struct{})

@@ -87,11 +87,19 @@ func (s *Store) WillNeed(ctx context.Context, ds []storeclient.Digest) ([]storec
 		}
 	}
 	for _, r := range ranges {
+		if err := ctx.Err(); err != nil {
+			return rest, fmt.Errorf("read ahead: %w", err)
+		}
 		pf, err := s.acquirePack(r.pack)
 		if err != nil {
 			return rest, fmt.Errorf("read ahead: %w", err)
 		}
-		readahead(pf.f, r.off, r.size)
+		// An entry's size comes from the database: never ask for more
+		// than the pack holds (a corrupt size of 2^62 would otherwise
+		// keep this loop busy for days).
+		if fi, err := pf.f.Stat(); err == nil && r.off < fi.Size() {
+			readahead(pf.f, r.off, min(r.size, fi.Size()-r.off))
+		}
 		s.releasePack(pf)
 	}
 	return rest, nil

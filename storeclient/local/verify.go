@@ -427,6 +427,13 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 			size, ok = fi.Size(), true
 		case !errors.Is(serr, os.ErrNotExist):
 			err = serr
+		case !ok:
+			// Packed after the index was read (an import running
+			// next to verify)?
+			var loc packLoc
+			if loc, ok, err = s.indexLoc(n.Digest()); ok {
+				size = loc.size
+			}
 		}
 		switch {
 		case err != nil:
