@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -31,6 +32,9 @@ type conn struct {
 	fwd    chan []byte    // records for go-nfs, owned by the forwarder
 	gonfs  net.Conn       // our end of go-nfs's pipe; nil if go-nfs is gone
 	gclose <-chan struct{}
+
+	raw         syscall.RawConn // the socket, for sendfile; nil: READ replies are copied
+	sendfileOff atomic.Bool     // sendfile failed on this socket: copy from now on
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -43,6 +47,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
 		c.port = ap.Port()
 	}
+	c.initSendfile()
 	return c
 }
 
@@ -197,7 +202,11 @@ func (c *conn) run(r route, cl *call) {
 		c.send(acceptedError(cl.xid, acceptGarbageArgs, 0, 0))
 		return
 	}
-	c.send(w.b)
+	if w.tail != nil {
+		c.sendFile(w.b, w.tail)
+	} else {
+		c.send(w.b)
+	}
 	if cap(w.b) <= replyBufSize(c.s.opts) {
 		*buf = w.b[:0]
 	}

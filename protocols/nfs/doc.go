@@ -33,6 +33,20 @@
 // O(entries) with any client buffer size. Every error status comes from
 // one table, status.go, over vfs.Errno.
 //
+// # Reads
+//
+// READ is answered by the record layer from a vfs.File opened per call.
+// When the blob is a range of a file on a local filesystem (a
+// trusted-local store: vfs.File.BlobReader then offers File and
+// FileOffset), a READ of spliceMin (16 KiB) or more is sent as its XDR
+// head from memory followed by the data with sendfile(2) from the blob
+// file and the XDR padding, under the connection's send lock
+// (sendfile.go). The head is built as for a copied read, so the replies
+// are the same bytes. The blob file's length is checked (fstat) before
+// the head goes out; a file shorter than its blob is read by copying,
+// which answers NFS3ERR_IO where bytes are missing. Such reads are
+// reported to the vfs Observer. Options.NoSendfile copies every read.
+//
 // # Access control
 //
 // Connections from outside Options.AllowedNetworks (default loopback) or

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -189,5 +190,31 @@ func TestLibnfsListRootOff(t *testing.T) {
 	}
 	if data, err := runTool(t, nfscat, "nfs://127.0.0.1/"+base+"/hello.txt"+query); err != nil || string(data) != "hello\n" {
 		t.Errorf("nfs-cat by name: %q, %v", data, err)
+	}
+}
+
+// TestLibnfsSendfile reads files of the embedded store with nfs-cat: the
+// READ replies that go out with sendfile (a blob file of its own, and a
+// packed blob; odd sizes, so the last reply is padded) are what libnfs
+// expects.
+func TestLibnfsSendfile(t *testing.T) {
+	nfscat := e2etest.NeedCommand(t, "nfs-cat")
+	fsys, files := localFS(t, vfs.Options{ListRoot: true}) // nfs-cat mounts "/"
+	srv, addr := serveTest(t, fsys, Options{})
+	_, port, _ := strings.Cut(addr, ":")
+	query := fmt.Sprintf("?version=3&nfsport=%s&mountport=%s", port, port)
+	for _, name := range []string{rootBig1, rootBig2, rootSmall} {
+		// Two slashes: libnfs mounts the directory part of the path,
+		// which one slash leaves empty.
+		data, err := runTool(t, nfscat, "nfs://127.0.0.1//"+name+query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(data, files[name]) {
+			t.Errorf("nfs-cat %s: %d bytes that are not the file's %d", name, len(data), len(files[name]))
+		}
+	}
+	if runtime.GOOS == "linux" && srv.spliced.Load() == 0 {
+		t.Error("no READ reply went out with sendfile")
 	}
 }

@@ -232,7 +232,12 @@ func (c *conn) read(cl *call, w *xdrWriter) error {
 		c.postOpAttr(w, n)
 		return nil
 	}
-	defer f.Close()
+	closeF := true // unless the reply's data is sent from the blob file
+	defer func() {
+		if closeF {
+			f.Close()
+		}
+	}()
 	size := uint64(f.Size())
 	if off >= size {
 		count = 0
@@ -247,6 +252,12 @@ func (c *conn) read(cl *call, w *xdrWriter) error {
 	w.u32(count)
 	w.bool(off+uint64(count) >= size)
 	w.u32(count)
+	if blob, base, ok := c.spliceable(f, count); ok {
+		// Sent by conn.sendFile after the head, which closes f.
+		w.tail = &fileTail{f: blob, off: base + int64(off), n: int(count), vf: f}
+		closeF = false
+		return nil
+	}
 	dataAt := len(w.b)
 	if cap(w.b)-dataAt < int(count)+3 {
 		grown := make([]byte, dataAt, dataAt+int(count)+3)

@@ -69,6 +69,12 @@ type Options struct {
 	// DefaultHandleCache.
 	HandleCacheSize int
 
+	// NoSendfile sends every READ reply from memory, as read into the
+	// server. By default a READ of 16 KiB or more from a blob that is a
+	// file on a local filesystem (the embedded store, trusted-local) is
+	// sent with sendfile(2), from the page cache to the socket (Linux).
+	NoSendfile bool
+
 	// Logger receives one line per refused connection, mount and
 	// connection error, with the client address. Default slog.Default().
 	Logger *slog.Logger

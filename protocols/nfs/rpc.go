@@ -169,8 +169,12 @@ func deniedRPCMismatch(xid uint32) []byte {
 
 // setRecordMark fills in the 4-byte record mark at the start of a reply
 // built by replyHeader: one fragment, the last.
-func setRecordMark(b []byte) {
-	binary.BigEndian.PutUint32(b, uint32(len(b)-4)|1<<31)
+func setRecordMark(b []byte) { setRecordMarkLen(b, len(b)-4) }
+
+// setRecordMarkLen fills in the record mark of a reply of n bytes whose
+// first part is b (the rest is sent from a file: see fileTail).
+func setRecordMarkLen(b []byte, n int) {
+	binary.BigEndian.PutUint32(b, uint32(n)|1<<31)
 }
 
 // errRecordTooLarge is returned by readRecord for a record longer than the

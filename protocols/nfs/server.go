@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	gonfs "github.com/willscott/go-nfs"
@@ -41,6 +42,8 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+
+	spliced atomic.Int64 // READ replies sent with sendfile, for tests
 }
 
 // New returns a Server over fsys. It starts nothing until Serve.

@@ -62,8 +62,13 @@ func (r *xdrReader) opaque(max int) []byte {
 	return r.fixed(int(n))
 }
 
-// xdrWriter encodes XDR by appending to a byte slice.
-type xdrWriter struct{ b []byte }
+// xdrWriter encodes XDR by appending to a byte slice. A READ reply may end
+// in bytes that are sent from a file instead (tail): b is then the reply
+// up to them.
+type xdrWriter struct {
+	b    []byte
+	tail *fileTail
+}
 
 func (w *xdrWriter) u32(v uint32) { w.b = binary.BigEndian.AppendUint32(w.b, v) }
 func (w *xdrWriter) u64(v uint64) { w.b = binary.BigEndian.AppendUint64(w.b, v) }

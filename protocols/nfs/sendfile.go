@@ -1,0 +1,146 @@
+package nfs
+
+import (
+	"net"
+	"os"
+	"time"
+
+	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/vfs"
+)
+
+// Zero-copy READ. When a file's blob is a range of a file on a local
+// filesystem (the embedded store of a trusted-local store: vfs hands out
+// its reader, with File and FileOffset, only then), the READ reply is sent
+// as its XDR head from memory — RPC header, status, attributes, count, eof
+// and the data's length — followed by the data with sendfile(2) from the
+// blob file (page cache to socket, no read into user space and no copy
+// out of it) and the XDR padding. The head and the data are built exactly
+// as for a copied read, so the two replies are byte for byte the same.
+
+// blobFile is implemented by store blob readers backed by a file on a local
+// filesystem (the local store's *local.BlobReader). The file stays owned by
+// the reader.
+type blobFile interface {
+	File() *os.File
+}
+
+// blobFileOffset is implemented by blob readers whose blob starts inside
+// its file (a blob packed with others): FileOffset is the offset in File
+// of the blob's byte 0. A blobFile without it starts at offset 0.
+type blobFileOffset interface {
+	FileOffset() int64
+}
+
+// fileOf returns the file holding r's blob and the blob's offset in it, if
+// r has one.
+func fileOf(r storeclient.BlobReader) (*os.File, int64, bool) {
+	bf, ok := r.(blobFile)
+	if !ok {
+		return nil, 0, false
+	}
+	f := bf.File()
+	if f == nil {
+		return nil, 0, false
+	}
+	var off int64
+	if fo, ok := r.(blobFileOffset); ok {
+		off = fo.FileOffset()
+	}
+	return f, off, true
+}
+
+// spliceMin is the smallest READ payload sent with sendfile. Below it one
+// pread and one write through user space cost less than the separate
+// head write and sendfile, and small files are read whole in one reply.
+const spliceMin = 16 << 10
+
+// fileTail is the data of a READ reply that is sent from a file: n bytes
+// at off in f, then XDR padding. vf is the open file they belong to; it
+// keeps f open until the reply is sent, and is closed then.
+type fileTail struct {
+	f   *os.File
+	off int64
+	n   int
+	vf  *vfs.File
+}
+
+// pad is the XDR padding after the tail's bytes.
+func (t *fileTail) pad() int { return -t.n & 3 }
+
+// spliceable returns the blob file and offset of vf's blob if a READ of
+// count bytes of it may be sent with sendfile on c. A blob file shorter
+// than the blob's recorded end is not: sendfile would stop short after the
+// reply's head went out, and the connection would have to be closed,
+// where a copied read answers NFS3ERR_IO. It is checked (fstat) before
+// each such reply, since every READ opens the file anew.
+func (c *conn) spliceable(vf *vfs.File, count uint32) (*os.File, int64, bool) {
+	if count < spliceMin || !c.sendfileOK() {
+		return nil, 0, false
+	}
+	blob, base, ok := fileOf(vf.BlobReader())
+	if !ok {
+		return nil, 0, false
+	}
+	fi, err := blob.Stat()
+	if err != nil || fi.Size() < base+vf.Size() {
+		c.log.Debug("nfs: blob file shorter than its blob; read copied",
+			"file", blob.Name(), "offset", base, "size", vf.Size(), "err", err)
+		return nil, 0, false
+	}
+	return blob, base, true
+}
+
+// sendFile sends a reply whose head (built with replyHeader) is followed
+// by t's bytes, and closes t.vf. It tells the FS's Observer about the
+// read, as vfs.File.ReadAt would have: these reads bypass it.
+func (c *conn) sendFile(head []byte, t *fileTail) {
+	defer t.vf.Close()
+	setRecordMarkLen(head, len(head)-4+t.n+t.pad())
+	obs, proto := c.s.fs.Options().Observer, c.s.fs.Protocol()
+	if obs == nil {
+		c.sendWithTail(head, t)
+		return
+	}
+	t0 := time.Now()
+	obs.OpStart(proto, vfs.OpRead)
+	err := c.sendWithTail(head, t)
+	n := t.n
+	if err != nil {
+		n = 0
+	}
+	obs.OpEnd(proto, vfs.OpRead, time.Since(t0), n, err)
+}
+
+// sendCopied sends what sendfile did not: the tail from byte from on, read
+// into memory, after head unless head is nil (already sent), then the
+// padding. The caller holds wmu. If the read fails, the reply cannot be
+// completed (its head promised the bytes) and the connection is closed.
+func (c *conn) sendCopied(head []byte, t *fileTail, from int) error {
+	buf := make([]byte, t.n-from+t.pad())
+	if _, err := t.f.ReadAt(buf[:t.n-from], t.off+int64(from)); err != nil {
+		c.log.Error("nfs: closing connection: reading a blob file failed in the middle of a READ reply", "err", err)
+		c.werr = err
+		c.nc.Close()
+		return err
+	}
+	var bufs net.Buffers
+	if head != nil {
+		bufs = append(bufs, head)
+	}
+	bufs = append(bufs, buf)
+	_, err := bufs.WriteTo(c.nc)
+	return err
+}
+
+// sendFailed records that a reply could not be sent (err, if not nil) and
+// closes the connection, as send does. The caller holds wmu.
+func (c *conn) sendFailed(err error) error {
+	if err == nil || c.werr != nil {
+		return err
+	}
+	c.werr = err
+	c.log.Info("nfs: cannot send reply, closing", "err", err)
+	c.nc.Close()
+	return err
+}
