@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -133,12 +134,40 @@ func (fl *File) Node() Node { return fl.node }
 // Size returns the file's length.
 func (fl *File) Size() int64 { return fl.size }
 
-// BlobReader returns the store's reader of the file's blob (nil for the
-// empty file; a wrapper without the store reader's extra methods for a
-// store that is not trusted-local), for frontends that hand a local blob
-// file to the kernel, as the 9P frontend's sendfile. Reads through it skip
-// ReadAt's checks and its Observer. It stays owned by fl: do not close it.
-func (fl *File) BlobReader() storeclient.BlobReader { return fl.r }
+// blobFile is implemented by the readers of stores that keep each blob as
+// the range [FileOffset(), FileOffset()+Size()) of a local file (the
+// embedded store: a blob file of its own at offset 0, or a range of a
+// pack). The file belongs to the reader.
+type blobFile interface {
+	File() *os.File
+	FileOffset() int64
+}
+
+// BlobFile returns the local file holding the file's blob and the offset of
+// the blob's first byte in it, for frontends that hand a file range to the
+// kernel (FUSE passthrough and splice, sendfile for NFS READ and 9P Rread).
+// ok is false for the empty file, for a store that is not trusted-local
+// (its bytes must go through ReadAt's checks), for a reader without a file,
+// and for a file shorter than the blob's end (damaged on disk): ReadAt
+// answers that with EIO, where the kernel would stop short in the middle of
+// a reply. Reads of the file skip ReadAt's checks and its Observer. The
+// file stays owned by fl: do not close it, or use it after fl.Close.
+func (fl *File) BlobFile() (f *os.File, off int64, ok bool) {
+	if fl.r == nil || !fl.fs.trusted {
+		return nil, 0, false
+	}
+	bf, isFile := fl.r.(blobFile)
+	if !isFile || bf.File() == nil {
+		return nil, 0, false
+	}
+	f, off = bf.File(), bf.FileOffset()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() < off+fl.size {
+		fl.fs.log.Warn("vfs: blob file shorter than its blob; reading it through vfs", "blob", fl.node.node.Digest().String(), "file", f.Name(), "offset", off, "size", fl.size, "err", err)
+		return nil, 0, false
+	}
+	return f, off, true
+}
 
 // ReadAt reads len(p) bytes at off, as io.ReaderAt: fewer bytes only at the
 // end of the file, with io.EOF; a read at or past the end returns 0, io.EOF.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -53,7 +54,7 @@ type fileHandle struct {
 	// backing is the blob's own file when the store keeps blobs as
 	// files: handed to the kernel for passthrough, or spliced from. nil
 	// for a packed blob (see passthrough.backing). It belongs to f.
-	backing FileBlob
+	backing *os.File
 }
 
 var (
@@ -70,7 +71,7 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		return fuse.ReadResultData(nil), 0
 	}
 	if h.backing != nil {
-		return fuse.ReadResultFd(h.backing.File().Fd(), off, int(min(int64(len(dest)), size-off))), 0
+		return fuse.ReadResultFd(h.backing.Fd(), off, int(min(int64(len(dest)), size-off))), 0
 	}
 	n, err := h.f.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -85,7 +86,7 @@ func (h *fileHandle) PassthroughFd() (int, bool) {
 	if h.backing == nil || !h.fs.pt.usable(h.backing) {
 		return 0, false
 	}
-	return int(h.backing.File().Fd()), true
+	return int(h.backing.Fd()), true
 }
 
 // Release closes the file.

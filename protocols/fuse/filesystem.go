@@ -37,8 +37,9 @@ type Options struct {
 
 // BlobFiler is implemented by stores whose blobs are ranges of files on a
 // local filesystem whose content was verified when it was written, such as
-// the embedded local store. Their blob readers implement FileBlob; a
-// reader that does not is read through vfs.
+// the embedded local store. Which files' blobs the kernel may read
+// itself is vfs' rule (vfs.File.BlobFile); the others are read through
+// vfs.
 type BlobFiler interface {
 	// OpenBlob opens the blob with digest d (the prefetcher reads
 	// packed blobs with it; a store may share one descriptor among the
@@ -50,16 +51,6 @@ type BlobFiler interface {
 	// TrustedLocal reports whether the blob files may be served without
 	// verifying them.
 	TrustedLocal() bool
-}
-
-// FileBlob is a blob reader whose bytes are [FileOffset(),
-// FileOffset()+Size()) of File(), such as the embedded local store's: a
-// blob file of its own (offset 0), or a range of a pack file. The file
-// belongs to the reader and lives until its Close.
-type FileBlob interface {
-	storeclient.BlobReader
-	File() *os.File
-	FileOffset() int64
 }
 
 // BlobPrefetcher is implemented by BlobFiles that can start reading many

@@ -51,7 +51,7 @@ func TestPackedFiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		packed := r.(FileBlob).FileOffset() != 0
+		packed := r.(interface{ FileOffset() int64 }).FileOffset() != 0
 		r.Close()
 		if !packed {
 			t.Fatalf("%s is not packed: the test reads no packed file", name)

@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -49,8 +50,8 @@ func (p *passthrough) enable(srv *fuse.Server) {
 
 // backing returns the blob file of f, for passthrough or, where that is
 // off, for splicing reads from it; nil if the blob is not a file of its
-// own (reads then go through vfs). It is the reader vfs opened f with (no
-// second open), and stays owned by f.
+// own (reads then go through vfs). It is the file of the reader vfs opened
+// f with (no second open), and stays owned by f.
 //
 // A blob packed with others (FileOffset not 0, the local store's small
 // blobs) is neither passed through nor spliced: the kernel passes a
@@ -59,21 +60,20 @@ func (p *passthrough) enable(srv *fuse.Server) {
 // of the pack can come back short (a short read is taken for the end of
 // the file). vfs reads such a blob with one pread at its offset in the
 // pack.
-func (p *passthrough) backing(f *vfs.File) FileBlob {
-	fb, ok := f.BlobReader().(FileBlob)
-	if !ok || fb.FileOffset() != 0 || fb.Size() != f.Size() {
+func (p *passthrough) backing(f *vfs.File) *os.File {
+	blob, off, ok := f.BlobFile()
+	if !ok || off != 0 {
 		return nil
 	}
-	return fb
+	return blob
 }
 
-// usable reports whether the kernel may read b itself; the first call
+// usable reports whether the kernel may read f itself; the first call
 // tries a registration to find out.
-func (p *passthrough) usable(b FileBlob) bool {
+func (p *passthrough) usable(f *os.File) bool {
 	if p.off.Load() {
 		return false
 	}
-	f := b.File()
 	p.probe.Do(func() {
 		srv := p.server.Load()
 		if srv == nil {

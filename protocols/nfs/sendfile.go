@@ -5,7 +5,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -17,38 +16,6 @@ import (
 // blob file (page cache to socket, no read into user space and no copy
 // out of it) and the XDR padding. The head and the data are built exactly
 // as for a copied read, so the two replies are byte for byte the same.
-
-// blobFile is implemented by store blob readers backed by a file on a local
-// filesystem (the local store's *local.BlobReader). The file stays owned by
-// the reader.
-type blobFile interface {
-	File() *os.File
-}
-
-// blobFileOffset is implemented by blob readers whose blob starts inside
-// its file (a blob packed with others): FileOffset is the offset in File
-// of the blob's byte 0. A blobFile without it starts at offset 0.
-type blobFileOffset interface {
-	FileOffset() int64
-}
-
-// fileOf returns the file holding r's blob and the blob's offset in it, if
-// r has one.
-func fileOf(r storeclient.BlobReader) (*os.File, int64, bool) {
-	bf, ok := r.(blobFile)
-	if !ok {
-		return nil, 0, false
-	}
-	f := bf.File()
-	if f == nil {
-		return nil, 0, false
-	}
-	var off int64
-	if fo, ok := r.(blobFileOffset); ok {
-		off = fo.FileOffset()
-	}
-	return f, off, true
-}
 
 // spliceMin is the smallest READ payload sent with sendfile. Below it one
 // pread and one write through user space cost less than the separate
@@ -69,26 +36,14 @@ type fileTail struct {
 func (t *fileTail) pad() int { return -t.n & 3 }
 
 // spliceable returns the blob file and offset of vf's blob if a READ of
-// count bytes of it may be sent with sendfile on c. A blob file shorter
-// than the blob's recorded end is not: sendfile would stop short after the
-// reply's head went out, and the connection would have to be closed,
-// where a copied read answers NFS3ERR_IO. It is checked (fstat) before
-// each such reply, since every READ opens the file anew.
+// count bytes of it may be sent with sendfile on c. vfs refuses a blob
+// file shorter than the blob's end (sendfile would stop short after the
+// reply's head went out, where a copied read answers NFS3ERR_IO).
 func (c *conn) spliceable(vf *vfs.File, count uint32) (*os.File, int64, bool) {
 	if count < spliceMin || !c.sendfileOK() {
 		return nil, 0, false
 	}
-	blob, base, ok := fileOf(vf.BlobReader())
-	if !ok {
-		return nil, 0, false
-	}
-	fi, err := blob.Stat()
-	if err != nil || fi.Size() < base+vf.Size() {
-		c.log.Debug("nfs: blob file shorter than its blob; read copied",
-			"file", blob.Name(), "offset", base, "size", vf.Size(), "err", err)
-		return nil, 0, false
-	}
-	return blob, base, true
+	return vf.BlobFile()
 }
 
 // sendFile sends a reply whose head (built with replyHeader) is followed

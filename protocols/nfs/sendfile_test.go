@@ -207,12 +207,12 @@ func TestSendfileShortBlobFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	br, ok := h.BlobReader().(*local.BlobReader)
-	if !ok || br.FileOffset() == 0 {
-		t.Fatalf("rootSmall's blob reader %T is not a packed local blob", h.BlobReader())
+	blob, off, ok := h.BlobFile()
+	if !ok || off == 0 {
+		t.Fatalf("rootSmall's blob is not a packed local blob (file %v, offset %d)", blob, off)
 	}
 	const cut = 60000 // the blob's bytes after this are gone
-	if err := os.Truncate(br.File().Name(), br.FileOffset()+cut); err != nil {
+	if err := os.Truncate(blob.Name(), off+cut); err != nil {
 		t.Fatal(err)
 	}
 	h.Close()

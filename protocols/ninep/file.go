@@ -172,31 +172,16 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 		}
 		f.open = h
 		if f.sess.spliced != nil && h.Size() >= spliceMin {
-			f.blob, f.blobOff = f.spliceable(h)
+			// Checked once here, before any reply: a blob file that
+			// could not hold the blob would make sendfile stop short
+			// after the Rread header went out (vfs refuses it).
+			if blob, off, ok := h.BlobFile(); ok {
+				f.blob, f.blobOff = blob, off
+			}
 		}
 	}
 	f.opened = true
 	return qid(f.sess.fs, f.node), 0, nil
-}
-
-// spliceable returns the file holding h's blob and the blob's offset in
-// it, if its reads may go out with sendfile; nil otherwise. A file shorter
-// than the blob's recorded end is not: sendfile would stop short after the
-// Rread header went out, and the connection would have to be closed, where
-// a copied read answers EIO. Checking once here, before any reply, keeps
-// the promise that sendfile replies are the same as copied ones.
-func (f *file) spliceable(h *vfs.File) (*os.File, int64) {
-	blob, off, ok := fileOf(h.BlobReader())
-	if !ok {
-		return nil, 0
-	}
-	fi, err := blob.Stat()
-	if err != nil || fi.Size() < off+h.Size() {
-		f.sess.log.Warn("ninep: blob file shorter than its blob; its reads are copied",
-			"file", blob.Name(), "offset", off, "size", h.Size(), "err", err)
-		return nil, 0
-	}
-	return blob, off
 }
 
 // ReadAt implements p9.File. The wire layer has already clamped the count

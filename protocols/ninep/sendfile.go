@@ -11,7 +11,6 @@ import (
 
 	"github.com/hugelgupf/p9/linux"
 
-	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -26,38 +25,6 @@ import (
 // to socket, with neither the pread into the buffer nor the copy out of it
 // through user space. The library still does everything else (fid lookup,
 // open and xattr checks, flushes, tags), so replies are the same either way.
-
-// blobFile is implemented by store blob readers backed by a file on a local
-// filesystem (the local store's *local.BlobReader). The file stays owned by
-// the reader.
-type blobFile interface {
-	File() *os.File
-}
-
-// blobFileOffset is implemented by blob readers whose blob starts inside
-// its file (a blob packed with others): FileOffset is the offset in File
-// of the blob's byte 0. A blobFile without it starts at offset 0.
-type blobFileOffset interface {
-	FileOffset() int64
-}
-
-// fileOf returns the file holding r's blob and the blob's offset in it, if
-// r has one.
-func fileOf(r storeclient.BlobReader) (*os.File, int64, bool) {
-	bf, ok := r.(blobFile)
-	if !ok {
-		return nil, 0, false
-	}
-	f := bf.File()
-	if f == nil {
-		return nil, 0, false
-	}
-	var off int64
-	if fo, ok := r.(blobFileOffset); ok {
-		off = fo.FileOffset()
-	}
-	return f, off, true
-}
 
 // spliceMin is the smallest Rread payload sent with sendfile. Below it one
 // pread and one writev through user space cost less than the separate
