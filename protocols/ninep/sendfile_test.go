@@ -465,6 +465,16 @@ func TestSendfileObserved(t *testing.T) {
 		}
 		total += len(b)
 	}
+	// The server accounts for a reply once it is sent, which may be just
+	// after the client has it: wait (bounded) for the last one.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		obs.mu.Lock()
+		done := obs.reads >= 3
+		obs.mu.Unlock()
+		if done {
+			break
+		}
+	}
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
 	if obs.reads != 3 || obs.bytes != total {
