@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/storefs/storefs/protocols/internal/sendfile"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -17,10 +18,8 @@ import (
 // out of it) and the XDR padding. The head and the data are built exactly
 // as for a copied read, so the two replies are byte for byte the same.
 
-// spliceMin is the smallest READ payload sent with sendfile. Below it one
-// pread and one write through user space cost less than the separate
-// head write and sendfile, and small files are read whole in one reply.
-const spliceMin = 16 << 10
+// spliceMin is the smallest READ payload sent with sendfile.
+const spliceMin = sendfile.MinPayload
 
 // fileTail is the data of a READ reply that is sent from a file: n bytes
 // at off in f, then XDR padding. vf is the open file they belong to; it

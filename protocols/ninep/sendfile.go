@@ -11,6 +11,7 @@ import (
 
 	"github.com/hugelgupf/p9/linux"
 
+	"github.com/storefs/storefs/protocols/internal/sendfile"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -26,11 +27,8 @@ import (
 // through user space. The library still does everything else (fid lookup,
 // open and xattr checks, flushes, tags), so replies are the same either way.
 
-// spliceMin is the smallest Rread payload sent with sendfile. Below it one
-// pread and one writev through user space cost less than the separate
-// header write and sendfile, and most small files are read whole in one
-// reply anyway.
-const spliceMin = 16 << 10
+// spliceMin is the smallest Rread payload sent with sendfile.
+const spliceMin = sendfile.MinPayload
 
 // splicedRead is where the payload of one Rread is: n bytes at off in f,
 // from the blob of size bytes that starts at base in f.

@@ -96,12 +96,17 @@ func (w *bigWriter) write(p []byte) error {
 func (w *bigWriter) chunk() []byte {
 	if w.allocated < bigChunks {
 		w.allocated++
-		if b, ok := w.s.directBufs.Get().(*[]byte); ok {
-			return (*b)[:0]
-		}
-		return alignedChunk()
+		return w.s.directChunk()
 	}
 	return (<-w.free)[:0]
+}
+
+// directChunk returns an empty aligned chunk from the store's pool.
+func (s *Store) directChunk() []byte {
+	if b, ok := s.directBufs.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return alignedChunk()
 }
 
 // alignedChunk allocates a chunk whose memory starts at a multiple of

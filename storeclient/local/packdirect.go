@@ -37,7 +37,7 @@ func (s *Store) startStage(af *appendFile, end int64) bool {
 	if err != nil {
 		return false
 	}
-	st := &packStage{buf: s.stageChunk(), off: end &^ (directAlign - 1)}
+	st := &packStage{buf: s.directChunk(), off: end &^ (directAlign - 1)}
 	if n := int(end - st.off); n > 0 {
 		st.buf = st.buf[:n]
 		if _, err := af.f.ReadAt(st.buf, st.off); err != nil {
@@ -49,13 +49,6 @@ func (s *Store) startStage(af *appendFile, end int64) bool {
 	}
 	af.stage, af.df = st, df
 	return true
-}
-
-func (s *Store) stageChunk() []byte {
-	if b, ok := s.directBufs.Get().(*[]byte); ok {
-		return (*b)[:0]
-	}
-	return alignedChunk()
 }
 
 // stageLocked copies data, which goes at off, into af's stage, and
@@ -75,7 +68,7 @@ func (s *Store) stageLocked(af *appendFile, off int64, data []byte) ([]*packStag
 		data = data[n:]
 		if len(st.buf) == cap(st.buf) {
 			full = append(full, st)
-			next := &packStage{buf: s.stageChunk(), off: st.off + int64(len(st.buf))}
+			next := &packStage{buf: s.directChunk(), off: st.off + int64(len(st.buf))}
 			af.stage, st = next, next
 			s.pw.inflight++
 			af.writes++

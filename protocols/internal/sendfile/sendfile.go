@@ -11,6 +11,12 @@ import (
 	"syscall"
 )
 
+// MinPayload is the smallest payload worth sending with Send. Below it
+// one pread and one write through user space cost less than the separate
+// head write and sendfile, and small files are mostly read whole in one
+// reply anyway.
+const MinPayload = 16 << 10
+
 // Result says how far Send got.
 type Result struct {
 	// Head, Sent and Tail count the bytes of the head, of the file range
