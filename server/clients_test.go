@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/hugelgupf/p9/p9"
@@ -22,7 +23,7 @@ import (
 // bytes and fileid.
 func nfsRead(t testing.TB, addr, path string) ([]byte, uint64) {
 	t.Helper()
-	client, err := rpc.DialTCP("tcp", addr, false)
+	client, err := nfsDial(addr)
 	if err != nil {
 		t.Fatalf("nfs: dial %s: %v", addr, err)
 	}
@@ -45,6 +46,21 @@ func nfsRead(t testing.TB, addr, path string) ([]byte, uint64) {
 		t.Fatalf("nfs: read %s: %v", path, err)
 	}
 	return data, attr.Fileid
+}
+
+// nfsDial connects go-nfs-client to addr. The client binds a source port it
+// picks at random from 49152-65535 instead of letting the kernel choose, so
+// on a busy machine the bind can hit a port in use (EADDRINUSE, seen in CI);
+// a few more tries pick other ports.
+func nfsDial(addr string) (*rpc.Client, error) {
+	var err error
+	for range 8 {
+		var c *rpc.Client
+		if c, err = rpc.DialTCP("tcp", addr, false); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			return c, err
+		}
+	}
+	return nil, err
 }
 
 // 9P message types the interop connection rewrites.
