@@ -33,7 +33,7 @@ type Env struct {
 	Corpus  CorpusStats
 	Scratch string // a fresh directory for stores; removed after the run
 	Storefs string // the storefs binary built from this tree
-	Runs    int    // timed repetitions per system; the fastest counts
+	Runs    int    // timed repetitions per system; the fastest and the median are reported
 	Smoke   bool
 	Log     *slog.Logger
 }
@@ -42,10 +42,11 @@ type Env struct {
 type Result struct {
 	Workload string
 	System   string
-	Peer     bool // the reference the workload's other systems are compared with
-	Wall     time.Duration
-	Bytes    int64 // payload bytes processed
-	Files    int   // files processed
+	Peer     bool          // the reference the workload's other systems are compared with
+	Wall     time.Duration // the fastest run
+	Median   time.Duration // the median run; 0 when only one run was timed
+	Bytes    int64         // payload bytes processed
+	Files    int           // files processed
 	Skipped  string
 }
 
@@ -72,7 +73,7 @@ func run() error {
 	var (
 		smoke     = flag.Bool("smoke", false, "use the tiny corpus (CI: checks that every driver works)")
 		names     = flag.String("workloads", "", "comma-separated workloads to run (default: all)")
-		runs      = flag.Int("runs", 1, "timed runs per system; the fastest is reported")
+		runs      = flag.Int("runs", 1, "timed runs per system; the fastest (and, from 2 runs, the median) is reported")
 		dir       = flag.String("dir", "", "directory for the corpus and stores (default: a new one in $TMPDIR, removed at the end)")
 		smallN    = flag.Int("small-files", -1, "number of small files (default: 20000, smoke 300)")
 		bigSize   = flag.Int64("big-size", -1, "size of the big file in bytes (default: 1 GiB, smoke 8 MiB)")
@@ -155,11 +156,19 @@ func run() error {
 		}
 		all = append(all, rs...)
 	}
-	fmt.Printf("corpus: %d files, %s (%d small files of %s-%s, big file %s); %d run(s) each, fastest shown\n\n",
+	fmt.Printf("corpus: %d files, %s (%d small files of %s-%s, big file %s); %d run(s) each, fastest shown%s\n\n",
 		st.Files, formatBytes(st.Bytes), corpus.SmallFiles, formatBytes(int64(corpus.MinSize)), formatBytes(int64(corpus.MaxSize)),
-		formatBytes(corpus.BigSize), env.Runs)
+		formatBytes(corpus.BigSize), env.Runs, medianNote(env.Runs))
 	printTable(os.Stdout, all)
 	return nil
+}
+
+// medianNote completes the table's caption when runs were repeated.
+func medianNote(runs int) string {
+	if runs < 2 {
+		return ""
+	}
+	return ", and the median"
 }
 
 // buildStorefs builds cmd/storefs of this module into dir.
@@ -208,15 +217,40 @@ type contender struct {
 	run  func(ctx context.Context, dir string) (string, error)
 }
 
+// rounds holds one system's wall times, one per timed run.
+type rounds []time.Duration
+
+// best returns the fastest run.
+func (r rounds) best() time.Duration { return slices.Min(r) }
+
+// median returns the median run (the mean of the middle two for an even
+// count), or 0 for a single run, which has no median worth printing.
+func (r rounds) median() time.Duration {
+	if len(r) < 2 {
+		return 0
+	}
+	s := slices.Clone(r)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// result is the row of one system's rounds on a workload.
+func (r rounds) result(workload, system string, peer bool, bytes int64, files int) Result {
+	return Result{Workload: workload, System: system, Peer: peer, Wall: r.best(), Median: r.median(), Bytes: bytes, Files: files}
+}
+
 // runContenders runs every contender env.Runs times, interleaved (one run
 // of each, then the next round) so that slow drift of the machine touches
-// all of them alike, and returns each one's fastest wall time and last
-// output. Before each run it calls sync(2), untimed, so that writeback of
+// all of them alike, and returns each one's wall times and last output. Before each run it calls sync(2), untimed, so that writeback of
 // earlier runs does not land in this run's time. Stores are deleted only
 // after all runs: ext4 makes inode allocation slower for minutes after a
 // mass delete, which would penalise whichever system runs next.
-func runContenders(ctx context.Context, env *Env, cs []contender) ([]time.Duration, []string, error) {
-	best := make([]time.Duration, len(cs))
+func runContenders(ctx context.Context, env *Env, cs []contender) ([]rounds, []string, error) {
+	walls := make([]rounds, len(cs))
 	outs := make([]string, len(cs))
 	for i := 0; i < env.Runs; i++ {
 		for j, c := range cs {
@@ -229,27 +263,48 @@ func runContenders(ctx context.Context, env *Env, cs []contender) ([]time.Durati
 				return nil, nil, fmt.Errorf("%s: %w", c.name, err)
 			}
 			env.Log.Debug("run", "system", c.name, "round", i, "wall", d)
-			if best[j] == 0 || d < best[j] {
-				best[j] = d
-			}
+			walls[j] = append(walls[j], d)
 			outs[j] = out
 		}
 	}
-	return best, outs, nil
+	return walls, outs, nil
 }
 
+// printTable prints the results as a markdown table. The wall time, rates
+// and ratio are of each system's fastest run; when runs were repeated, two
+// more columns give the median run and its ratio to the peer's median, so
+// that a workload whose runs scatter (or fall into two modes) shows it.
 func printTable(w io.Writer, rs []Result) {
-	fmt.Fprintln(w, "| workload | system | wall time | MB/s | files/s | time vs peer |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|")
-	peers := map[string]time.Duration{}
+	medians := slices.ContainsFunc(rs, func(r Result) bool { return r.Median > 0 })
+	header, rule := "| workload | system | wall time | MB/s | files/s | time vs peer |", "|---|---|---:|---:|---:|---:|"
+	if medians {
+		header += " median | median vs peer |"
+		rule += "---:|---:|"
+	}
+	fmt.Fprintln(w, header)
+	fmt.Fprintln(w, rule)
+	peers := map[string]Result{}
 	for _, r := range rs {
 		if r.Peer && r.Skipped == "" {
-			peers[r.Workload] = r.Wall
+			peers[r.Workload] = r
 		}
+	}
+	ratio := func(r Result, d, peer time.Duration) string {
+		switch {
+		case r.Peer:
+			return "1.00 (peer)"
+		case d > 0 && peer > 0:
+			return fmt.Sprintf("%.2f×", d.Seconds()/peer.Seconds())
+		}
+		return ""
 	}
 	for _, r := range rs {
 		if r.Skipped != "" {
-			fmt.Fprintf(w, "| %s | %s | skipped: %s | | | |\n", r.Workload, r.System, r.Skipped)
+			fmt.Fprintf(w, "| %s | %s | skipped: %s | | | |", r.Workload, r.System, r.Skipped)
+			if medians {
+				fmt.Fprint(w, " | |")
+			}
+			fmt.Fprintln(w)
 			continue
 		}
 		secs := r.Wall.Seconds()
@@ -260,13 +315,16 @@ func printTable(w io.Writer, rs []Result) {
 		if r.Files > 0 {
 			fps = fmt.Sprintf("%.0f", float64(r.Files)/secs)
 		}
-		ratio := ""
-		if r.Peer {
-			ratio = "1.00 (peer)"
-		} else if p, ok := peers[r.Workload]; ok {
-			ratio = fmt.Sprintf("%.2f×", r.Wall.Seconds()/p.Seconds())
+		peer := peers[r.Workload]
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |", r.Workload, r.System, r.Wall.Round(time.Millisecond), mbs, fps, ratio(r, r.Wall, peer.Wall))
+		if medians {
+			med := ""
+			if r.Median > 0 {
+				med = r.Median.Round(time.Millisecond).String()
+			}
+			fmt.Fprintf(w, " %s | %s |", med, ratio(r, r.Median, peer.Median))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.Workload, r.System, r.Wall.Round(time.Millisecond), mbs, fps, ratio)
+		fmt.Fprintln(w)
 	}
 }
 

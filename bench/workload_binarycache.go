@@ -179,10 +179,10 @@ type firstReadContender struct {
 
 // runFirstReads runs the contenders as runContenders does (interleaved
 // rounds, a sync before each run, a fresh directory each) and returns each
-// one's fastest time to its result and fastest time to its end.
-func runFirstReads(ctx context.Context, env *Env, cs []firstReadContender) (result, end []time.Duration, err error) {
-	result = make([]time.Duration, len(cs))
-	end = make([]time.Duration, len(cs))
+// one's times to its result and times to its end.
+func runFirstReads(ctx context.Context, env *Env, cs []firstReadContender) (result, end []rounds, err error) {
+	result = make([]rounds, len(cs))
+	end = make([]rounds, len(cs))
 	for i := 0; i < env.Runs; i++ {
 		for j, c := range cs {
 			dir := filepath.Join(env.Scratch, fmt.Sprintf("first%d-sys%d", i, j))
@@ -197,12 +197,8 @@ func runFirstReads(ctx context.Context, env *Env, cs []firstReadContender) (resu
 				r = d
 			}
 			env.Log.Debug("run", "system", c.name, "round", i, "result", r, "wall", d)
-			if result[j] == 0 || r < result[j] {
-				result[j] = r
-			}
-			if end[j] == 0 || d < end[j] {
-				end[j] = d
-			}
+			result[j] = append(result[j], r)
+			end[j] = append(end[j], d)
 		}
 	}
 	return result, end, nil
@@ -281,9 +277,9 @@ func runBinaryCacheWorkload(ctx context.Context, env *Env) ([]Result, error) {
 	}
 	var results []Result
 	for i, c := range first {
-		results = append(results, Result{Workload: "binarycache first", System: c.name, Peer: c.peer, Wall: res[i], Bytes: size, Files: files})
+		results = append(results, res[i].result("binarycache first", c.name, c.peer, size, files))
 		if c.doneName != "" {
-			results = append(results, Result{Workload: "binarycache first", System: c.doneName, Wall: ends[i], Bytes: size, Files: files})
+			results = append(results, ends[i].result("binarycache first", c.doneName, false, size, files))
 		}
 	}
 
@@ -309,7 +305,7 @@ func runBinaryCacheWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		return nil, err
 	}
 	for i, c := range second {
-		results = append(results, Result{Workload: "binarycache second", System: c.name, Peer: c.peer, Wall: walls[i], Bytes: size, Files: files})
+		results = append(results, walls[i].result("binarycache second", c.name, c.peer, size, files))
 	}
 	return results, nil
 }

@@ -62,8 +62,7 @@ func runBlobReadWorkload(ctx context.Context, env *Env) ([]Result, error) {
 	}
 	var results []Result
 	for i, c := range cs {
-		r := Result{Workload: "blobread", System: c.name, Peer: c.peer, Wall: walls[i], Bytes: size, Files: 1}
-		results = append(results, r)
+		results = append(results, walls[i].result("blobread", c.name, c.peer, size, 1))
 	}
 	return results, nil
 }

@@ -46,16 +46,14 @@ func runDaemonWorkload(ctx context.Context, env *Env) ([]Result, error) {
 	}
 	// The daemon: only exec → "ready" counts, not the idle wait and the
 	// stop that follow in the same run, so it times itself.
-	var best time.Duration
+	var startups rounds
 	var rss int64
 	for i := 0; i < env.Runs; i++ {
 		startup, r, err := serveToReady(ctx, env, storeDir, filepath.Join(env.Scratch, fmt.Sprintf("serve%d", i)), fuse)
 		if err != nil {
 			return nil, err
 		}
-		if best == 0 || startup < best {
-			best = startup
-		}
+		startups = append(startups, startup)
 		rss = max(rss, r)
 	}
 	frontends := "nfs, 9p, virtiofs, grpc, metrics"
@@ -63,8 +61,8 @@ func runDaemonWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		frontends = "fuse, " + frontends
 	}
 	return []Result{
-		{Workload: "daemon", System: peer[0].name, Peer: true, Wall: walls[0]},
-		{Workload: "daemon", System: fmt.Sprintf("storefs serve → ready (%s; idle RSS %.1f MiB)", frontends, float64(rss)/(1<<20)), Wall: best},
+		walls[0].result("daemon", peer[0].name, true, 0, 0),
+		startups.result("daemon", fmt.Sprintf("storefs serve → ready (%s; idle RSS %.1f MiB)", frontends, float64(rss)/(1<<20)), false, 0, 0),
 	}, nil
 }
 

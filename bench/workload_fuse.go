@@ -91,9 +91,9 @@ func runFUSEWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		}
 		return strings.HasPrefix(system, "squashfuse_ll")
 	}
-	add := func(workload string, walls []time.Duration, bytes int64, files int) {
+	add := func(workload string, walls []rounds, bytes int64, files int) {
 		for i, m := range systems {
-			results = append(results, Result{Workload: workload, System: m.name, Peer: isPeer(workload, m.name), Wall: walls[i], Bytes: bytes, Files: files})
+			results = append(results, walls[i].result(workload, m.name, isPeer(workload, m.name), bytes, files))
 		}
 	}
 
@@ -115,13 +115,13 @@ func runFUSEWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		if _, err := exec.LookPath("fio"); err != nil {
 			results = append(results, Result{Workload: "fuse fio 4k randread", System: "all", Skipped: "fio is not installed"})
 		} else {
-			walls := make([]time.Duration, len(systems))
+			walls := make([]rounds, len(systems))
 			for i, m := range systems {
 				iops, err := fioRandRead(ctx, env, filepath.Join(m.root, BigName))
 				if err != nil {
 					return nil, fmt.Errorf("%s: fio: %w", m.name, err)
 				}
-				walls[i] = time.Duration(float64(fioIOs) / iops * float64(time.Second))
+				walls[i] = rounds{time.Duration(float64(fioIOs) / iops * float64(time.Second))}
 				env.Log.Info("fio randread", "system", m.name, "iops", int(iops))
 			}
 			add("fuse fio 4k randread cold (100k IOs)", walls, fioIOs*4096, fioIOs)
@@ -164,10 +164,10 @@ func warmCold(cold bool) string {
 }
 
 // timeMounted runs fn on every system env.Runs times, interleaved, and
-// returns each one's fastest time. Cold runs drop the kernel's caches
+// returns each one's times. Cold runs drop the kernel's caches
 // first (untimed); warm runs are preceded by one untimed run.
-func timeMounted(ctx context.Context, env *Env, systems []*mountedTree, cold bool, fn func(context.Context, *mountedTree) error) ([]time.Duration, error) {
-	best := make([]time.Duration, len(systems))
+func timeMounted(ctx context.Context, env *Env, systems []*mountedTree, cold bool, fn func(context.Context, *mountedTree) error) ([]rounds, error) {
+	walls := make([]rounds, len(systems))
 	if !cold {
 		for _, m := range systems {
 			if err := fn(ctx, m); err != nil {
@@ -186,12 +186,10 @@ func timeMounted(ctx context.Context, env *Env, systems []*mountedTree, cold boo
 			if err := fn(ctx, m); err != nil {
 				return nil, fmt.Errorf("%s: %w", m.name, err)
 			}
-			if d := time.Since(t0); best[i] == 0 || d < best[i] {
-				best[i] = d
-			}
+			walls[i] = append(walls[i], time.Since(t0))
 		}
 	}
-	return best, nil
+	return walls, nil
 }
 
 // smallDirs returns the corpus's small-file directories (relative to the

@@ -49,7 +49,7 @@ func runImportWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		return nil, err
 	}
 	for i, c := range cs {
-		env.Log.Info("import cpu", "system", c.name, "best_wall", walls[i].Round(time.Millisecond),
+		env.Log.Info("import cpu", "system", c.name, "best_wall", walls[i].best().Round(time.Millisecond),
 			"min_user", cpu[i].minUser.Round(time.Millisecond), "min_sys", cpu[i].minSys.Round(time.Millisecond),
 			"min_cpu", cpu[i].minTotal.Round(time.Millisecond))
 	}
@@ -58,7 +58,7 @@ func runImportWorkload(ctx context.Context, env *Env) ([]Result, error) {
 	}
 	for i, c := range cs {
 		r := base
-		r.System, r.Peer, r.Wall = c.name, c.peer, walls[i]
+		r.System, r.Peer, r.Wall, r.Median = c.name, c.peer, walls[i].best(), walls[i].median()
 		results = append(results, r)
 		if paths[i] != paths[0] {
 			return nil, fmt.Errorf("store paths differ: %s prints %s, %s prints %s", cs[0].name, paths[0], c.name, paths[i])

@@ -92,7 +92,7 @@ func runNFSWorkload(ctx context.Context, env *Env) ([]Result, error) {
 			return nil, err
 		}
 		for i, c := range cs {
-			results = append(results, Result{Workload: "nfs-cat big", System: c.name, Peer: c.peer, Wall: walls[i], Bytes: size, Files: 1})
+			results = append(results, walls[i].result("nfs-cat big", c.name, c.peer, size, 1))
 		}
 	}
 
@@ -119,7 +119,7 @@ func runNFSWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		if lines[i] != lines[0] {
 			env.Log.Warn("nfs-ls -R listed a different number of entries", "system", c.name, "lines", lines[i], "first", lines[0])
 		}
-		results = append(results, Result{Workload: "nfs-ls -R", System: c.name, Peer: c.peer, Wall: walls[i], Files: lines[i]})
+		results = append(results, walls[i].result("nfs-ls -R", c.name, c.peer, 0, lines[i]))
 	}
 	return results, nil
 }

@@ -138,7 +138,7 @@ func runNinepWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		return nil, err
 	}
 	for k, i := range idx {
-		results[i].Wall = walls[k]
+		results[i].Wall, results[i].Median = walls[k].best(), walls[k].median()
 	}
 	// At 1 MiB the peer is diod's best: the faster of its two rows.
 	best := -1
