@@ -291,9 +291,11 @@ func printTable(w io.Writer, rs []Result) {
 	}
 	ratio := func(r Result, d, peer time.Duration) string {
 		switch {
+		case d == 0:
+			return ""
 		case r.Peer:
 			return "1.00 (peer)"
-		case d > 0 && peer > 0:
+		case peer > 0:
 			return fmt.Sprintf("%.2f×", d.Seconds()/peer.Seconds())
 		}
 		return ""

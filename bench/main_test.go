@@ -55,6 +55,13 @@ func TestPrintTableMedianColumns(t *testing.T) {
 		}
 	}
 
+	// A row timed once (fio) has no median, not even a peer's one.
+	b.Reset()
+	printTable(&b, []Result{rounds{time.Second}.result("fio", "peer", true, 0, 0), rs[1]})
+	if want := "| fio | peer | 1s |  |  | 1.00 (peer) |  |  |"; !strings.Contains(b.String(), want+"\n") {
+		t.Errorf("single-run peer row: want %q in\n%s", want, b.String())
+	}
+
 	// A single run prints no median columns.
 	b.Reset()
 	printTable(&b, []Result{rounds{time.Second}.result("w", "s", true, 0, 0)})
