@@ -31,7 +31,7 @@ type nfsServer struct {
 // startStorefsNFS serves the local store in storeDir with protocols/nfs,
 // in this process, on a loopback port. storePath is the tree's store path;
 // URLs name files inside it.
-func startStorefsNFS(ctx context.Context, env *Env, storeDir, storePath string) (*nfsServer, error) {
+func startStorefsNFS(ctx context.Context, env *Env, name, storeDir, storePath string, opts nfs.Options) (*nfsServer, error) {
 	s, err := storeurl.Open(ctx, "local:"+storeDir, storeurl.Options{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -46,7 +46,8 @@ func startStorefsNFS(ctx context.Context, env *Env, storeDir, storePath string) 
 		s.Close()
 		return nil, err
 	}
-	srv, err := nfs.New(fsys, nfs.Options{Logger: env.Log})
+	opts.Logger = env.Log
+	srv, err := nfs.New(fsys, opts)
 	if err != nil {
 		s.Close()
 		lis.Close()
@@ -57,7 +58,7 @@ func startStorefsNFS(ctx context.Context, env *Env, storeDir, storePath string) 
 	port := lis.Addr().(*net.TCPAddr).Port
 	base := filepath.Base(storePath)
 	return &nfsServer{
-		name: "storefs (protocols/nfs)",
+		name: name,
 		url: func(p string) string {
 			return fmt.Sprintf("nfs://127.0.0.1/%s/%s?version=3&nfsport=%d&mountport=%d", base, p, port, port)
 		},

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/storefs/storefs/protocols/nfs"
 )
 
 // nfsWorkload reads the corpus over NFSv3 with libnfs, from storefs
@@ -43,7 +45,14 @@ func runNFSWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		start func() (*nfsServer, error)
 	}{
 		{"nfs-ganesha 4.3 (FSAL VFS)", true, func() (*nfsServer, error) { return startGanesha(ctx, env, tree) }},
-		{"storefs (protocols/nfs)", false, func() (*nfsServer, error) { return startStorefsNFS(ctx, env, storeDir, storePath) }},
+		{"storefs (protocols/nfs)", false, func() (*nfsServer, error) {
+			return startStorefsNFS(ctx, env, "storefs (protocols/nfs)", storeDir, storePath, nfs.Options{})
+		}},
+		// The same server with sendfile(2) for this loopback client too
+		// (by default loopback clients get copied reads).
+		{"storefs (protocols/nfs, sendfile to loopback)", false, func() (*nfsServer, error) {
+			return startStorefsNFS(ctx, env, "storefs (protocols/nfs, sendfile to loopback)", storeDir, storePath, nfs.Options{Sendfile: nfs.SendfileAlways})
+		}},
 		{"rclone serve nfs (go-nfs)", false, func() (*nfsServer, error) { return startRclone(ctx, tree) }},
 	}
 	defer func() {

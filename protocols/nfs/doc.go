@@ -45,7 +45,8 @@
 // are the same bytes. The blob file's length is checked (fstat) before
 // the head goes out; a file shorter than its blob is read by copying,
 // which answers NFS3ERR_IO where bytes are missing. Such reads are
-// reported to the vfs Observer. Options.NoSendfile copies every read.
+// reported to the vfs Observer. Options.Sendfile says for which clients:
+// by default those on other hosts; loopback clients get copied reads.
 //
 // # Access control
 //

@@ -193,14 +193,15 @@ func TestLibnfsListRootOff(t *testing.T) {
 	}
 }
 
-// TestLibnfsSendfile reads files of the embedded store with nfs-cat: the
+// TestLibnfsSendfile reads files of the embedded store with nfs-cat (with
+// sendfile for loopback clients too, SendfileAlways): the
 // READ replies that go out with sendfile (a blob file of its own, and a
 // packed blob; odd sizes, so the last reply is padded) are what libnfs
 // expects.
 func TestLibnfsSendfile(t *testing.T) {
 	nfscat := e2etest.NeedCommand(t, "nfs-cat")
 	fsys, files := localFS(t, vfs.Options{ListRoot: true}) // nfs-cat mounts "/"
-	srv, addr := serveTest(t, fsys, Options{})
+	srv, addr := serveTest(t, fsys, Options{Sendfile: SendfileAlways})
 	_, port, _ := strings.Cut(addr, ":")
 	query := fmt.Sprintf("?version=3&nfsport=%s&mountport=%s", port, port)
 	for _, name := range []string{rootBig1, rootBig2, rootSmall} {

@@ -1,7 +1,9 @@
 package nfs
 
 import (
+	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 )
@@ -69,11 +71,13 @@ type Options struct {
 	// DefaultHandleCache.
 	HandleCacheSize int
 
-	// NoSendfile sends every READ reply from memory, as read into the
-	// server. By default a READ of 16 KiB or more from a blob that is a
-	// file on a local filesystem (the embedded store, trusted-local) is
-	// sent with sendfile(2), from the page cache to the socket (Linux).
-	NoSendfile bool
+	// Sendfile chooses which READ replies are sent with sendfile(2)
+	// (Linux): a READ of 16 KiB or more from a blob that is a file on a
+	// local filesystem (the embedded store, trusted-local) can go from
+	// the page cache to the socket without a copy through the server.
+	// The default, SendfileRemote, does so for clients on other hosts
+	// and copies for loopback clients.
+	Sendfile SendfileMode
 
 	// Logger receives one line per refused connection, mount and
 	// connection error, with the client address. Default slog.Default().
@@ -106,4 +110,48 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.Default()
 	}
 	return o
+}
+
+// SendfileMode is when READ replies are sent with sendfile(2).
+type SendfileMode int
+
+const (
+	// SendfileRemote uses sendfile for clients on other hosts and
+	// copies the data for loopback clients. On loopback the kernel runs
+	// the receiving side's TCP processing inside the sender's send call,
+	// once per push; sendfile pushes every 64 KiB (splice_to_socket's
+	// batch of 16 pages) where one copied write of a 1 MiB reply pushes
+	// a few times, so there copying costs less CPU per byte
+	// (docs/performance.md, NFS).
+	SendfileRemote SendfileMode = iota
+	// SendfileAlways uses sendfile for every client.
+	SendfileAlways
+	// SendfileNever copies every READ reply from memory.
+	SendfileNever
+)
+
+// usedFor reports whether replies to the client at remote are sent with
+// sendfile.
+func (m SendfileMode) usedFor(remote net.Addr) bool {
+	switch m {
+	case SendfileAlways:
+		return true
+	case SendfileRemote:
+		a, ok := remote.(*net.TCPAddr)
+		return ok && !a.IP.IsLoopback()
+	}
+	return false
+}
+
+// String names the mode as the documentation does.
+func (m SendfileMode) String() string {
+	switch m {
+	case SendfileRemote:
+		return "remote"
+	case SendfileAlways:
+		return "always"
+	case SendfileNever:
+		return "never"
+	}
+	return fmt.Sprintf("SendfileMode(%d)", int(m))
 }

@@ -8,9 +8,9 @@ import (
 )
 
 // initSendfile enables zero-copy READ replies on connections whose socket
-// the kernel can sendfile(2) to.
+// the kernel can sendfile(2) to, as Options.Sendfile allows.
 func (c *conn) initSendfile() {
-	if c.s.opts.NoSendfile {
+	if !c.s.opts.Sendfile.usedFor(c.nc.RemoteAddr()) {
 		return
 	}
 	sc, ok := c.nc.(syscall.Conn)

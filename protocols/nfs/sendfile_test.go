@@ -3,9 +3,9 @@ package nfs
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -118,12 +118,14 @@ func readCases(size int, maxRead uint32) [][2]uint64 {
 	return cases
 }
 
-// sendfileServers serves fsys with sendfile and without (NoSendfile), with
-// opts otherwise, and mounts both.
+// sendfileServers serves fsys with sendfile (SendfileAlways: the test
+// clients are on loopback) and without (SendfileNever), with opts
+// otherwise, and mounts both.
 func sendfileServers(t *testing.T, fsys *vfs.FS, opts Options) (fast *Server, fastC, slowC *testClient) {
 	t.Helper()
+	opts.Sendfile = SendfileAlways
 	fast, fastAddr := serveTest(t, fsys, opts)
-	opts.NoSendfile = true
+	opts.Sendfile = SendfileNever
 	_, slowAddr := serveTest(t, fsys, opts)
 	return fast, dialT(t, fastAddr), dialT(t, slowAddr)
 }
@@ -247,7 +249,7 @@ func TestSendfilePipelined(t *testing.T) {
 		t.Skip("sendfile is used on Linux only")
 	}
 	fsys, files := localFS(t, vfs.Options{})
-	fast, addr := serveTest(t, fsys, Options{})
+	fast, addr := serveTest(t, fsys, Options{Sendfile: SendfileAlways})
 	c := dialT(t, addr)
 	names := []string{rootBig1, rootBig2, rootSmall}
 	fhs := map[string][]byte{}
@@ -357,7 +359,7 @@ func (r *readCounter) BackendCall(string, time.Duration, error) {}
 func TestSendfileObserved(t *testing.T) {
 	var obs readCounter
 	fsys, files := localFS(t, vfs.Options{Observer: &obs})
-	fast, addr := serveTest(t, fsys, Options{})
+	fast, addr := serveTest(t, fsys, Options{Sendfile: SendfileAlways})
 	c := dialT(t, addr)
 	fh, _, err := c.lookup(c.root, rootBig1)
 	if err != nil {
@@ -398,7 +400,7 @@ func TestSendfileObserved(t *testing.T) {
 // replies blocks only its own connection, and Close still ends it.
 func TestSendfileStuckClient(t *testing.T) {
 	fsys, files := localFS(t, vfs.Options{})
-	srv, err := New(fsys, Options{Logger: testLogger(t)})
+	srv, err := New(fsys, Options{Logger: testLogger(t), Sendfile: SendfileAlways})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,9 +452,9 @@ func TestSendfileStuckClient(t *testing.T) {
 // (server and test client) CPU time per READ.
 func BenchmarkReadLocal(b *testing.B) {
 	fsys, _ := localFS(b, vfs.Options{})
-	for _, noSendfile := range []bool{false, true} {
-		b.Run(fmt.Sprintf("NoSendfile=%v", noSendfile), func(b *testing.B) {
-			s, err := New(fsys, Options{Logger: discardLogger(), NoSendfile: noSendfile})
+	for _, mode := range []SendfileMode{SendfileAlways, SendfileNever} {
+		b.Run("Sendfile="+mode.String(), func(b *testing.B) {
+			s, err := New(fsys, Options{Logger: discardLogger(), Sendfile: mode})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -487,5 +489,49 @@ func BenchmarkReadLocal(b *testing.B) {
 				syscall.TimevalToNsec(ru1.Stime) - syscall.TimevalToNsec(ru0.Stime))
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
+	}
+}
+
+// TestSendfileMode: by default only clients on other hosts get sendfile;
+// a loopback client's READ replies are copied.
+func TestSendfileMode(t *testing.T) {
+	tcp := func(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
+	for _, tc := range []struct {
+		mode   SendfileMode
+		remote net.Addr
+		want   bool
+	}{
+		{SendfileRemote, tcp("127.0.0.1:700"), false},
+		{SendfileRemote, tcp("127.0.0.53:700"), false},
+		{SendfileRemote, tcp("[::1]:700"), false},
+		{SendfileRemote, tcp("[::ffff:127.0.0.1]:700"), false},
+		{SendfileRemote, tcp("192.168.1.20:700"), true},
+		{SendfileRemote, tcp("[2001:db8::1]:700"), true},
+		{SendfileRemote, &net.UnixAddr{Name: "/run/x", Net: "unix"}, false},
+		{SendfileAlways, tcp("127.0.0.1:700"), true},
+		{SendfileNever, tcp("192.168.1.20:700"), false},
+		{SendfileMode(9), tcp("192.168.1.20:700"), false},
+	} {
+		if got := tc.mode.usedFor(tc.remote); got != tc.want {
+			t.Errorf("%v.usedFor(%v) = %v, want %v", tc.mode, tc.remote, got, tc.want)
+		}
+	}
+	if runtime.GOOS != "linux" {
+		return
+	}
+	// The default server copies for this loopback client.
+	fsys, files := localFS(t, vfs.Options{})
+	srv, addr := serveTest(t, fsys, Options{})
+	c := dialT(t, addr)
+	fh, _, err := c.lookup(c.root, rootBig1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := c.readFH(fh, 0, 1<<20)
+	if err != nil || !bytes.Equal(b, files[rootBig1][:len(b)]) || len(b) == 0 {
+		t.Fatalf("READ: %d bytes, %v", len(b), err)
+	}
+	if n := srv.spliced.Load(); n != 0 {
+		t.Errorf("%d READ replies to a loopback client went out with sendfile by default", n)
 	}
 }
