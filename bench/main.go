@@ -245,8 +245,9 @@ func (r rounds) result(workload, system string, peer bool, bytes int64, files in
 
 // runContenders runs every contender env.Runs times, interleaved (one run
 // of each, then the next round) so that slow drift of the machine touches
-// all of them alike, and returns each one's wall times and last output. Before each run it calls sync(2), untimed, so that writeback of
-// earlier runs does not land in this run's time. Stores are deleted only
+// all of them alike, and returns each one's wall times and last output.
+// Before each run it calls sync(2), untimed, so that writeback of earlier
+// runs does not land in this run's time. Stores are deleted only
 // after all runs: ext4 makes inode allocation slower for minutes after a
 // mass delete, which would penalise whichever system runs next.
 func runContenders(ctx context.Context, env *Env, cs []contender) ([]rounds, []string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"syscall"
 	"testing"
 	"unsafe"
 
@@ -96,7 +97,7 @@ func BenchmarkColdFind(b *testing.B) {
 				nameLen := int(binary.LittleEndian.Uint32(p[entryOutSize+16:]))
 				if e.NodeId != 0 {
 					lookups[e.NodeId]++
-					if e.Attr.Mode&0o170000 == 0o040000 {
+					if e.Attr.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 						subdirs = append(subdirs, e.NodeId)
 					}
 				}

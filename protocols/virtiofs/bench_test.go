@@ -30,16 +30,10 @@ func BenchmarkHandleRead128K(b *testing.B) {
 	const size = 64 << 20
 	data := make([]byte, size)
 	rand.NewChaCha8([32]byte{'v'}).Read(data)
-	w, err := s.NewBlobWriter(b.Context())
-	if err != nil {
+	if err := storetest.PutBlob(b.Context(), s, data); err != nil {
 		b.Fatal(err)
 	}
-	w.Write(data)
-	d, err := w.Commit()
-	if err != nil {
-		b.Fatal(err)
-	}
-	w.Close()
+	d := storeclient.HashBytes(data)
 	const name = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-big"
 	pi, _ := storetest.PathInfoFor(name, storeclient.FileNode(d, size, false))
 	if err := s.PutPathInfo(b.Context(), pi); err != nil {
