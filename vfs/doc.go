@@ -72,4 +72,11 @@
 // backend call is bounded by Options.Timeout. Directories are cached in an
 // LRU of Options.DirectoryCacheSize with one fetch per concurrent miss;
 // nothing else grows with the nodes seen.
+//
+// A caller whose context is cancelled while a backend call runs (a FUSE
+// INTERRUPT, a 9P Tflush, a closed connection) gets EINTR, not EIO: nothing
+// is wrong with the store, and programs retry a call that fails with EINTR.
+// Fetches and verifications shared by concurrent callers run detached from
+// every caller's cancellation, so one caller giving up never fails the
+// others.
 package vfs

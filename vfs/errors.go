@@ -89,11 +89,22 @@ func newError(op, name string, errno syscall.Errno, cause error) error {
 }
 
 // backendError turns a failed store call into EIO, keeping the cause.
-// Timeouts and cancellations are EIO too: the caller gets an answer instead
-// of a hang.
+// A timeout is EIO too: the caller gets an answer instead of a hang.
+//
+// A cancelled context is EINTR: the caller itself gave up (the kernel
+// interrupted the FUSE request because the reading process got a signal,
+// a 9P client flushed the request, a connection closed). Work shared with
+// other callers never runs under one caller's cancellation (see shared),
+// so only the caller that gave up gets EINTR. It is not EIO because
+// nothing is wrong with the store: Go programs reading a FUSE mount are
+// interrupted routinely (the runtime preempts goroutines with signals), and
+// they, like most C programs, retry a call that fails with EINTR.
 func backendError(op, name string, cause error) error {
-	if errors.Is(cause, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(cause, context.DeadlineExceeded):
 		cause = fmt.Errorf("backend did not answer in time: %w", cause)
+	case errors.Is(cause, context.Canceled):
+		return newError(op, name, syscall.EINTR, cause)
 	}
 	return newError(op, name, syscall.EIO, cause)
 }

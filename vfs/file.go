@@ -74,7 +74,7 @@ func (f *FS) open(ctx context.Context, n Node) (*File, error) {
 		return nil, f.corrupt("open", d, fmt.Errorf("blob has %d bytes, the node records %d", r.Size(), size))
 	}
 	if !f.trusted {
-		if err := f.verifyBlob(ctx, d, r); err != nil {
+		if err := f.verifyBlob(ctx, d); err != nil {
 			r.Close()
 			return nil, err
 		}
@@ -91,41 +91,59 @@ func (f *FS) corrupt(op string, d storeclient.Digest, cause error) error {
 // verifyChunk is how much of a blob one verification read asks for.
 const verifyChunk = 1 << 20
 
-// verifyBlob hashes the whole blob behind r (unless d was verified before)
-// and fails with EIO if it does not hash to d. Concurrent opens of one blob
-// share one verification.
-func (f *FS) verifyBlob(ctx context.Context, d storeclient.Digest, r storeclient.BlobReader) error {
+// verifyBlob hashes the whole blob d (unless it was verified before) and
+// fails with EIO if it does not hash to d. Concurrent opens of one blob share
+// one verification, which reads through a reader of its own: it runs
+// detached from the callers (see shared), so it must not use a reader that
+// a caller who gave up closes.
+func (f *FS) verifyBlob(ctx context.Context, d storeclient.Digest) error {
 	hit := f.verified.Contains(d)
 	f.cacheLookup(CacheVerifiedBlob, hit)
 	if hit {
 		return nil
 	}
-	_, err, _ := f.blobFlight.Do(string(d[:]), func() (any, error) {
-		h := storeclient.NewHasher()
-		buf := make([]byte, min(verifyChunk, r.Size()))
-		for off := int64(0); off < r.Size(); {
-			if err := ctx.Err(); err != nil {
-				return nil, backendError("open", d.String(), err)
-			}
-			n, err := r.ReadAt(buf[:min(int64(len(buf)), r.Size()-off)], off)
-			if n > 0 {
-				h.Write(buf[:n])
-				off += int64(n)
-			}
-			if err != nil && !(errors.Is(err, io.EOF) && off == r.Size()) {
-				if errors.Is(err, io.EOF) {
-					return nil, f.corrupt("open", d, fmt.Errorf("blob ends at %d of %d bytes", off, r.Size()))
-				}
-				return nil, backendError("open", d.String(), err)
-			}
-		}
-		if got := storeclient.Digest(h.Sum(nil)); got != d {
-			return nil, f.corrupt("open", d, fmt.Errorf("content hashes to %s", got))
-		}
-		f.verified.Add(d, struct{}{})
-		return nil, nil
+	_, err := shared(ctx, &f.blobFlight, string(d[:]), func(ctx context.Context) (any, error) {
+		return nil, f.hashBlob(ctx, d)
 	})
+	if ve := (*Error)(nil); err != nil && !errors.As(err, &ve) {
+		err = backendError("open", d.String(), err) // this caller gave up
+	}
 	return err
+}
+
+// hashBlob reads blob d through its own bounded reader and checks that it
+// hashes to d, remembering it as verified if it does.
+func (f *FS) hashBlob(ctx context.Context, d storeclient.Digest) error {
+	octx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+	tb := f.backendStart()
+	br, err := f.store.OpenBlob(octx, d)
+	f.backendEnd(BackendOpenBlob, tb, err)
+	cancel()
+	if err != nil {
+		return backendError("open", d.String(), err)
+	}
+	r := &boundedReader{r: br, timeout: f.opts.Timeout}
+	defer r.Close()
+	h := storeclient.NewHasher()
+	buf := make([]byte, min(verifyChunk, r.Size()))
+	for off := int64(0); off < r.Size(); {
+		n, err := r.ReadAt(buf[:min(int64(len(buf)), r.Size()-off)], off)
+		if n > 0 {
+			h.Write(buf[:n])
+			off += int64(n)
+		}
+		if err != nil && !(errors.Is(err, io.EOF) && off == r.Size()) {
+			if errors.Is(err, io.EOF) {
+				return f.corrupt("open", d, fmt.Errorf("blob ends at %d of %d bytes", off, r.Size()))
+			}
+			return backendError("open", d.String(), err)
+		}
+	}
+	if got := storeclient.Digest(h.Sum(nil)); got != d {
+		return f.corrupt("open", d, fmt.Errorf("content hashes to %s", got))
+	}
+	f.verified.Add(d, struct{}{})
+	return nil
 }
 
 // Node returns the node the file was opened from.

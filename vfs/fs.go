@@ -108,7 +108,7 @@ func (f *FS) directory(ctx context.Context, op string, n storeclient.Node) (*sto
 	cd, ok := f.dirs.Get(d)
 	f.cacheLookup(CacheDirectory, ok)
 	if !ok {
-		v, err, _ := f.dirFlight.Do(string(d[:]), func() (any, error) {
+		v, err := shared(ctx, &f.dirFlight, string(d[:]), func(ctx context.Context) (any, error) {
 			return f.fetchDirectory(ctx, d)
 		})
 		if err != nil {
@@ -123,6 +123,23 @@ func (f *FS) directory(ctx context.Context, op string, n storeclient.Node) (*sto
 		return nil, backendError(op, d.String(), err)
 	}
 	return cd.dir, nil
+}
+
+// shared runs work once for all concurrent callers with the same key and
+// gives each its result. The work runs detached from every caller's
+// cancellation (it is still bounded by Options.Timeout inside), so one
+// caller giving up — a FUSE interrupt, a 9P flush, a closed connection —
+// never fails the others; that caller alone stops waiting and gets its
+// context's error.
+func shared(ctx context.Context, g *singleflight.Group, key string, work func(ctx context.Context) (any, error)) (any, error) {
+	detached := context.WithoutCancel(ctx)
+	ch := g.DoChan(key, func() (any, error) { return work(detached) })
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		return r.Val, r.Err
+	}
 }
 
 func (f *FS) fetchDirectory(ctx context.Context, d storeclient.Digest) (*cachedDir, error) {

@@ -42,6 +42,7 @@ var statusOfErrno = map[syscall.Errno]uint32{
 	syscall.ESTALE:       nfs3ErrStale,   // a handle that names nothing the store holds
 	syscall.ENODATA:      nfs3ErrNotSupp, // xattrs: not reachable over NFSv3
 	syscall.ERANGE:       nfs3ErrInval,
+	syscall.EINTR:        nfs3ErrIO, // the request's context ended: its connection is gone, the reply goes nowhere
 }
 
 // statusOf returns the NFSv3 status for a vfs error.
