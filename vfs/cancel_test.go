@@ -21,7 +21,6 @@ type gated struct {
 	storeclient.Store
 	open     chan struct{}
 	dirCalls atomic.Int32
-	reads    atomic.Int32
 	entered  chan struct{} // one send per gated call entered
 }
 
@@ -61,7 +60,6 @@ type gatedReader struct {
 }
 
 func (r gatedReader) ReadAt(p []byte, off int64) (int, error) {
-	r.g.reads.Add(1)
 	if err := r.g.wait(context.Background()); err != nil {
 		return 0, err
 	}
@@ -88,6 +86,30 @@ func waitErr(t *testing.T, what string, ch <-chan error) error {
 	}
 }
 
+// cancelledAlone runs call twice against g. The first call's context is
+// cancelled once it reached the store: it must fail with EINTR at once,
+// while the gate is still shut. The second call starts while the first
+// one's store call still waits at the gate, so it shares it: after the
+// gate opens it must succeed.
+func cancelledAlone(t *testing.T, g *gated, what string, call func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	first := make(chan error, 1)
+	go func() { first <- call(ctx) }()
+	waitEntered(t, g)
+	cancel()
+	if err := waitErr(t, "the cancelled "+what, first); vfs.Errno(err) != syscall.EINTR {
+		t.Fatalf("cancelled %s = %v (errno %d), want EINTR", what, err, vfs.Errno(err))
+	}
+	second := make(chan error, 1)
+	go func() { second <- call(t.Context()) }()
+	time.Sleep(20 * time.Millisecond) // let it join the store call still waiting at the gate
+	close(g.open)
+	if err := waitErr(t, "the second "+what, second); err != nil {
+		t.Fatalf("%s sharing a cancelled caller's store call: %v", what, err)
+	}
+}
+
 // A caller whose context is cancelled while the backend works (a FUSE
 // interrupt, a 9P flush) gets EINTR at once, not EIO; the backend call it
 // started goes on for the callers sharing it, who get their answer.
@@ -96,22 +118,10 @@ func TestCancelledLookupAlone(t *testing.T) {
 	fsys := newFS(t, g, vfs.Options{})
 	top := walk(t, fsys, storetest.RootWithKeep)
 
-	ctx, cancel := context.WithCancel(t.Context())
-	first := make(chan error, 1)
-	go func() { _, err := fsys.Lookup(ctx, top, ".keep"); first <- err }()
-	waitEntered(t, g)
-	cancel()
-	if err := waitErr(t, "the cancelled lookup", first); vfs.Errno(err) != syscall.EINTR {
-		t.Fatalf("cancelled lookup = %v (errno %d), want EINTR", err, vfs.Errno(err))
-	}
-
-	second := make(chan error, 1)
-	go func() { _, err := fsys.Lookup(t.Context(), top, ".keep"); second <- err }()
-	time.Sleep(20 * time.Millisecond) // let it join the flight still waiting at the gate
-	close(g.open)
-	if err := waitErr(t, "the second lookup", second); err != nil {
-		t.Fatalf("lookup sharing a cancelled caller's fetch: %v", err)
-	}
+	cancelledAlone(t, g, "lookup", func(ctx context.Context) error {
+		_, err := fsys.Lookup(ctx, top, ".keep")
+		return err
+	})
 	if n := g.dirCalls.Load(); n != 1 {
 		t.Errorf("GetDirectory called %d times, want 1 (the fetch must survive its first caller)", n)
 	}
@@ -124,38 +134,20 @@ func TestCancelledOpenAlone(t *testing.T) {
 	fsys := newFS(t, g, vfs.Options{})
 	n := walk(t, fsys, storetest.RootBlobB)
 
-	ctx, cancel := context.WithCancel(t.Context())
-	first := make(chan error, 1)
-	go func() {
-		f, err := fsys.Open(ctx, n)
-		if err == nil {
-			f.Close()
-		}
-		first <- err
-	}()
-	waitEntered(t, g)
-	cancel()
-	if err := waitErr(t, "the cancelled open", first); vfs.Errno(err) != syscall.EINTR {
-		t.Fatalf("cancelled open = %v (errno %d), want EINTR", err, vfs.Errno(err))
-	}
-
-	second := make(chan error, 1)
 	var got []byte
-	go func() {
-		f, err := fsys.Open(t.Context(), n)
+	calls := 0
+	cancelledAlone(t, g, "open", func(ctx context.Context) error {
+		calls++
+		f, err := fsys.Open(ctx, n)
 		if err != nil {
-			second <- err
-			return
+			return err
 		}
 		defer f.Close()
-		got, err = io.ReadAll(io.NewSectionReader(f, 0, int64(len(storetest.BlobB))))
-		second <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	close(g.open)
-	if err := waitErr(t, "the second open", second); err != nil {
-		t.Fatalf("open sharing a cancelled caller's verification: %v", err)
-	}
+		if calls == 2 {
+			got, err = io.ReadAll(io.NewSectionReader(f, 0, int64(len(storetest.BlobB))))
+		}
+		return err
+	})
 	if !bytes.Equal(got, storetest.BlobB) {
 		t.Errorf("read %d bytes, not the blob's %d", len(got), len(storetest.BlobB))
 	}

@@ -54,20 +54,9 @@ func (f *FS) open(ctx context.Context, n Node) (*File, error) {
 		}
 		return &File{node: n, op: "read " + d.String(), fs: f}, nil
 	}
-	octx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
-	tb := f.backendStart()
-	br, err := f.store.OpenBlob(octx, d)
-	f.backendEnd(BackendOpenBlob, tb, err)
-	cancel()
+	r, err := f.openBlob(ctx, d)
 	if err != nil {
-		if errors.Is(err, storeclient.ErrCorrupt) {
-			f.log.Error("vfs: corrupt blob", "digest", d.String(), "err", err)
-		}
-		return nil, backendError("open", d.String(), err)
-	}
-	var r storeclient.BlobReader = br
-	if !f.trusted {
-		r = &boundedReader{r: br, timeout: f.opts.Timeout}
+		return nil, err
 	}
 	if r.Size() != int64(size) {
 		r.Close()
@@ -80,6 +69,26 @@ func (f *FS) open(ctx context.Context, n Node) (*File, error) {
 		}
 	}
 	return &File{node: n, size: int64(size), r: r, op: "read " + d.String(), fs: f}, nil
+}
+
+// openBlob opens blob d in the store, bounded by the timeout; an
+// untrusted store's reader also gets every ReadAt bounded.
+func (f *FS) openBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
+	octx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+	tb := f.backendStart()
+	br, err := f.store.OpenBlob(octx, d)
+	f.backendEnd(BackendOpenBlob, tb, err)
+	cancel()
+	if err != nil {
+		if errors.Is(err, storeclient.ErrCorrupt) {
+			f.log.Error("vfs: corrupt blob", "digest", d.String(), "err", err)
+		}
+		return nil, backendError("open", d.String(), err)
+	}
+	if f.trusted {
+		return br, nil
+	}
+	return &boundedReader{r: br, timeout: f.opts.Timeout}, nil
 }
 
 // corrupt logs one line for corrupt content and returns its EIO error.
@@ -105,24 +114,20 @@ func (f *FS) verifyBlob(ctx context.Context, d storeclient.Digest) error {
 	_, err := shared(ctx, &f.blobFlight, string(d[:]), func(ctx context.Context) (any, error) {
 		return nil, f.hashBlob(ctx, d)
 	})
-	if ve := (*Error)(nil); err != nil && !errors.As(err, &ve) {
+	var ve *Error
+	if err != nil && !errors.As(err, &ve) {
 		err = backendError("open", d.String(), err) // this caller gave up
 	}
 	return err
 }
 
-// hashBlob reads blob d through its own bounded reader and checks that it
+// hashBlob reads blob d through a reader of its own and checks that it
 // hashes to d, remembering it as verified if it does.
 func (f *FS) hashBlob(ctx context.Context, d storeclient.Digest) error {
-	octx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
-	tb := f.backendStart()
-	br, err := f.store.OpenBlob(octx, d)
-	f.backendEnd(BackendOpenBlob, tb, err)
-	cancel()
+	r, err := f.openBlob(ctx, d)
 	if err != nil {
-		return backendError("open", d.String(), err)
+		return err
 	}
-	r := &boundedReader{r: br, timeout: f.opts.Timeout}
 	defer r.Close()
 	h := storeclient.NewHasher()
 	buf := make([]byte, min(verifyChunk, r.Size()))
