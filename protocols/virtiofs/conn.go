@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -55,9 +54,9 @@ type queue struct {
 	addr     vringAddr
 	haveAddr bool
 	base     uint16
-	kick     *os.File
-	call     atomic.Pointer[os.File]
-	errFile  *os.File
+	kick     *eventFD
+	call     atomic.Pointer[eventFD]
+	errFD    *eventFD
 	started  bool // SET_VRING_KICK seen, not stopped by GET_VRING_BASE
 	disabled bool // SET_VRING_ENABLE 0
 	ring     *ring
@@ -132,12 +131,10 @@ func (c *conn) close() {
 // ringFailed is the rings' fatal callback: it signals the queue's error
 // eventfd and drops the connection.
 func (c *conn) ringFailed(q *queue, index int) func(error) {
-	errFile := q.errFile
+	errFD := q.errFD
 	return func(err error) {
-		if errFile != nil {
-			var one [8]byte
-			one[0] = 1
-			errFile.Write(one[:])
+		if errFD != nil {
+			errFD.signal()
 		}
 		c.drop(fmt.Errorf("queue %d: %w", index, err))
 	}
@@ -148,12 +145,12 @@ func (c *conn) teardown() {
 	for i := range c.queues {
 		q := &c.queues[i]
 		c.stopQueue(q)
-		for _, f := range []*os.File{q.kick, q.call.Swap(nil), q.errFile} {
-			if f != nil {
-				f.Close()
+		for _, e := range []*eventFD{q.kick, q.call.Swap(nil), q.errFD} {
+			if e != nil {
+				e.Close()
 			}
 		}
-		q.kick, q.errFile = nil, nil
+		q.kick, q.errFD = nil, nil
 	}
 	c.mem.unmap()
 	c.mem = nil
@@ -339,15 +336,13 @@ func (c *conn) setVringFD(m *message) error {
 	if err != nil {
 		return err
 	}
-	var f *os.File
+	var f *eventFD
 	if v&vringNoFD == 0 {
 		fd, err := m.takeFD()
 		if err != nil {
 			return err
 		}
-		if f, err = newEventFile(fd, fmt.Sprintf("queue %d %v", index, m.req)); err != nil {
-			return err
-		}
+		f = newEventFD(fd, fmt.Sprintf("queue %d %v eventfd", index, m.req))
 	} else if len(m.fds) != 0 {
 		return fmt.Errorf("%v: file descriptor passed with the no-fd flag", m.req)
 	}
@@ -370,10 +365,10 @@ func (c *conn) setVringFD(m *message) error {
 	case reqSetVringErr:
 		running := q.ring != nil
 		c.stopQueue(q)
-		if q.errFile != nil {
-			q.errFile.Close()
+		if q.errFD != nil {
+			q.errFD.Close()
 		}
-		q.errFile = f
+		q.errFD = f
 		if running {
 			return c.maybeStart(int(index))
 		}

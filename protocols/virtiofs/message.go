@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -320,12 +319,4 @@ func (w *wire) replyU64(m *message, v uint64) error {
 func (w *wire) replyVringState(m *message, index, num uint32) error {
 	b := binary.LittleEndian.AppendUint32(nil, index)
 	return w.reply(m, binary.LittleEndian.AppendUint32(b, num))
-}
-
-// newEventFile wraps an eventfd received from the front-end. Its file
-// status flags are shared with the front-end and left as they are: QEMU
-// makes its eventfds non-blocking and reads some of them itself, so a
-// back-end that made them blocking could hang it.
-func newEventFile(fd int, name string) (*os.File, error) {
-	return os.NewFile(uintptr(fd), name), nil
 }

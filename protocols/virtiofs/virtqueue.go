@@ -6,13 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // Split virtqueue layout (virtio 1.x, section 2.7), all little endian:
@@ -104,8 +103,8 @@ type handlerFunc func(c *chain) uint32
 // the used ring. All of them are owned by the ring and stopped by stop.
 type ring struct {
 	cfg   ringConfig
-	kick  *os.File
-	call  *atomic.Pointer[os.File]
+	kick  *eventFD
+	call  *atomic.Pointer[eventFD]
 	fatal func(error) // reports a guest protocol violation; drops the connection
 
 	lastAvail uint16 // next available entry to pop; poller only, read after stop
@@ -123,7 +122,7 @@ type ring struct {
 
 // startRing starts serving a ring from the available index base with
 // workers concurrent requests.
-func startRing(cfg ringConfig, base uint16, kick *os.File, call *atomic.Pointer[os.File], workers int, handle handlerFunc, fatal func(error)) *ring {
+func startRing(cfg ringConfig, base uint16, kick *eventFD, call *atomic.Pointer[eventFD], workers int, handle handlerFunc, fatal func(error)) *ring {
 	r := &ring{cfg: cfg, kick: kick, call: call, fatal: fatal, lastAvail: base, done: make(chan struct{})}
 	// The used index continues where the ring's memory says: the driver
 	// zeroes it when it sets a ring up, and a stopped ring had pushed
@@ -137,11 +136,9 @@ func startRing(cfg ringConfig, base uint16, kick *os.File, call *atomic.Pointer[
 // returns the next available index (GET_VRING_BASE's answer).
 func (r *ring) stop() uint16 {
 	r.stopping.Store(true)
-	// Wakes a poller blocked in its kick read, or makes the read it is
+	// Wakes a poller blocked in its kick wait, or makes the wait it is
 	// about to start return at once.
-	var one [8]byte
-	binary.LittleEndian.PutUint64(one[:], 1)
-	r.kick.Write(one[:])
+	r.kick.signal()
 	<-r.done
 	return r.lastAvail
 }
@@ -172,6 +169,10 @@ func (r *ring) loadUsedIdx() uint16 {
 }
 func (r *ring) setAvailEvent(v uint16) { store16(r.cfg.used, 4+8*int(r.cfg.size), v) }
 
+// yieldEvery is how often a busy poller yields to the scheduler, well
+// under the runtime's 10 ms preemption threshold (forcePreemptNS).
+const yieldEvery = 2 * time.Millisecond
+
 // poll is the ring's poller goroutine.
 func (r *ring) poll(workers int, handle handlerFunc) {
 	var wg sync.WaitGroup
@@ -197,57 +198,32 @@ func (r *ring) poll(workers int, handle handlerFunc) {
 	// front-end that shrinks the memory file after sharing it).
 	debug.SetPanicOnFault(true)
 
-	var buf [8]byte
+	lastYield := time.Now()
 	for !r.stopping.Load() {
 		// Requests queued before the ring started need no kick.
 		if err := r.drain(work, free, handle); err != nil {
 			r.fatal(err)
 			return
 		}
-		if err := r.waitKick(buf[:]); err != nil {
+		// A poller serving a guest that sends one request at a time
+		// never passes through the scheduler: it goes from the kick
+		// wait (a system call) to serving and back. After 10 ms of that
+		// the runtime's sysmon takes it for a goroutine hogging its P
+		// and takes the P away during every wait, so each kick wakes
+		// sysmon as well (two more thread wake-ups per request, on a
+		// CPU the VMM needs). Yielding now and then shows the scheduler
+		// progress; it costs one scheduler pass every yieldEvery.
+		if now := time.Now(); now.Sub(lastYield) >= yieldEvery {
+			runtime.Gosched()
+			lastYield = now
+		}
+		if err := r.kick.wait(); err != nil {
 			if !r.stopping.Load() {
 				r.fatal(fmt.Errorf("reading the kick eventfd: %w", err))
 			}
 			return
 		}
 	}
-}
-
-// waitKick blocks until the kick eventfd is signalled and consumes it.
-// The thread sleeps in poll(2) and wakes straight into this goroutine:
-// a shorter path from a guest's kick to its request than the runtime's
-// network poller, which matters for a guest that sends one request at a
-// time. Control keeps the descriptor open meanwhile; stop wakes it by
-// signalling the eventfd.
-func (r *ring) waitKick(buf []byte) error {
-	rc, err := r.kick.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var opErr error
-	err = rc.Control(func(fd uintptr) {
-		for {
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
-				opErr = fmt.Errorf("poll: %w", err)
-				return
-			}
-			// The front-end's eventfd is non-blocking: EAGAIN if
-			// someone else consumed the kick first.
-			_, err := unix.Read(int(fd), buf)
-			if err == nil {
-				return
-			}
-			if err != unix.EAGAIN && err != unix.EINTR {
-				opErr = fmt.Errorf("read: %w", err)
-				return
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return opErr
 }
 
 // drain pops every available chain and hands it to a worker (the last
@@ -399,12 +375,11 @@ func (r *ring) push(head uint16, written uint32) {
 	store16(r.cfg.used, 2, r.usedIdx)
 	r.fence() // the index before reading the driver's notification wishes
 	if r.needNotify() {
-		if f := r.call.Load(); f != nil {
-			var one [8]byte
-			binary.LittleEndian.PutUint64(one[:], 1)
-			// A call fd replaced meanwhile is closed: the front-end
-			// checks the new one's state itself.
-			f.Write(one[:])
+		if call := r.call.Load(); call != nil {
+			// A call eventfd replaced meanwhile is closed and the
+			// signal fails: the front-end checks the new one's state
+			// itself.
+			call.signal()
 		}
 	}
 }
