@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +68,30 @@ func TestPrintTableMedianColumns(t *testing.T) {
 	printTable(&b, []Result{rounds{time.Second}.result("w", "s", true, 0, 0)})
 	if strings.Contains(b.String(), "median") {
 		t.Errorf("single-run table has median columns:\n%s", b.String())
+	}
+}
+
+func TestInterleaveVirtiofsChecks(t *testing.T) {
+	got := interleave(3, 3)
+	want := []timedCheck{{0, 0}, {1, 0}, {1, 1}, {0, 1}, {0, 2}, {1, 2}, {2, 0}}
+	if !slices.Equal(got, want) {
+		t.Errorf("interleave(3, 3) = %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		name          string
+		kind          string
+		system, round int
+		ok            bool
+	}{
+		{"find-0-2", "find", 0, 2, true},
+		{"read-2-0", "read", 2, 0, true},
+		{"drop-find-0-1", "", 0, 0, false},
+		{"warm-up-1", "", 0, 0, false},
+		{"mount-sfs", "", 0, 0, false},
+	} {
+		kind, system, round, ok := parseTimedCheck(tc.name)
+		if kind != tc.kind || system != tc.system || round != tc.round || ok != tc.ok {
+			t.Errorf("parseTimedCheck(%q) = %q, %d, %d, %v; want %q, %d, %d, %v", tc.name, kind, system, round, ok, tc.kind, tc.system, tc.round, tc.ok)
+		}
 	}
 }
