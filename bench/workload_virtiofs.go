@@ -223,7 +223,7 @@ func startStorefsVirtiofs(ctx context.Context, env *Env, storeDir string) (strin
 	// As for a FUSE mount: reads of the embedded store's blob files go
 	// straight from the file into the guest's pages (preadv; passthrough
 	// needs a kernel mount and is not tried).
-	opts := fuse.Options{Logger: env.Log}
+	opts := fuse.Options{Logger: env.Log, NoListingCache: true} // as the daemon serves virtio-fs
 	if bf, ok := s.(fuse.BlobFiler); ok {
 		opts.BlobFiles = bf
 	}

@@ -39,7 +39,10 @@ func (f *virtiofsFrontend) Start(ctx context.Context) error {
 		Socket: f.cfg.Socket,
 		Tag:    f.cfg.Tag,
 		FileSystem: func() gofuse.RawFileSystem {
-			opts := fuse.Options{Logger: f.log}
+			// The guest lists directories again through the device
+			// rather than keeping copies in its own page cache: see
+			// fuse.Options.NoListingCache.
+			opts := fuse.Options{Logger: f.log, NoListingCache: true}
 			// Reads of the embedded store's blob files then go straight
 			// into guest memory (preadv), without a copy through vfs.
 			if bf, ok := f.store.(fuse.BlobFiler); ok {

@@ -18,7 +18,7 @@ import (
 
 // findTree returns a store with one store path of dirs directories of
 // files files each, named like the bench corpus.
-func findTree(b *testing.B, dirs, files int) (*memory.Store, string) {
+func findTree(b testing.TB, dirs, files int) (*memory.Store, string) {
 	s := memory.New()
 	b.Cleanup(func() { s.Close() })
 	ctx := context.Background()

@@ -50,10 +50,11 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 const batch = 64
 
 // OpendirHandle opens a directory for listing. Directories below the root
-// never change, so the kernel may cache their listing; the root can grow.
+// never change, so the kernel may cache their listing (unless
+// Options.NoListingCache); the root can grow.
 func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	var fl uint32
-	if !d.n.IsRoot() {
+	if !d.n.IsRoot() && !d.fs.noListingCache {
 		fl = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	}
 	return &dirHandle{dir: d}, fl, 0

@@ -35,7 +35,8 @@
 //
 // Content never changes while the daemon runs, so entries and attributes
 // are cached by the kernel forever, files are opened with FOPEN_KEEP_CACHE
-// and directories below the root with FOPEN_CACHE_DIR. Negative lookups
+// and directories below the root with FOPEN_CACHE_DIR (unless
+// Options.NoListingCache, as the virtio-fs frontend sets). Negative lookups
 // are not cached: new store paths can appear in the root.
 //
 // When the store keeps blobs as files (Options.BlobFiles, the embedded

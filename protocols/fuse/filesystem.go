@@ -31,6 +31,14 @@ type Options struct {
 	// comparison and for debugging).
 	NoPassthrough bool
 
+	// NoListingCache opens directories without FOPEN_CACHE_DIR, so the
+	// kernel does not keep a copy of each listing in its page cache and
+	// asks the daemon again at the next listing. For a virtio-fs guest,
+	// where that copy costs the guest's CPU and memory and the round trip
+	// is cheap; QEMU's virtiofsd does not cache listings either in its
+	// default cache mode.
+	NoListingCache bool
+
 	// Logger receives the frontend's log lines. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -74,6 +82,8 @@ type filesystem struct {
 	log *slog.Logger
 	pt  *passthrough // nil: never passthrough (no BlobFiles, or not trusted)
 	pf  *prefetcher  // nil: no prefetching (no BlobFiles, or not trusted)
+
+	noListingCache bool // Options.NoListingCache
 }
 
 // NewRawFileSystem returns the FUSE filesystem serving fsys: the one
@@ -91,7 +101,7 @@ func newFileSystem(fsys *vfs.FS, opts Options) (fuse.RawFileSystem, *filesystem)
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &filesystem{vfs: fsys.View("fuse"), log: log}
+	s := &filesystem{vfs: fsys.View("fuse"), log: log, noListingCache: opts.NoListingCache}
 	if opts.BlobFiles != nil && opts.BlobFiles.TrustedLocal() {
 		s.pt = &passthrough{log: log}
 		if opts.NoPassthrough {
