@@ -42,24 +42,31 @@ func newEventFD(fd int, name string) *eventFD {
 	return &eventFD{name: name, fd: fd}
 }
 
-// signal adds one to the eventfd's counter.
-func (e *eventFD) signal() error {
+// use runs f on the descriptor under the read lock, or fails with
+// os.ErrClosed; what names the operation in errors.
+func (e *eventFD) use(what string, f func(fd int) error) error {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.fd < 0 {
-		return fmt.Errorf("signal %s: %w", e.name, os.ErrClosed)
+		return fmt.Errorf("%s %s: %w", what, e.name, os.ErrClosed)
 	}
-	var one [8]byte
-	binary.LittleEndian.PutUint64(one[:], 1)
-	for {
-		_, err := unix.Write(e.fd, one[:])
-		if err != unix.EINTR {
-			if err != nil {
-				return fmt.Errorf("signal %s: %w", e.name, err)
+	if err := f(e.fd); err != nil {
+		return fmt.Errorf("%s %s: %w", what, e.name, err)
+	}
+	return nil
+}
+
+// signal adds one to the eventfd's counter.
+func (e *eventFD) signal() error {
+	return e.use("signal", func(fd int) error {
+		var one [8]byte
+		binary.LittleEndian.PutUint64(one[:], 1)
+		for {
+			if _, err := unix.Write(fd, one[:]); err != unix.EINTR {
+				return err
 			}
-			return nil
 		}
-	}
+	})
 }
 
 // wait blocks until the eventfd is signalled and consumes its counter.
@@ -68,27 +75,23 @@ func (e *eventFD) signal() error {
 // shorter path from its kick to its request than the runtime's network
 // poller.
 func (e *eventFD) wait() error {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.fd < 0 {
-		return fmt.Errorf("wait for %s: %w", e.name, os.ErrClosed)
-	}
-	var buf [8]byte
-	for {
-		pfd := []unix.PollFd{{Fd: int32(e.fd), Events: unix.POLLIN}}
-		if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
-			return fmt.Errorf("wait for %s: poll: %w", e.name, err)
+	return e.use("wait for", func(fd int) error {
+		var buf [8]byte
+		for {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
+				return fmt.Errorf("poll: %w", err)
+			}
+			// Non-blocking: EAGAIN if someone else consumed the count first.
+			switch _, err := unix.Read(fd, buf[:]); err {
+			case nil:
+				return nil
+			case unix.EAGAIN, unix.EINTR:
+			default:
+				return fmt.Errorf("read: %w", err)
+			}
 		}
-		// Non-blocking: EAGAIN if someone else consumed the count first.
-		_, err := unix.Read(e.fd, buf[:])
-		switch err {
-		case nil:
-			return nil
-		case unix.EAGAIN, unix.EINTR:
-		default:
-			return fmt.Errorf("wait for %s: read: %w", e.name, err)
-		}
-	}
+	})
 }
 
 // Close closes the descriptor, after any signal or wait in progress;
