@@ -95,3 +95,20 @@ func TestInterleaveVirtiofsChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestFindInWalksRelativePaths checks that every system's timed find
+// handles the same paths whatever its mount point: the guest's find
+// lstats and prints each entry by the path it was given.
+func TestFindInWalksRelativePaths(t *testing.T) {
+	for _, root := range []string{"/mnt/sfs/d323lrgdrryglza1146n3mj605jz7ckb-tree", "/mnt/vfsd"} {
+		cmd := findIn(root)
+		walk, ok := strings.CutPrefix(cmd, "cd "+root+" && ")
+		if !ok {
+			t.Errorf("findIn(%q) = %q, want it to start in %s", root, cmd, root)
+			continue
+		}
+		if walk != "find ." {
+			t.Errorf("findIn(%q) walks with %q, want %q", root, walk, "find .")
+		}
+	}
+}
