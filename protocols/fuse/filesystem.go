@@ -72,9 +72,17 @@ type BlobPrefetcher interface {
 // the daemon runs. The kernel clamps it to what it can represent.
 const forever = time.Duration(math.MaxInt64)
 
-// blockSize is st_blksize: the preferred I/O size tools such as cat and
-// cp read with.
-const blockSize = 128 << 10
+// fileBlockSize is the st_blksize of regular files: the preferred I/O
+// size tools such as cat and cp read with.
+const fileBlockSize = 128 << 10
+
+// dirBlockSize is the st_blksize of directories and symlinks, as local
+// file systems report it. glibc's opendir sizes its getdents buffer by
+// st_blksize: at 128 KiB every opendir in a walk mmaps a fresh buffer
+// and faults its pages in, while one READDIRPLUS reply fills only 4 KiB
+// of it (measured in a virtio-fs guest: ~70 more page faults and ~10 %
+// more guest time per find over 70 directories).
+const dirBlockSize = 4096
 
 // filesystem is what every node of one served tree shares.
 type filesystem struct {
@@ -188,6 +196,9 @@ func (s *filesystem) fillAttr(n vfs.Node, a *fuse.Attr) {
 		Mode:    va.UnixMode(),
 		Nlink:   va.Nlink,
 		Owner:   fuse.Owner{Uid: va.UID, Gid: va.GID},
-		Blksize: blockSize,
+		Blksize: dirBlockSize,
+	}
+	if n.Kind() == storeclient.KindFile {
+		a.Blksize = fileBlockSize
 	}
 }
