@@ -5,6 +5,7 @@ package virtiofs
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -135,9 +136,25 @@ func (m *guestMemory) appendGuest(iov [][]byte, addr, n uint64) ([][]byte, error
 		if part == nil {
 			return iov, fmt.Errorf("guest address %#x (%d bytes left of the buffer): %w", addr, n, errNotMapped)
 		}
-		iov = append(iov, part)
+		iov = appendJoined(iov, part)
 		addr += uint64(len(part))
 		n -= uint64(len(part))
 	}
 	return iov, nil
+}
+
+// appendJoined appends b to iov, joining it to the last buffer when b
+// starts where that one ends in this process' memory. A guest's page
+// cache pages are often neighbours in its memory, so a 128 KiB READ of 32
+// page descriptors becomes a few buffers: fewer iovecs for go-fuse to
+// slice (it allocates per buffer) and for preadv to walk.
+func appendJoined(iov [][]byte, b []byte) [][]byte {
+	if k := len(iov) - 1; k >= 0 {
+		last := iov[k]
+		if len(last) > 0 && unsafe.Add(unsafe.Pointer(unsafe.SliceData(last)), len(last)) == unsafe.Pointer(unsafe.SliceData(b)) {
+			iov[k] = unsafe.Slice(unsafe.SliceData(last), len(last)+len(b))
+			return iov
+		}
+	}
+	return append(iov, b)
 }
