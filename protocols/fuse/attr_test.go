@@ -4,8 +4,6 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/storefs/storefs/vfs"
 )
 
 // TestBlockSizes: regular files advertise the large preferred I/O size;
@@ -14,12 +12,7 @@ import (
 // agree.
 func TestBlockSizes(t *testing.T) {
 	s, root := findTree(t, 1, 1)
-	fsys, err := vfs.New(s, vfs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw := NewRawFileSystem(fsys, Options{})
-	raw.Init(nil)
+	raw := initRawFS(t, s, Options{})
 	cancel := make(chan struct{})
 	parent := uint64(fuse.FUSE_ROOT_ID)
 	for _, step := range []struct {

@@ -18,6 +18,18 @@ import (
 
 // findTree returns a store with one store path of dirs directories of
 // files files each, named like the bench corpus.
+// initRawFS returns the FUSE filesystem over store s, after INIT.
+func initRawFS(tb testing.TB, s *memory.Store, opts Options) fuse.RawFileSystem {
+	tb.Helper()
+	fsys, err := vfs.New(s, vfs.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	raw := NewRawFileSystem(fsys, opts)
+	raw.Init(nil)
+	return raw
+}
+
 func findTree(b testing.TB, dirs, files int) (*memory.Store, string) {
 	s := memory.New()
 	b.Cleanup(func() { s.Close() })
@@ -65,12 +77,7 @@ const (
 func BenchmarkColdFind(b *testing.B) {
 	const dirs, files = 70, 100
 	s, root := findTree(b, dirs, files)
-	fsys, err := vfs.New(s, vfs.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	raw := NewRawFileSystem(fsys, Options{})
-	raw.Init(nil)
+	raw := initRawFS(b, s, Options{})
 	cancel := make(chan struct{})
 	buf := make([]byte, 4096)
 	lookups := map[uint64]uint64{}

@@ -4,8 +4,6 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/storefs/storefs/vfs"
 )
 
 // TestListingCacheFlags: directories below the root are opened with
@@ -21,12 +19,7 @@ func TestListingCacheFlags(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, root := findTree(t, 1, 3)
-			fsys, err := vfs.New(s, vfs.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			raw := NewRawFileSystem(fsys, tc.opts)
-			raw.Init(nil)
+			raw := initRawFS(t, s, tc.opts)
 			cancel := make(chan struct{})
 			opendir := func(id uint64) uint32 {
 				var open fuse.OpenOut
