@@ -64,10 +64,10 @@
 // The poller serves the last chain it pops itself, so a guest that sends
 // one request at a time (a cat, a find) costs no goroutine handoff. The
 // eventfds are used with plain system calls and kept out of Go's network
-// poller, and a busy poller yields to the scheduler every few milliseconds
-// (yieldEvery) so the
-// runtime's sysmon does not take its P away: each guest request then
-// wakes one thread, as in a C back-end (see eventFD).
+// poller, and a busy poller yields to the scheduler every few
+// milliseconds (yieldEvery) so the runtime's sysmon does not take its P
+// away: each guest request then wakes about one thread, as in a C
+// back-end (see eventFD).
 //
 // The package is Linux-only.
 package virtiofs
