@@ -16,8 +16,6 @@ import (
 	"github.com/storefs/storefs/vfs"
 )
 
-// findTree returns a store with one store path of dirs directories of
-// files files each, named like the bench corpus.
 // initRawFS returns the FUSE filesystem over store s, after INIT.
 func initRawFS(tb testing.TB, s *memory.Store, opts Options) fuse.RawFileSystem {
 	tb.Helper()
@@ -30,6 +28,8 @@ func initRawFS(tb testing.TB, s *memory.Store, opts Options) fuse.RawFileSystem 
 	return raw
 }
 
+// findTree returns a store with one store path of dirs directories of
+// files files each, named like the bench corpus.
 func findTree(b testing.TB, dirs, files int) (*memory.Store, string) {
 	s := memory.New()
 	b.Cleanup(func() { s.Close() })
