@@ -316,10 +316,9 @@ func findIn(root string) string {
 
 // virtiofsFindRounds and virtiofsReadRounds are how often each boot times
 // each virtio-fs system's find and cat (once with --smoke). The cat takes
-// four rounds: it is the guest's own emulated work, and on a small host
-// it varies with the CPU the guest's vCPU thread lands on by more than the
-// back-ends differ (see docs/performance.md), so it needs more samples
-// than the find.
+// four rounds: it is mostly the guest's own emulated work, which varies
+// with this shared host's CPU speed by more than the back-ends differ
+// (see docs/performance.md), so it needs more samples than the find.
 const (
 	virtiofsFindRounds = 3
 	virtiofsReadRounds = 4
