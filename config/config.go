@@ -115,8 +115,10 @@ type GRPC struct {
 	// Listen is HOST:PORT or unix:PATH; "" turns it off.
 	Listen string `yaml:"listen"`
 	// AllowedNetworks are the client networks that may connect besides
-	// loopback.
+	// loopback. Reloaded on SIGHUP.
 	AllowedNetworks []string `yaml:"allowed_networks"`
+	// MaxConnections bounds the open client connections.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // Metrics configures the HTTP endpoint with /metrics, /healthz, /readyz.
@@ -126,6 +128,8 @@ type Metrics struct {
 	// AllowedNetworks are the client networks that may connect besides
 	// loopback.
 	AllowedNetworks []string `yaml:"allowed_networks"`
+	// MaxConnections bounds the open client connections.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // Log configures logging (to stderr).
@@ -150,8 +154,21 @@ type Timeouts struct {
 	Backend Duration `yaml:"backend"`
 	// Shutdown bounds how long SIGTERM waits for requests in flight.
 	Shutdown Duration `yaml:"shutdown"`
+	// Handshake closes a connection to a network frontend (NFS, 9P, gRPC,
+	// metrics) that has not completed its first message this long after
+	// it connected.
+	Handshake Duration `yaml:"handshake"`
 	// NFSIdle closes an NFS connection that sends nothing for this long.
 	NFSIdle Duration `yaml:"nfs_idle"`
+	// NinePIdle closes a 9P connection that sends nothing for this long;
+	// 0 never does (Linux's v9fs does not reconnect: an idle mount would
+	// break).
+	NinePIdle Duration `yaml:"ninep_idle"`
+	// GRPCIdle closes a gRPC connection that sends nothing for this long.
+	GRPCIdle Duration `yaml:"grpc_idle"`
+	// MetricsIdle closes a metrics (HTTP) connection that sends nothing
+	// for this long.
+	MetricsIdle Duration `yaml:"metrics_idle"`
 }
 
 // Duration is a time.Duration written as "30s", "5m" in YAML.
@@ -179,12 +196,17 @@ const (
 	DefaultNFSMaxRead     = 1 << 20
 	DefaultNFSConnections = 256
 	DefaultNinePConns     = 64
+	DefaultGRPCConns      = 64
+	DefaultMetricsConns   = 16
 	DefaultDirectories    = 10000
 	DefaultVerifiedBlobs  = 100000
 	DefaultNFSHandles     = 4096
 	DefaultBackendTimeout = 30 * time.Second
 	DefaultShutdown       = 10 * time.Second
+	DefaultHandshake      = 5 * time.Second
 	DefaultNFSIdle        = 5 * time.Minute
+	DefaultGRPCIdle       = 5 * time.Minute
+	DefaultMetricsIdle    = time.Minute
 )
 
 // Default returns the configuration with every default filled in: the
@@ -204,8 +226,8 @@ func Default() *Config {
 			MaxConnections:  DefaultNinePConns,
 		},
 		VirtioFS: VirtioFS{Tag: "storefs"},
-		GRPC:     GRPC{AllowedNetworks: []string{}},
-		Metrics:  Metrics{AllowedNetworks: []string{}},
+		GRPC:     GRPC{AllowedNetworks: []string{}, MaxConnections: DefaultGRPCConns},
+		Metrics:  Metrics{AllowedNetworks: []string{}, MaxConnections: DefaultMetricsConns},
 		Log:      Log{Level: "info", Format: "text"},
 		Cache: Cache{
 			Directories:   DefaultDirectories,
@@ -213,9 +235,12 @@ func Default() *Config {
 			NFSHandles:    DefaultNFSHandles,
 		},
 		Timeouts: Timeouts{
-			Backend:  Duration(DefaultBackendTimeout),
-			Shutdown: Duration(DefaultShutdown),
-			NFSIdle:  Duration(DefaultNFSIdle),
+			Backend:     Duration(DefaultBackendTimeout),
+			Shutdown:    Duration(DefaultShutdown),
+			Handshake:   Duration(DefaultHandshake),
+			NFSIdle:     Duration(DefaultNFSIdle),
+			GRPCIdle:    Duration(DefaultGRPCIdle),
+			MetricsIdle: Duration(DefaultMetricsIdle),
 		},
 	}
 }

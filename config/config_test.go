@@ -122,6 +122,10 @@ func TestBadConfigs(t *testing.T) {
 		{name: "log format", yaml: "log:\n  format: xml\n", want: `:2: log.format: want text or json, got "xml"`},
 		{name: "zero cache", yaml: "cache:\n  directories: 0\n", want: `:2: cache.directories: must be at least 1, got 0`},
 		{name: "negative timeout", yaml: "timeouts:\n  shutdown: -1s\n", want: `:2: timeouts.shutdown: must be positive, got -1s`},
+		{name: "zero handshake", yaml: "timeouts:\n  handshake: 0s\n", want: `:2: timeouts.handshake: must be positive, got 0s`},
+		{name: "negative 9P idle", yaml: "timeouts:\n  ninep_idle: -1s\n", want: `:2: timeouts.ninep_idle: must not be negative (0 is off), got -1s`},
+		{name: "zero gRPC connections", yaml: "grpc:\n  max_connections: 0\n", want: `:2: grpc.max_connections: must be at least 1, got 0`},
+		{name: "zero metrics connections", yaml: "metrics:\n  max_connections: 0\n", want: `:2: metrics.max_connections: must be at least 1, got 0`},
 		{name: "env wrong type", env: map[string]string{"STOREFS_CACHE_DIRECTORIES": "lots"},
 			want: `env STOREFS_CACHE_DIRECTORIES: cache.directories: want an integer, got "lots"`},
 		{name: "env bad CIDR", env: map[string]string{"STOREFS_NFS_ALLOWED_NETWORKS": "10.0.0.0/8,nope"},
@@ -261,11 +265,13 @@ ninep:
   msize: 65536
 grpc:
   listen: 127.0.0.1:0
+  max_connections: 9
 metrics:
   listen: 127.0.0.1:9100
+  max_connections: 3
 log: {level: warn, format: json}
 cache: {directories: 5, verified_blobs: 6, nfs_handles: 7}
-timeouts: {backend: 1s, shutdown: 2s, nfs_idle: 3m}
+timeouts: {backend: 1s, shutdown: 2s, handshake: 4s, nfs_idle: 3m, ninep_idle: 1h, grpc_idle: 2m, metrics_idle: 30s}
 `)}
 	c, err := Load(src)
 	if err != nil {
@@ -280,11 +286,12 @@ timeouts: {backend: 1s, shutdown: 2s, nfs_idle: 3m}
 		NFS:      NFS{Listen: "0.0.0.0:2049", AllowedNetworks: []string{"10.0.2.0/24"}, RequireSecurePort: true, MaxRead: 65536, MaxConnections: 8},
 		NineP:    NineP{Listen: "unix:" + filepath.Join(cwd, "rel.sock"), Msize: 65536, AllowedNetworks: []string{}, MaxConnections: DefaultNinePConns},
 		VirtioFS: VirtioFS{Tag: "storefs"},
-		GRPC:     GRPC{Listen: "127.0.0.1:0", AllowedNetworks: []string{}},
-		Metrics:  Metrics{Listen: "127.0.0.1:9100", AllowedNetworks: []string{}},
+		GRPC:     GRPC{Listen: "127.0.0.1:0", AllowedNetworks: []string{}, MaxConnections: 9},
+		Metrics:  Metrics{Listen: "127.0.0.1:9100", AllowedNetworks: []string{}, MaxConnections: 3},
 		Log:      Log{Level: "warn", Format: "json"},
 		Cache:    Cache{Directories: 5, VerifiedBlobs: 6, NFSHandles: 7},
-		Timeouts: Timeouts{Backend: Duration(time.Second), Shutdown: Duration(2 * time.Second), NFSIdle: Duration(3 * time.Minute)},
+		Timeouts: Timeouts{Backend: Duration(time.Second), Shutdown: Duration(2 * time.Second), Handshake: Duration(4 * time.Second),
+			NFSIdle: Duration(3 * time.Minute), NinePIdle: Duration(time.Hour), GRPCIdle: Duration(2 * time.Minute), MetricsIdle: Duration(30 * time.Second)},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)

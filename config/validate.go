@@ -207,8 +207,14 @@ func (ld *loader) validate(c *Config) error {
 	if err := listen("grpc", &c.GRPC.Listen, true, c.GRPC.AllowedNetworks); err != nil {
 		return err
 	}
+	if c.GRPC.MaxConnections <= 0 {
+		return fail("grpc.max_connections", "must be at least 1, got %d", c.GRPC.MaxConnections)
+	}
 	if err := listen("metrics", &c.Metrics.Listen, false, c.Metrics.AllowedNetworks); err != nil {
 		return err
+	}
+	if c.Metrics.MaxConnections <= 0 {
+		return fail("metrics.max_connections", "must be at least 1, got %d", c.Metrics.MaxConnections)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -231,10 +237,17 @@ func (ld *loader) validate(c *Config) error {
 	for _, e := range []struct {
 		key string
 		d   Duration
-	}{{"timeouts.backend", c.Timeouts.Backend}, {"timeouts.shutdown", c.Timeouts.Shutdown}, {"timeouts.nfs_idle", c.Timeouts.NFSIdle}} {
+	}{
+		{"timeouts.backend", c.Timeouts.Backend}, {"timeouts.shutdown", c.Timeouts.Shutdown},
+		{"timeouts.handshake", c.Timeouts.Handshake}, {"timeouts.nfs_idle", c.Timeouts.NFSIdle},
+		{"timeouts.grpc_idle", c.Timeouts.GRPCIdle}, {"timeouts.metrics_idle", c.Timeouts.MetricsIdle},
+	} {
 		if e.d <= 0 {
 			return fail(e.key, "must be positive, got %s", e.d.Std())
 		}
+	}
+	if c.Timeouts.NinePIdle < 0 {
+		return fail("timeouts.ninep_idle", "must not be negative (0 is off), got %s", c.Timeouts.NinePIdle.Std())
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/storefs/storefs/config"
+	"github.com/storefs/storefs/internal/netguard"
 	"github.com/storefs/storefs/protocols/nfs"
 	"github.com/storefs/storefs/protocols/ninep"
 	"github.com/storefs/storefs/storeclient"
@@ -83,11 +84,11 @@ type nfsFrontend struct {
 	cfg   config.NFS
 	fs    *vfs.FS
 	opts  nfs.Options
-	allow *allowList
+	guard netguard.Options
 	m     *Metrics
 	log   *slog.Logger
 
-	gate *gate
+	gate *netguard.Listener
 	srv  *nfs.Server
 	done chan error
 }
@@ -103,12 +104,13 @@ func (f *nfsFrontend) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lis, err := listen(l)
+	lis, err := listen(l, f.guard)
 	if err != nil {
 		srv.Close()
 		return fmt.Errorf("nfs: %w", err)
 	}
-	f.srv, f.gate, f.done = srv, newGate(lis, f.allow, f.log), make(chan error, 1)
+	f.srv, f.gate, f.done = srv, lis, make(chan error, 1)
+	f.m.addListener(ProtoNFS, lis)
 	go func() { f.done <- srv.Serve(f.gate) }()
 	return nil
 }
@@ -137,11 +139,11 @@ type ninepFrontend struct {
 	cfg   config.NineP
 	fs    *vfs.FS
 	opts  ninep.Options
-	allow *allowList
+	guard netguard.Options
 	m     *Metrics
 	log   *slog.Logger
 
-	gate   *gate
+	gate   *netguard.Listener
 	srv    *ninep.Server
 	cancel context.CancelFunc
 	done   chan error
@@ -154,11 +156,12 @@ func (f *ninepFrontend) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ninep.listen: %w", err)
 	}
-	lis, err := listen(l)
+	lis, err := listen(l, f.guard)
 	if err != nil {
 		return fmt.Errorf("ninep: %w", err)
 	}
-	f.gate, f.done = newGate(lis, f.allow, f.log), make(chan error, 1)
+	f.gate, f.done = lis, make(chan error, 1)
+	f.m.addListener(ProtoNineP, lis)
 	f.srv = ninep.New(f.fs, f.opts)
 	sctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
@@ -197,9 +200,11 @@ type grpcFrontend struct {
 	cfg   config.GRPC
 	store storeclient.Store
 	opts  grpcserver.Options
+	guard netguard.Options
+	m     *Metrics
 	log   *slog.Logger
 
-	lis  net.Listener
+	lis  *netguard.Listener
 	srv  *grpcserver.Server
 	done chan error
 }
@@ -207,15 +212,16 @@ type grpcFrontend struct {
 func (f *grpcFrontend) Name() string { return ProtoGRPC }
 
 func (f *grpcFrontend) Start(ctx context.Context) error {
-	nets, err := config.ParseNetworks(f.cfg.AllowedNetworks)
+	l, err := config.ParseListen(f.cfg.Listen, true)
 	if err != nil {
-		return fmt.Errorf("grpc.allowed_networks: %w", err)
+		return fmt.Errorf("grpc.listen: %w", err)
 	}
-	lis, err := grpcserver.Listen(f.cfg.Listen, nets, f.log)
+	lis, err := listen(l, f.guard)
 	if err != nil {
-		return err
+		return fmt.Errorf("grpc: %w", err)
 	}
 	f.lis, f.done = lis, make(chan error, 1)
+	f.m.addListener(ProtoGRPC, lis)
 	f.srv = grpcserver.NewServer(f.store, f.opts)
 	go func() { f.done <- f.srv.Serve(lis) }()
 	return nil
@@ -251,10 +257,10 @@ type metricsFrontend struct {
 	cfg   config.Metrics
 	m     *Metrics
 	ready *atomic.Bool
-	allow *allowList
+	guard netguard.Options
 	log   *slog.Logger
 
-	gate *gate
+	gate *netguard.Listener
 	srv  *http.Server
 	done chan error
 }
@@ -266,14 +272,17 @@ func (f *metricsFrontend) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("metrics.listen: %w", err)
 	}
-	lis, err := listen(l)
+	lis, err := listen(l, f.guard)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	f.gate, f.done = newGate(lis, f.allow, f.log), make(chan error, 1)
+	f.gate, f.done = lis, make(chan error, 1)
+	f.m.addListener("metrics", lis)
 	f.srv = &http.Server{
 		Handler:           f.m.handler(f.ready),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: f.guard.HandshakeTimeout,
+		IdleTimeout:       f.guard.IdleTimeout,
+		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
 	}
 	go func() { f.done <- f.srv.Serve(f.gate) }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/storefs/storefs/internal/netguard"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -46,6 +48,7 @@ type Metrics struct {
 	backendLt *prometheus.HistogramVec
 	mounts    prometheus.Gauge
 	frontends *prometheus.GaugeVec
+	conns     *connCollector
 
 	// per is resolved per protocol at construction, so that an operation
 	// costs no label lookups. Read-only after NewMetrics.
@@ -102,10 +105,11 @@ func NewMetrics() *Metrics {
 		frontends: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "storefs_frontend_up", Help: "1 for each frontend that is serving, by protocol and address.",
 		}, []string{"protocol", "address"}),
-		per: make(map[string]*protoMetrics),
+		conns: newConnCollector(),
+		per:   make(map[string]*protoMetrics),
 	}
 	m.reg.MustRegister(m.requests, m.errors, m.latency, m.bytes, m.handles, m.cache,
-		m.backend, m.backendEr, m.backendLt, m.mounts, m.frontends,
+		m.backend, m.backendEr, m.backendLt, m.mounts, m.frontends, m.conns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// gRPC calls are counted by method (grpcOptions), not by vfs operation.
 	m.per[ProtoGRPC] = &protoMetrics{}
@@ -246,4 +250,56 @@ func (m *Metrics) handler(ready *atomic.Bool) http.Handler {
 		w.Write([]byte("ready\n"))
 	})
 	return mux
+}
+
+// connCollector reports the connections of the network frontends'
+// listeners, read from their netguard counters at each scrape.
+type connCollector struct {
+	open, closed *prometheus.Desc
+
+	mu        sync.Mutex
+	listeners map[string]*netguard.Listener // by protocol
+}
+
+func newConnCollector() *connCollector {
+	return &connCollector{
+		open: prometheus.NewDesc("storefs_connections", "Client connections open now, by protocol.",
+			[]string{"protocol"}, nil),
+		closed: prometheus.NewDesc("storefs_connections_closed_total",
+			"Client connections closed by the daemon, by protocol and reason (refused: network not allowed; evicted: at max_connections; handshake: no request in time; idle).",
+			[]string{"protocol", "reason"}, nil),
+		listeners: make(map[string]*netguard.Listener),
+	}
+}
+
+// addListener reports the connections of a frontend's listener from now on.
+func (m *Metrics) addListener(protocol string, l *netguard.Listener) {
+	m.conns.mu.Lock()
+	defer m.conns.mu.Unlock()
+	m.conns.listeners[protocol] = l
+}
+
+// Describe implements prometheus.Collector.
+func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.open
+	ch <- c.closed
+}
+
+// Collect implements prometheus.Collector.
+func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, l := range c.listeners {
+		st := l.Stats()
+		ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(st.Open), p)
+		for _, r := range []struct {
+			reason string
+			n      int64
+		}{
+			{netguard.ReasonRefused, st.Refused}, {netguard.ReasonEvicted, st.Evicted},
+			{netguard.ReasonHandshake, st.Handshake}, {netguard.ReasonIdle, st.Idle},
+		} {
+			ch <- prometheus.MustNewConstMetric(c.closed, prometheus.CounterValue, float64(r.n), p, r.reason)
+		}
+	}
 }

@@ -25,8 +25,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/storefs/storefs/config"
+	"github.com/storefs/storefs/internal/netguard"
 	"github.com/storefs/storefs/protocols/nfs"
 	"github.com/storefs/storefs/protocols/ninep"
 	"github.com/storefs/storefs/storeclient"
@@ -55,8 +57,8 @@ type Server struct {
 	fs       *vfs.FS
 	metrics  *Metrics
 	ready    atomic.Bool
-	allow    map[string]*allowList // by config section: nfs, ninep, metrics
-	running  []Frontend            // in start order
+	allow    map[string]*netguard.AllowList // by config section: nfs, ninep, grpc, metrics
+	running  []Frontend                     // in start order
 	shutOnce sync.Once
 	shutErr  error
 
@@ -80,17 +82,18 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Server, erro
 		log:     opts.Logger,
 		level:   opts.LogLevel,
 		metrics: NewMetrics(),
-		allow:   make(map[string]*allowList),
+		allow:   make(map[string]*netguard.AllowList),
 		cfg:     cfg,
 	}
 	for section, nets := range map[string][]string{
-		"nfs": cfg.NFS.AllowedNetworks, "ninep": cfg.NineP.AllowedNetworks, "metrics": cfg.Metrics.AllowedNetworks,
+		"nfs": cfg.NFS.AllowedNetworks, "ninep": cfg.NineP.AllowedNetworks,
+		"grpc": cfg.GRPC.AllowedNetworks, "metrics": cfg.Metrics.AllowedNetworks,
 	} {
 		p, err := config.ParseNetworks(nets)
 		if err != nil {
 			return nil, fmt.Errorf("%s.allowed_networks: %w", section, err)
 		}
-		s.allow[section] = newAllowList(p)
+		s.allow[section] = netguard.NewAllowList(p)
 	}
 
 	store, err := opts.OpenStore(ctx, cfg.Store.URL)
@@ -144,20 +147,22 @@ func (s *Server) abort() {
 func (s *Server) frontends(cfg *config.Config) []Frontend {
 	var fs []Frontend
 	if cfg.Metrics.Listen != "" {
-		fs = append(fs, &metricsFrontend{cfg: cfg.Metrics, m: s.metrics, ready: &s.ready,
-			allow: s.allow["metrics"], log: s.log.With("frontend", "metrics")})
+		log := s.log.With("frontend", "metrics")
+		guard := s.guard(cfg, "metrics", cfg.Metrics.MaxConnections, cfg.Timeouts.MetricsIdle.Std(), log)
+		guard.ActiveOnRead = true // net/http reads requests itself
+		fs = append(fs, &metricsFrontend{cfg: cfg.Metrics, m: s.metrics, ready: &s.ready, log: log, guard: guard})
 	}
 	for _, mnt := range cfg.FUSE {
 		fs = append(fs, newFUSEFrontend(mnt, s.fs.View(ProtoFUSE), s.store, s.metrics, s.log.With("frontend", ProtoFUSE)))
 	}
 	if cfg.NFS.Listen != "" {
 		log := s.log.With("frontend", ProtoNFS)
-		fs = append(fs, &nfsFrontend{cfg: cfg.NFS, fs: s.fs.View(ProtoNFS), allow: s.allow["nfs"], m: s.metrics, log: log,
+		fs = append(fs, &nfsFrontend{cfg: cfg.NFS, fs: s.fs.View(ProtoNFS), m: s.metrics, log: log,
+			guard: s.guard(cfg, ProtoNFS, cfg.NFS.MaxConnections, cfg.Timeouts.NFSIdle.Std(), log),
 			opts: nfs.Options{
-				AllowedNetworks:   anyNetwork, // the gate in front decides, reloadably
+				Clients:           s.allow[ProtoNFS],
 				RequireSecurePort: cfg.NFS.RequireSecurePort,
 				MaxRead:           cfg.NFS.MaxRead,
-				MaxConnections:    cfg.NFS.MaxConnections,
 				IdleTimeout:       cfg.Timeouts.NFSIdle.Std(),
 				HandleCacheSize:   cfg.Cache.NFSHandles,
 				Logger:            log,
@@ -165,12 +170,11 @@ func (s *Server) frontends(cfg *config.Config) []Frontend {
 	}
 	if cfg.NineP.Listen != "" {
 		log := s.log.With("frontend", ProtoNineP)
-		fs = append(fs, &ninepFrontend{cfg: cfg.NineP, fs: s.fs.View(ProtoNineP), allow: s.allow["ninep"], m: s.metrics, log: log,
+		fs = append(fs, &ninepFrontend{cfg: cfg.NineP, fs: s.fs.View(ProtoNineP), m: s.metrics, log: log,
+			guard: s.guard(cfg, ProtoNineP, cfg.NineP.MaxConnections, cfg.Timeouts.NinePIdle.Std(), log),
 			opts: ninep.Options{
-				MaxMsize:       cfg.NineP.Msize,
-				MaxConns:       cfg.NineP.MaxConnections,
-				AllowedClients: anyNetwork, // the gate in front decides, reloadably
-				Logger:         log,
+				MaxMsize: cfg.NineP.Msize,
+				Logger:   log,
 			}})
 	}
 	if cfg.VirtioFS.Socket != "" {
@@ -179,7 +183,9 @@ func (s *Server) frontends(cfg *config.Config) []Frontend {
 	}
 	if cfg.GRPC.Listen != "" {
 		log := s.log.With("frontend", ProtoGRPC)
-		fs = append(fs, &grpcFrontend{cfg: cfg.GRPC, store: s.store, log: log,
+		guard := s.guard(cfg, ProtoGRPC, cfg.GRPC.MaxConnections, cfg.Timeouts.GRPCIdle.Std(), log)
+		guard.ActiveOnRead = true // grpc-go reads HTTP/2 frames itself
+		fs = append(fs, &grpcFrontend{cfg: cfg.GRPC, store: s.store, m: s.metrics, log: log, guard: guard,
 			opts: grpcserver.Options{
 				Logger:          log,
 				ShutdownTimeout: cfg.Timeouts.Shutdown.Std(),
@@ -187,6 +193,20 @@ func (s *Server) frontends(cfg *config.Config) []Frontend {
 			}})
 	}
 	return fs
+}
+
+// guard returns how the listener of a network frontend admits and bounds
+// its connections: the section's reloadable allow-list, its connection cap,
+// the handshake timeout and its idle timeout.
+func (s *Server) guard(cfg *config.Config, section string, maxConns int, idle time.Duration, log *slog.Logger) netguard.Options {
+	return netguard.Options{
+		Protocol:         section,
+		Allow:            s.allow[section],
+		MaxConns:         maxConns,
+		HandshakeTimeout: cfg.Timeouts.Handshake.Std(),
+		IdleTimeout:      idle,
+		Logger:           log,
+	}
 }
 
 // Frontends returns the frontends that serve, in start order.
@@ -210,7 +230,7 @@ type ReloadReport struct {
 // reloadable are the keys Reload applies.
 var reloadable = []string{
 	"log.level",
-	"nfs.allowed_networks", "ninep.allowed_networks", "metrics.allowed_networks",
+	"nfs.allowed_networks", "ninep.allowed_networks", "grpc.allowed_networks", "metrics.allowed_networks",
 	"cache.directories", "cache.verified_blobs",
 }
 
@@ -239,7 +259,7 @@ func (s *Server) Reload(cfg *config.Config) (ReloadReport, error) {
 			}
 			s.level.Set(l)
 			next.Log.Level = cfg.Log.Level
-		case "nfs.allowed_networks", "ninep.allowed_networks", "metrics.allowed_networks":
+		case "nfs.allowed_networks", "ninep.allowed_networks", "grpc.allowed_networks", "metrics.allowed_networks":
 			section := key[:len(key)-len(".allowed_networks")]
 			var nets []string
 			switch section {
@@ -247,6 +267,8 @@ func (s *Server) Reload(cfg *config.Config) (ReloadReport, error) {
 				nets, next.NFS.AllowedNetworks = cfg.NFS.AllowedNetworks, cfg.NFS.AllowedNetworks
 			case "ninep":
 				nets, next.NineP.AllowedNetworks = cfg.NineP.AllowedNetworks, cfg.NineP.AllowedNetworks
+			case "grpc":
+				nets, next.GRPC.AllowedNetworks = cfg.GRPC.AllowedNetworks, cfg.GRPC.AllowedNetworks
 			case "metrics":
 				nets, next.Metrics.AllowedNetworks = cfg.Metrics.AllowedNetworks, cfg.Metrics.AllowedNetworks
 			}
@@ -254,7 +276,7 @@ func (s *Server) Reload(cfg *config.Config) (ReloadReport, error) {
 			if err != nil {
 				return ReloadReport{}, fmt.Errorf("%s: %w", key, err)
 			}
-			s.allow[section].set(p)
+			s.allow[section].Set(p)
 		case "cache.directories":
 			s.fs.SetCacheSizes(cfg.Cache.Directories, 0)
 			next.Cache.Directories = cfg.Cache.Directories

@@ -450,7 +450,7 @@ func TestReload(t *testing.T) {
 	defer s.Shutdown(context.Background())
 
 	outside := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 700}
-	if s.allow["nfs"].allows(outside) {
+	if s.allow["nfs"].Allows(outside) {
 		t.Fatal("10.1.2.3 allowed before the reload")
 	}
 	next := *cfg
@@ -472,7 +472,7 @@ func TestReload(t *testing.T) {
 	if level.Level() != slog.LevelDebug {
 		t.Errorf("level = %v, want debug", level.Level())
 	}
-	if !s.allow["nfs"].allows(outside) {
+	if !s.allow["nfs"].Allows(outside) {
 		t.Error("10.1.2.3 not allowed after the reload")
 	}
 	if got := s.Config(); got.NFS.Listen != cfg.NFS.Listen || got.Log.Level != "debug" || got.ListRoot {
@@ -499,70 +499,6 @@ func equalSets(a, b []string) bool {
 		}
 	}
 	return true
-}
-
-func TestGate(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := newGate(lis, newAllowList(nil), quietLog())
-	addr := g.Addr().String()
-	accepted := make(chan error, 1)
-	go func() {
-		for {
-			c, err := g.Accept()
-			if err != nil {
-				accepted <- err
-				return
-			}
-			c.Close()
-		}
-	}()
-	c, err := net.Dial("tcp", addr) // loopback is always allowed
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	g.Stop()
-	if !refused(addr) {
-		t.Error("the port is open after Stop")
-	}
-	select {
-	case err := <-accepted:
-		t.Fatalf("Accept returned after Stop (%v); it must wait for Close", err)
-	default:
-	}
-	g.Close()
-	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
-	}
-}
-
-func TestAllowList(t *testing.T) {
-	a := newAllowList(nil)
-	for _, tc := range []struct {
-		addr net.Addr
-		want bool
-	}{
-		{&net.TCPAddr{IP: net.ParseIP("127.0.0.1")}, true},
-		{&net.TCPAddr{IP: net.ParseIP("::1")}, true},
-		{&net.TCPAddr{IP: net.ParseIP("::ffff:127.0.0.2")}, true},
-		{&net.TCPAddr{IP: net.ParseIP("192.0.2.1")}, false},
-		{&net.UnixAddr{Name: "/run/x.sock", Net: "unix"}, true},
-	} {
-		if got := a.allows(tc.addr); got != tc.want {
-			t.Errorf("allows(%v) = %v, want %v", tc.addr, got, tc.want)
-		}
-	}
-	nets, _ := config.ParseNetworks([]string{"192.0.2.0/24"})
-	a.set(nets)
-	if !a.allows(&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1")}) {
-		t.Error("mapped 192.0.2.1 not allowed by 192.0.2.0/24")
-	}
-	if a.allows(&net.TCPAddr{IP: net.ParseIP("198.51.100.1")}) {
-		t.Error("198.51.100.1 allowed")
-	}
 }
 
 func TestNotify(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/storefs/storefs/internal/netguard"
 )
 
 // conn is one client connection. Its serve goroutine reads records and
@@ -72,6 +74,7 @@ func (c *conn) serve() {
 			c.logEnd(err)
 			break
 		}
+		netguard.Active(c.nc)
 		c.dispatch(rec, br.Buffered() == 0 && len(c.slots) == 0)
 	}
 	c.nc.Close() // unblocks replies being written

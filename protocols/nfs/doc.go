@@ -50,7 +50,10 @@
 //
 // # Access control
 //
-// Connections from outside Options.AllowedNetworks (default loopback) or
-// beyond Options.MaxConnections are closed at once with a log line. Writes
-// are NFS3ERR_ROFS; ACCESS never grants MODIFY, EXTEND or DELETE.
+// Serve admits every connection its listener returns: the daemon wraps each
+// listener in an internal/netguard Listener, which applies the allow-list
+// of client networks, the connection cap and the handshake and idle
+// deadlines; the record layer reports each record it reads to it. MOUNT
+// EXPORT lists loopback and Options.Clients. Writes are NFS3ERR_ROFS;
+// ACCESS never grants MODIFY, EXTEND or DELETE.
 package nfs

@@ -4,35 +4,28 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"time"
+
+	"github.com/storefs/storefs/internal/netguard"
 )
 
 // Defaults for the zero fields of Options.
 const (
-	DefaultMaxRecordSize  = 512 << 10
-	DefaultMaxRead        = 1 << 20
-	DefaultIdleTimeout    = 5 * time.Minute
-	DefaultMaxConnections = 256
-	DefaultMaxInFlight    = 16
-	DefaultHandleCache    = 4096
+	DefaultMaxRecordSize = 512 << 10
+	DefaultMaxRead       = 1 << 20
+	DefaultIdleTimeout   = 5 * time.Minute
+	DefaultMaxInFlight   = 16
+	DefaultHandleCache   = 4096
 )
-
-// DefaultAllowedNetworks is where clients may connect from when
-// Options.AllowedNetworks is empty: loopback only.
-var DefaultAllowedNetworks = []netip.Prefix{
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("::1/128"),
-}
 
 // Options configure a Server (config key nfs). The zero value is the
 // documented default of every option.
 type Options struct {
-	// AllowedNetworks are the client networks that may connect. A
-	// connection from anywhere else is closed at once, with a log line.
-	// Default DefaultAllowedNetworks (loopback only). IPv4-mapped IPv6
-	// addresses are matched as IPv4.
-	AllowedNetworks []netip.Prefix
+	// Clients are the client networks, besides loopback, that the
+	// listener admits (the daemon wraps every listener in a
+	// netguard.Listener that enforces them); MOUNT EXPORT lists them as
+	// the export's groups. Nil: loopback only.
+	Clients *netguard.AllowList
 
 	// RequireSecurePort refuses calls from source ports ≥ 1024 with
 	// AUTH_ERROR (AUTH_TOOWEAK), like knfsd's "secure" export option.
@@ -55,10 +48,6 @@ type Options struct {
 	// middle of a record, or does not take its replies, for this long.
 	// Default DefaultIdleTimeout.
 	IdleTimeout time.Duration
-
-	// MaxConnections bounds the open client connections; one more is
-	// closed at once, with a log line. Default DefaultMaxConnections.
-	MaxConnections int
 
 	// MaxInFlight bounds the calls of one connection the server works on
 	// at once; further calls wait in the client's socket buffer. Default
@@ -85,9 +74,6 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if len(o.AllowedNetworks) == 0 {
-		o.AllowedNetworks = DefaultAllowedNetworks
-	}
 	if o.MaxRecordSize <= 0 {
 		o.MaxRecordSize = DefaultMaxRecordSize
 	}
@@ -96,9 +82,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
-	}
-	if o.MaxConnections <= 0 {
-		o.MaxConnections = DefaultMaxConnections
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/memory"
 	"github.com/storefs/storefs/storeclient/storetest"
+	"github.com/storefs/storefs/internal/netguard"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -69,55 +69,6 @@ func waitClosed(t *testing.T, nc net.Conn) {
 	}
 }
 
-func TestRefusedNetworkClosesConnection(t *testing.T) {
-	fsys, _ := fixtureFS(t, vfs.Options{})
-	logs := &logLines{t: t}
-	_, addr := serveTest(t, fsys, Options{
-		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-		Logger:          slog.New(slog.NewTextHandler(logs, nil)),
-	})
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	waitClosed(t, nc)
-	if !strings.Contains(logs.String(), "client network not allowed") || !strings.Contains(logs.String(), "client=127.0.0.1:") {
-		t.Errorf("no log line naming the refused client:\n%s", logs)
-	}
-}
-
-func TestDefaultAllowsLoopbackOnly(t *testing.T) {
-	s, err := New(&vfs.FS{}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for addr, want := range map[string]bool{
-		"127.0.0.1:5": true, "[::1]:5": true, "[::ffff:127.0.0.1]:5": true,
-		"10.0.2.2:700": false, "192.168.1.1:5": false, "[fe80::1]:5": false,
-	} {
-		if got := s.allowed(net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr))); got != want {
-			t.Errorf("allowed(%s) = %v, want %v", addr, got, want)
-		}
-	}
-}
-
-func TestMaxConnections(t *testing.T) {
-	fsys, _ := fixtureFS(t, vfs.Options{})
-	_, addr := serveTest(t, fsys, Options{MaxConnections: 1})
-	c := dialT(t, addr) // holds the one slot
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	waitClosed(t, nc)
-	if _, err := c.getattr(c.root); err != nil {
-		t.Errorf("first client after the refusal: %v", err)
-	}
-}
-
 func TestIdleAndStalledConnectionsClosed(t *testing.T) {
 	fsys, _ := fixtureFS(t, vfs.Options{})
 	_, addr := serveTest(t, fsys, Options{IdleTimeout: 20 * time.Millisecond})
@@ -148,10 +99,10 @@ func TestSecurePort(t *testing.T) {
 	}
 }
 
-func TestMountExportAndDump(t *testing.T) {
-	fsys, _ := fixtureFS(t, vfs.Options{})
-	_, addr := serveTest(t, fsys, Options{})
-	c := dialT(t, addr)
+// exportList asks for MOUNT EXPORT and returns each export as "DIR
+// GROUP,GROUP…".
+func exportList(t *testing.T, c *testClient) []string {
+	t.Helper()
 	body, err := c.call(progMount, 3, 5, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -166,10 +117,24 @@ func TestMountExportAndDump(t *testing.T) {
 		}
 		exports = append(exports, dir+" "+strings.Join(groups, ","))
 	}
-	if r.err != nil || len(r.b) != 0 || len(exports) != 1 || exports[0] != "/ 127.0.0.0/8,::1/128" {
-		t.Errorf("EXPORT = %q (%v, %d bytes left)", exports, r.err, len(r.b))
+	if r.err != nil || len(r.b) != 0 {
+		t.Fatalf("EXPORT reply: %v, %d bytes left", r.err, len(r.b))
 	}
-	body, err = c.call(progMount, 3, 2, nil)
+	return exports
+}
+
+func TestMountExportAndDump(t *testing.T) {
+	fsys, _ := fixtureFS(t, vfs.Options{})
+	_, addr := serveTest(t, fsys, Options{})
+	c := dialT(t, addr)
+	if exports := exportList(t, c); len(exports) != 1 || exports[0] != "/ 127.0.0.0/8,::1/128" {
+		t.Errorf("EXPORT = %q, want loopback only", exports)
+	}
+	_, addr = serveTest(t, fsys, Options{Clients: netguard.NewAllowList([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})})
+	if exports := exportList(t, dialT(t, addr)); len(exports) != 1 || exports[0] != "/ 127.0.0.0/8,::1/128,10.0.0.0/8" {
+		t.Errorf("EXPORT = %q, want loopback and the allowed network", exports)
+	}
+	body, err := c.call(progMount, 3, 2, nil)
 	if err != nil || !bytes.Equal(body, []byte{0, 0, 0, 0}) {
 		t.Errorf("DUMP = %x, %v; want an empty list", body, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -36,7 +35,6 @@ type Server struct {
 	gonfsOnce sync.Once
 	gonfsLis  *pipeListener // go-nfs accepts our in-memory connections here
 	gonfsDone chan struct{} // closed when go-nfs's Serve returns
-	slots     chan struct{} // one per open connection (MaxConnections)
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	closed    bool
@@ -72,7 +70,6 @@ func New(fsys *vfs.FS, opts Options) (*Server, error) {
 		routes:    defaultRoutes(),
 		gonfsLis:  newPipeListener(),
 		gonfsDone: make(chan struct{}),
-		slots:     make(chan struct{}, opts.MaxConnections),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 	}, nil
@@ -135,27 +132,14 @@ func (s *Server) Serve(lis net.Listener) error {
 	}
 }
 
-// admit checks a new connection against AllowedNetworks and
-// MaxConnections and starts serving it, or closes it with a log line.
+// admit starts serving a new connection. Admission (allow-list,
+// connection cap, handshake and idle deadlines) is the listener's: the
+// daemon wraps every listener in a netguard.Listener.
 func (s *Server) admit(nc net.Conn) {
-	client := nc.RemoteAddr().String()
-	if !s.allowed(nc.RemoteAddr()) {
-		s.log.Warn("nfs: connection refused: client network not allowed", "client", client)
-		nc.Close()
-		return
-	}
-	select {
-	case s.slots <- struct{}{}:
-	default:
-		s.log.Warn("nfs: connection refused: too many connections", "client", client, "max", s.opts.MaxConnections)
-		nc.Close()
-		return
-	}
 	c := s.newConn(nc)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		<-s.slots
 		nc.Close()
 		return
 	}
@@ -164,27 +148,11 @@ func (s *Server) admit(nc net.Conn) {
 	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
-		defer func() { <-s.slots }()
 		c.serve()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-}
-
-// allowed reports whether addr is in AllowedNetworks.
-func (s *Server) allowed(addr net.Addr) bool {
-	ap, err := netip.ParseAddrPort(addr.String())
-	if err != nil {
-		return false
-	}
-	ip := ap.Addr().Unmap()
-	for _, p := range s.opts.AllowedNetworks {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // Close stops the server: it closes every listener and connection, cancels

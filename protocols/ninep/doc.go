@@ -11,9 +11,8 @@
 // (wire.go) that frames the 9P stream and enforces or corrects what p9
 // v0.4.1 does not: strict version negotiation, msize clamping, count
 // clamping, write refusal, fid and request limits, and the xattr and
-// Tremove replies. Server (server.go) accepts connections, applies the
-// allow-list and the connection limit, runs one p9.Server per connection
-// and tracks connections so that Close and a done context close them (p9's
+// Tremove replies. Server (server.go) accepts connections, runs one
+// p9.Server per connection and tracks connections so that Close and a done context close them (p9's
 // ServeContext leaves open connections running).
 //
 // # What clients see
@@ -65,10 +64,11 @@
 // connection with a log line; an unknown fid fails its request (EBADF).
 // Options.MaxFids bounds a connection's fids, however made (EMFILE beyond),
 // Options.MaxRequests the requests it has in flight (the connection is
-// read no further until one is answered), Options.MaxConns the
-// connections. TCP clients other than loopback must be in
-// Options.AllowedClients; listening on a non-loopback address without an
-// allow-list is an error. Nothing a client sends reaches another client's
+// read no further until one is answered). Serve admits every connection
+// its listener returns: the daemon wraps each listener in an
+// internal/netguard Listener (allow-list of client networks, connection
+// cap, handshake and idle deadlines), to which the wire layer reports each
+// message it reads. Nothing a client sends reaches another client's
 // connection.
 //
 // # Known limits of the p9 library (v0.4.1)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +23,6 @@ const DefaultAddr = "127.0.0.1:564"
 // Defaults for the zero fields of Options.
 const (
 	DefaultMaxMsize    = 1 << 20 // 1 MiB: Linux asks for at most 512 KiB (virtio) or 1 MiB
-	DefaultMaxConns    = 64
 	DefaultMaxFids     = 65536
 	DefaultMaxRequests = 256
 )
@@ -44,10 +42,6 @@ type Options struct {
 	// for more gets this. Default DefaultMaxMsize; at most 4 MiB.
 	MaxMsize uint32
 
-	// MaxConns is how many connections are served at once; more are
-	// closed on accept, with a log line. Default DefaultMaxConns.
-	MaxConns int
-
 	// MaxFids is how many fids one connection may hold; a request that
 	// would make another gets Rlerror EMFILE. Default DefaultMaxFids (the
 	// Linux client holds one per cached dentry and open file).
@@ -57,13 +51,6 @@ type Options struct {
 	// once; the connection is not read further until one is answered.
 	// Default DefaultMaxRequests.
 	MaxRequests int
-
-	// AllowedClients are the networks, besides loopback, whose clients
-	// are served. A TCP connection from any other address is closed with
-	// a log line. Unix socket clients are always served (the socket's
-	// permissions decide). Serving a non-loopback address with no
-	// AllowedClients is an error.
-	AllowedClients []netip.Prefix
 
 	// NoSendfile sends every Rread from memory, as read into the p9
 	// library's buffer. By default (on Linux) a read of at least 16 KiB
@@ -82,9 +69,6 @@ func (o Options) withDefaults() Options {
 		o.MaxMsize = DefaultMaxMsize
 	}
 	o.MaxMsize = min(max(o.MaxMsize, MinMsize), maxMsize)
-	if o.MaxConns <= 0 {
-		o.MaxConns = DefaultMaxConns
-	}
 	if o.MaxFids <= 0 {
 		o.MaxFids = DefaultMaxFids
 	}
@@ -142,10 +126,6 @@ var ErrServerClosed = errors.New("ninep: server closed")
 // after the connections it accepted are closed and their goroutines have
 // returned.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	if err := s.checkListener(lis); err != nil {
-		lis.Close()
-		return err
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -211,60 +191,14 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 }
 
-// checkListener refuses to serve other hosts without an allow-list.
-func (s *Server) checkListener(lis net.Listener) error {
-	ta, ok := lis.Addr().(*net.TCPAddr)
-	if !ok || len(s.opts.AllowedClients) > 0 {
-		return nil
-	}
-	ip, _ := netip.AddrFromSlice(ta.IP)
-	if !ip.Unmap().IsLoopback() {
-		return fmt.Errorf("ninep: serving %s to other hosts needs AllowedClients (client networks)", lis.Addr())
-	}
-	return nil
-}
-
-// allowed reports whether a client address may be served.
-func (s *Server) allowed(addr net.Addr) bool {
-	ta, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return true // a unix socket
-	}
-	ip, ok := netip.AddrFromSlice(ta.IP)
-	if !ok {
-		return false
-	}
-	ip = ip.Unmap()
-	if ip.IsLoopback() {
-		return true
-	}
-	for _, p := range s.opts.AllowedClients {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
-// admit checks a new connection against the allow-list and the connection
-// limit, and tracks it.
+// admit tracks a new connection. Admission (allow-list, connection cap,
+// handshake and idle deadlines) is the listener's: the daemon wraps every
+// listener in a netguard.Listener.
 func (s *Server) admit(ctx context.Context, conn net.Conn) (*wireConn, bool) {
-	client := conn.RemoteAddr().String()
-	if !s.allowed(conn.RemoteAddr()) {
-		s.log.Warn("ninep: refused connection: client not in the allowed networks", "client", client)
-		conn.Close()
-		return nil, false
-	}
-	log := s.log.With("client", client)
-	wc := newWireConn(conn, s.fs, log, s.opts, &s.spliced)
+	wc := newWireConn(conn, s.fs, s.log.With("client", conn.RemoteAddr().String()), s.opts, &s.spliced)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.closed || ctx.Err() != nil:
-		conn.Close()
-		return nil, false
-	case len(s.conns) >= s.opts.MaxConns:
-		s.log.Warn("ninep: refused connection: too many connections", "client", client, "max_conns", s.opts.MaxConns)
+	if s.closed || ctx.Err() != nil {
 		conn.Close()
 		return nil, false
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/hugelgupf/p9/linux"
 
+	"github.com/storefs/storefs/internal/netguard"
+
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -227,6 +229,7 @@ func (c *wireConn) nextRequest() error {
 		if _, err := io.ReadFull(c.br, frame[headerSize:]); err != nil {
 			return fmt.Errorf("truncated %d-byte message: %w", size, err)
 		}
+		netguard.Active(c.conn)
 		pass, err := c.inspect(typ, tag, frame)
 		if err != nil {
 			return err

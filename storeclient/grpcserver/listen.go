@@ -2,7 +2,6 @@ package grpcserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"strings"
 
 	"google.golang.org/grpc/peer"
+
+	"github.com/storefs/storefs/internal/netguard"
 )
 
 // DefaultAddr is where Listen binds when given no address: loopback only.
@@ -22,10 +23,10 @@ const DefaultAddr = "127.0.0.1:0"
 //	:PORT, 0.0.0.0:PORT   all interfaces: needs allow
 //	unix:PATH, /PATH      a unix socket (access is governed by its file mode)
 //
-// allow lists the client networks that may connect to a TCP listener; a
-// connection from elsewhere is closed as soon as it is accepted, with a
-// log line. With an empty allow only loopback clients are accepted, and
-// only loopback addresses may be bound.
+// allow lists the client networks besides loopback that may connect to a
+// TCP listener; a connection from elsewhere is closed as soon as it is
+// accepted, with a log line (a netguard.Listener, as every storefs
+// listener). With an empty allow only loopback addresses may be bound.
 func Listen(addr string, allow []netip.Prefix, logger *slog.Logger) (net.Listener, error) {
 	if logger == nil {
 		logger = slog.Default()
@@ -56,59 +57,17 @@ func Listen(addr string, allow []netip.Prefix, logger *slog.Logger) (net.Listene
 		if err != nil || !ip.IsLoopback() {
 			return nil, fmt.Errorf("grpc: listen address %q is not loopback: serving other hosts needs an allow-list of client networks", addr)
 		}
-		allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("grpc: listen on %s: %w", addr, err)
 	}
-	return AllowListener(lis, allow, logger), nil
-}
-
-// AllowListener wraps a TCP listener so that Accept closes, with a log
-// line, every connection whose remote address is in none of allow.
-func AllowListener(lis net.Listener, allow []netip.Prefix, logger *slog.Logger) net.Listener {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return &allowListener{Listener: lis, allow: allow, log: logger}
-}
-
-type allowListener struct {
-	net.Listener
-	allow []netip.Prefix
-	log   *slog.Logger
-}
-
-func (l *allowListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		ok, addr := l.allowed(c.RemoteAddr())
-		if ok {
-			return c, nil
-		}
-		l.log.Warn("grpc: refused connection from a client outside the allow-list", "client", addr, "listener", l.Addr().String())
-		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			l.log.Debug("grpc: close refused connection", "err", err)
-		}
-	}
-}
-
-func (l *allowListener) allowed(a net.Addr) (bool, string) {
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return false, a.String()
-	}
-	ip := ap.Addr().Unmap()
-	for _, p := range l.allow {
-		if p.Contains(ip) {
-			return true, ap.String()
-		}
-	}
-	return false, ap.String()
+	return netguard.New(lis, netguard.Options{
+		Protocol:     "grpc",
+		Allow:        netguard.NewAllowList(allow),
+		ActiveOnRead: true,
+		Logger:       logger,
+	}), nil
 }
 
 // peerAddr returns the client address of a call, or "".
