@@ -105,24 +105,40 @@ func (f *FS) getPathInfo(ctx context.Context, sp storeclient.StorePathDigest) (*
 // missing Directory wraps storeclient.ErrNotFound.
 func (f *FS) directory(ctx context.Context, op string, n storeclient.Node) (*storeclient.Directory, error) {
 	d := n.Digest()
-	cd, ok := f.dirs.Get(d)
-	f.cacheLookup(CacheDirectory, ok)
-	if !ok {
-		v, err := shared(ctx, &f.dirFlight, string(d[:]), func(ctx context.Context) (any, error) {
-			return f.fetchDirectory(ctx, d)
-		})
-		if err != nil {
-			return nil, backendError(op, d.String(), err)
-		}
-		cd = v.(*cachedDir)
+	cd, err := f.cachedDirectory(ctx, op, d)
+	if err != nil {
+		return nil, err
 	}
-	if cd.dir.Size() != n.Size() && !(f.opts.LegacySizes && cd.legacyOK && cd.legacySize == n.Size()) {
+	if !cd.fits(n.Size(), f.opts.LegacySizes) {
 		err := &storeclient.ValidationError{Rule: storeclient.RuleSize,
 			Detail: fmt.Sprintf("directory %s has size %d but its parent records %d", d, cd.dir.Size(), n.Size())}
 		f.log.Error("vfs: corrupt directory: recorded size disagrees", "digest", d.String(), "size", cd.dir.Size(), "recorded", n.Size())
 		return nil, backendError(op, d.String(), err)
 	}
 	return cd.dir, nil
+}
+
+// cachedDirectory returns Directory d, verified against its digest, from
+// the cache or the store.
+func (f *FS) cachedDirectory(ctx context.Context, op string, d storeclient.Digest) (*cachedDir, error) {
+	cd, ok := f.dirs.Get(d)
+	f.cacheLookup(CacheDirectory, ok)
+	if ok {
+		return cd, nil
+	}
+	v, err := shared(ctx, &f.dirFlight, string(d[:]), func(ctx context.Context) (any, error) {
+		return f.fetchDirectory(ctx, d)
+	})
+	if err != nil {
+		return nil, backendError(op, d.String(), err)
+	}
+	return v.(*cachedDir), nil
+}
+
+// fits reports whether a parent (or a handle) may record size for the
+// Directory: its size, or with legacy sizes allowed its legacy size.
+func (cd *cachedDir) fits(size uint64, legacy bool) bool {
+	return cd.dir.Size() == size || (legacy && cd.legacyOK && cd.legacySize == size)
 }
 
 // shared runs work once for all concurrent callers with the same key and

@@ -125,11 +125,10 @@ func (f *FS) resolveHandle(ctx context.Context, h []byte) (Node, error) {
 		}
 		d := storeclient.Digest(h[1 : 1+storeclient.DigestSize])
 		size := binary.BigEndian.Uint64(h[1+storeclient.DigestSize:])
-		sn := storeclient.DirectoryNode(d, size)
-		if _, err := f.directory(ctx, "resolve handle", sn); err != nil {
+		if err := f.checkDirectory(ctx, d, size); err != nil {
 			return stale(err)
 		}
-		return handleChild(sn), nil
+		return handleChild(storeclient.DirectoryNode(d, size)), nil
 	case tagFile:
 		if len(h) != lenFile || h[lenFile-1]&^1 != 0 {
 			return stale(errBadHandle)
@@ -147,6 +146,9 @@ func (f *FS) resolveHandle(ctx context.Context, h []byte) (Node, error) {
 		pd := storeclient.Digest(h[1 : 1+storeclient.DigestSize])
 		psize := binary.BigEndian.Uint64(h[1+storeclient.DigestSize:])
 		idx := binary.BigEndian.Uint32(h[1+storeclient.DigestSize+8:])
+		if err := f.checkDirectory(ctx, pd, psize); err != nil {
+			return stale(err)
+		}
 		parent := storeclient.DirectoryNode(pd, psize)
 		dir, err := f.directory(ctx, "resolve handle", parent)
 		if err != nil {
@@ -165,6 +167,20 @@ func (f *FS) resolveHandle(ctx context.Context, h []byte) (Node, error) {
 // no parent: their handle is their content.
 func handleChild(sn storeclient.Node) Node {
 	return Node{node: sn, place: placeChild, ino: inoOf(sn)}
+}
+
+// checkDirectory confirms that the store holds Directory d with the given
+// size. A size that disagrees is a forged or mistaken handle, not damage
+// in the store: it is only ESTALE, never a corruption alarm in the log.
+func (f *FS) checkDirectory(ctx context.Context, d storeclient.Digest, size uint64) error {
+	cd, err := f.cachedDirectory(ctx, "resolve handle", d)
+	if err != nil {
+		return err
+	}
+	if !cd.fits(size, f.opts.LegacySizes) {
+		return fmt.Errorf("directory %s has size %d, the handle records %d", d, cd.dir.Size(), size)
+	}
+	return nil
 }
 
 // checkBlob confirms that the store holds blob d with the given size.

@@ -324,3 +324,36 @@ func TestStatfs(t *testing.T) {
 		t.Errorf("statfs %+v", st)
 	}
 }
+
+// A handle with a flipped bit names nothing: it is ESTALE, and the store is
+// not damaged, so nothing is logged at warning level or above — anyone who
+// can send a handle must not be able to fill the log with corruption
+// alarms.
+func TestForgedHandlesAreStaleAndQuiet(t *testing.T) {
+	var logs bytes.Buffer
+	fsys := newFS(t, fixtures(t), vfs.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	for _, p := range []string{storetest.RootComplicated, storetest.RootComplicated + "/keep", storetest.RootComplicated + "/aa",
+		storetest.RootBlobA, storetest.RootHelloExec} {
+		h := walk(t, fsys, p).Handle()
+		// Flip each bit of the size field (directories, files) or of the
+		// parent size (symlinks), and one bit of the digest.
+		sizeAt := 1 + storeclient.DigestSize
+		flips := []int{8 * 1}
+		if len(h) >= sizeAt+8 {
+			for bit := range 64 {
+				flips = append(flips, 8*sizeAt+bit)
+			}
+		}
+		for _, bit := range flips {
+			forged := bytes.Clone(h)
+			forged[bit/8] ^= 1 << (bit % 8)
+			n, err := fsys.ResolveHandle(t.Context(), forged)
+			if vfs.Errno(err) != syscall.ESTALE {
+				t.Errorf("%q with bit %d flipped: %v, %v; want ESTALE", p, bit, n, err)
+			}
+		}
+	}
+	if logs.Len() != 0 {
+		t.Errorf("forged handles logged at warning or above:\n%s", logs.String())
+	}
+}
