@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -107,4 +108,22 @@ func backendError(op, name string, cause error) error {
 		return newError(op, name, syscall.EINTR, cause)
 	}
 	return newError(op, name, syscall.EIO, cause)
+}
+
+// storeCall runs call, one call into the store named name, and turns a
+// panic in it into an error: a store that panics (a damaged database, a
+// bug in a backend) is a failing store — EIO for that request, logged once
+// with the stack — never the end of the daemon.
+func storeCall[T any](f *fsState, name string, call func() (T, error)) (v T, err error) {
+	defer f.recoverStore(name, &err)
+	return call()
+}
+
+// recoverStore is deferred around calls into the store: it recovers a
+// panic, logs it and sets *err.
+func (f *fsState) recoverStore(name string, err *error) {
+	if p := recover(); p != nil {
+		f.log.Error("vfs: the store panicked; answering EIO", "call", name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		*err = fmt.Errorf("store panicked in %s: %v", name, p)
+	}
 }

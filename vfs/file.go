@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -59,12 +60,12 @@ func (f *FS) open(ctx context.Context, n Node) (*File, error) {
 		return nil, err
 	}
 	if r.Size() != int64(size) {
-		r.Close()
+		f.closeStore(r)
 		return nil, f.corrupt("open", d, fmt.Errorf("blob has %d bytes, the node records %d", r.Size(), size))
 	}
 	if !f.trusted {
 		if err := f.verifyBlob(ctx, d); err != nil {
-			r.Close()
+			f.closeStore(r)
 			return nil, err
 		}
 	}
@@ -76,7 +77,7 @@ func (f *FS) open(ctx context.Context, n Node) (*File, error) {
 func (f *FS) openBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
 	octx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	tb := f.backendStart()
-	br, err := f.store.OpenBlob(octx, d)
+	br, err := storeCall(f.fsState, BackendOpenBlob, func() (storeclient.BlobReader, error) { return f.store.OpenBlob(octx, d) })
 	f.backendEnd(BackendOpenBlob, tb, err)
 	cancel()
 	if err != nil {
@@ -128,11 +129,11 @@ func (f *FS) hashBlob(ctx context.Context, d storeclient.Digest) error {
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer f.closeStore(r)
 	h := storeclient.NewHasher()
 	buf := make([]byte, min(verifyChunk, r.Size()))
 	for off := int64(0); off < r.Size(); {
-		n, err := r.ReadAt(buf[:min(int64(len(buf)), r.Size()-off)], off)
+		n, err := f.readStore(r, buf[:min(int64(len(buf)), r.Size()-off)], off)
 		if n > 0 {
 			h.Write(buf[:n])
 			off += int64(n)
@@ -220,7 +221,7 @@ func (fl *File) readAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, eof
 	}
-	n, err := fl.r.ReadAt(p, off)
+	n, err := fl.fs.readStore(fl.r, p, off)
 	if n == len(p) {
 		return n, eof
 	}
@@ -235,10 +236,24 @@ func (fl *File) Close() error {
 	t0 := fl.fs.opStart(OpClose)
 	var err error
 	if fl.r != nil {
-		err = fl.r.Close()
+		err = fl.fs.closeStore(fl.r)
 	}
 	fl.fs.opEnd(OpClose, t0, 0, err)
 	return err
+}
+
+// readStore reads from a store's blob reader, a panic in it becoming an
+// error (see storeCall).
+func (f *fsState) readStore(r storeclient.BlobReader, p []byte, off int64) (n int, err error) {
+	defer f.recoverStore("read_blob", &err)
+	return r.ReadAt(p, off)
+}
+
+// closeStore closes a store's blob reader, a panic in it becoming an
+// error (see storeCall).
+func (f *fsState) closeStore(r storeclient.BlobReader) (err error) {
+	defer f.recoverStore("close_blob", &err)
+	return r.Close()
 }
 
 // boundedReader bounds each ReadAt of an untrusted backend by a timeout.
@@ -264,8 +279,14 @@ func (b *boundedReader) ReadAt(p []byte, off int64) (int, error) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		n, err := b.r.ReadAt(buf, off)
-		done <- readResult{n, err}
+		var res readResult
+		defer func() {
+			if p := recover(); p != nil { // this goroutine's panic would end the process
+				res = readResult{0, fmt.Errorf("store panicked in a blob read: %v\n%s", p, debug.Stack())}
+			}
+			done <- res
+		}()
+		res.n, res.err = b.r.ReadAt(buf, off)
 	}()
 	t := time.NewTimer(b.timeout)
 	defer t.Stop()

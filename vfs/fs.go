@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,7 +95,7 @@ func (f *FS) getPathInfo(ctx context.Context, sp storeclient.StorePathDigest) (*
 	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	defer cancel()
 	t0 := f.backendStart()
-	pi, err := f.store.GetPathInfo(ctx, sp)
+	pi, err := storeCall(f.fsState, BackendGetPathInfo, func() (*storeclient.PathInfo, error) { return f.store.GetPathInfo(ctx, sp) })
 	f.backendEnd(BackendGetPathInfo, t0, err)
 	return pi, err
 }
@@ -149,7 +150,16 @@ func (cd *cachedDir) fits(size uint64, legacy bool) bool {
 // context's error.
 func shared(ctx context.Context, g *singleflight.Group, key string, work func(ctx context.Context) (any, error)) (any, error) {
 	detached := context.WithoutCancel(ctx)
-	ch := g.DoChan(key, func() (any, error) { return work(detached) })
+	ch := g.DoChan(key, func() (v any, err error) {
+		// singleflight re-panics a panic of DoChan's work in a goroutine
+		// of its own, where nothing can recover it: stop it here.
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("panic in shared work %x: %v\n%s", key, p, debug.Stack())
+			}
+		}()
+		return work(detached)
+	})
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -162,7 +172,7 @@ func (f *FS) fetchDirectory(ctx context.Context, d storeclient.Digest) (*cachedD
 	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	defer cancel()
 	t0 := f.backendStart()
-	dir, err := f.store.GetDirectory(ctx, d)
+	dir, err := storeCall(f.fsState, BackendGetDirectory, func() (*storeclient.Directory, error) { return f.store.GetDirectory(ctx, d) })
 	f.backendEnd(BackendGetDirectory, t0, err)
 	if err != nil {
 		if errors.Is(err, storeclient.ErrCorrupt) {

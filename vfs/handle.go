@@ -191,7 +191,7 @@ func (f *FS) checkBlob(ctx context.Context, d storeclient.Digest, size uint64) e
 	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	defer cancel()
 	t0 := f.backendStart()
-	got, err := f.store.StatBlob(ctx, d)
+	got, err := storeCall(f.fsState, BackendStatBlob, func() (int64, error) { return f.store.StatBlob(ctx, d) })
 	f.backendEnd(BackendStatBlob, t0, err)
 	if err != nil {
 		return err

@@ -135,10 +135,10 @@ func (f *FS) readRoot(ctx context.Context, cookie uint64, max int) ([]DirEntry, 
 }
 
 // listRoots reads every PathInfo and returns the sorted root listing.
-func (f *FS) listRoots(ctx context.Context) ([]rootEntry, error) {
+func (f *FS) listRoots(ctx context.Context) (snap []rootEntry, err error) {
+	defer f.recoverStore(BackendListPathInfos, &err) // Errno maps its error to EIO
 	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	defer cancel()
-	var snap []rootEntry
 	t0 := f.backendStart()
 	for pi, err := range f.store.ListPathInfos(ctx) {
 		if err != nil {

@@ -357,3 +357,50 @@ func TestForgedHandlesAreStaleAndQuiet(t *testing.T) {
 		t.Errorf("forged handles logged at warning or above:\n%s", logs.String())
 	}
 }
+
+// A store that panics fails the one operation with EIO and a log line
+// with the stack; the process goes on.
+func TestStorePanicsAreEIO(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		good := newFS(t, fixtures(t), vfs.Options{})
+		fsys := newFS(t, vfstest.Panicking(fixtures(t), trusted), vfs.Options{ListRoot: true, Logger: log})
+		eio := func(what string, err error) {
+			t.Helper()
+			if vfs.Errno(err) != syscall.EIO {
+				t.Errorf("trusted=%v: %s: %v, want EIO", trusted, what, err)
+			}
+		}
+		_, err := fsys.Walk(t.Context(), storetest.RootComplicated, false)
+		eio("walk (GetPathInfo)", err)
+		_, err = fsys.ReadDir(t.Context(), fsys.Root(), 0, 100)
+		eio("readdir of the root (ListPathInfos)", err)
+		dir := walk(t, good, storetest.RootComplicated+"/keep")
+		_, err = fsys.ReadDir(t.Context(), dir, 0, 100)
+		eio("readdir (GetDirectory)", err)
+		_, err = fsys.Open(t.Context(), walk(t, good, storetest.RootBlobA))
+		eio("open (OpenBlob)", err)
+		_, err = fsys.ResolveHandle(t.Context(), walk(t, good, storetest.RootBlobA).Handle())
+		if vfs.Errno(err) != syscall.ESTALE && vfs.Errno(err) != syscall.EIO {
+			t.Errorf("trusted=%v: resolve a file handle (StatBlob): %v, want ESTALE or EIO", trusted, err)
+		}
+
+		reads := newFS(t, vfstest.PanickingReads(fixtures(t), trusted), vfs.Options{Logger: log})
+		f, err := reads.Open(t.Context(), walk(t, reads, storetest.RootBlobA))
+		if !trusted {
+			eio("open of an untrusted blob (ReadAt while verifying)", err)
+		} else if err != nil {
+			t.Fatalf("open: %v", err)
+		} else {
+			_, err = f.ReadAt(make([]byte, 10), 0)
+			eio("read (ReadAt)", err)
+			if err := f.Close(); err == nil {
+				t.Error("close (Close panics): no error")
+			}
+		}
+		if !strings.Contains(logs.String(), "the store panicked") || !strings.Contains(logs.String(), "goroutine") {
+			t.Errorf("trusted=%v: no log line with the panic and its stack:\n%s", trusted, logs.String())
+		}
+	}
+}

@@ -208,3 +208,61 @@ func (s *stalledReader) Close() error {
 	s.once.Do(func() { close(s.closed) })
 	return s.BlobReader.Close()
 }
+
+// Panicking returns a store that panics in every read call: a backend with
+// a bug, or a damaged database whose library panics. trusted says whether
+// it claims to be trusted-local (the read path differs).
+func Panicking(s storeclient.Store, trusted bool) storeclient.Store {
+	return panicking{Store: s, trusted: trusted}
+}
+
+type panicking struct {
+	storeclient.Store
+	trusted bool
+}
+
+func (p panicking) TrustedLocal() bool { return p.trusted }
+func (panicking) StatBlob(context.Context, storeclient.Digest) (int64, error) {
+	panic("vfstest: injected panic in StatBlob")
+}
+func (panicking) OpenBlob(context.Context, storeclient.Digest) (storeclient.BlobReader, error) {
+	panic("vfstest: injected panic in OpenBlob")
+}
+func (panicking) GetDirectory(context.Context, storeclient.Digest) (*storeclient.Directory, error) {
+	panic("vfstest: injected panic in GetDirectory")
+}
+func (panicking) GetPathInfo(context.Context, storeclient.StorePathDigest) (*storeclient.PathInfo, error) {
+	panic("vfstest: injected panic in GetPathInfo")
+}
+func (panicking) ListPathInfos(context.Context) iter.Seq2[*storeclient.PathInfo, error] {
+	return func(yield func(*storeclient.PathInfo, error) bool) { panic("vfstest: injected panic in ListPathInfos") }
+}
+
+// PanickingReads returns a store that opens blobs normally but whose blob
+// readers panic in ReadAt and Close. trusted says whether it claims to be
+// trusted-local.
+func PanickingReads(s storeclient.Store, trusted bool) storeclient.Store {
+	return panickingReads{Store: s, trusted: trusted}
+}
+
+type panickingReads struct {
+	storeclient.Store
+	trusted bool
+}
+
+func (p panickingReads) TrustedLocal() bool { return p.trusted }
+func (p panickingReads) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
+	r, err := p.Store.OpenBlob(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return panickingReader{r}, nil
+}
+
+type panickingReader struct{ storeclient.BlobReader }
+
+func (panickingReader) ReadAt([]byte, int64) (int, error) { panic("vfstest: injected panic in ReadAt") }
+func (r panickingReader) Close() error {
+	r.BlobReader.Close()
+	panic("vfstest: injected panic in Close")
+}
