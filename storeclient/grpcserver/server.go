@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -97,7 +98,22 @@ type Server struct {
 // Serve method (or use the Serve function, which also stops it).
 func NewServer(store storeclient.Store, opts Options) *Server {
 	opts = opts.withDefaults()
-	gs := grpc.NewServer(opts.ServerOptions...)
+	log := opts.Logger
+	base := []grpc.ServerOption{
+		// Outermost, so that a panic anywhere below is one failed call.
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+			defer recoverCall(ctx, log, info.FullMethod, &err)
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+			defer recoverCall(ss.Context(), log, info.FullMethod, &err)
+			return h(srv, ss)
+		}),
+		// grpc-go's default is unbounded: one connection could open any
+		// number of concurrent calls.
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+	}
+	gs := grpc.NewServer(append(base, opts.ServerOptions...)...)
 	srv := &Server{Server: gs, health: health.NewServer()}
 	srv.names = Register(gs, store, opts)
 	healthpb.RegisterHealthServer(gs, srv.health)
@@ -128,6 +144,21 @@ func Register(r grpc.ServiceRegistrar, store storeclient.Store, opts Options) []
 		names = append(names, s.desc.ServiceName, snix.ServiceName)
 	}
 	return names
+}
+
+// maxConcurrentStreams bounds the calls one client connection has open at
+// once; more wait for a free stream.
+const maxConcurrentStreams = 128
+
+// recoverCall is deferred around every call: a panic in a handler (a bug,
+// or a store that panics) fails that call with INTERNAL and one log line
+// with the stack, and the server goes on.
+func recoverCall(ctx context.Context, log *slog.Logger, method string, err *error) {
+	if p := recover(); p != nil {
+		log.Error("grpc: handler panicked; answering INTERNAL", "method", method, "client", peerAddr(ctx),
+			"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		*err = status.Error(codes.Internal, "internal error")
+	}
 }
 
 // SnixDesc returns a copy of a generated tvix.* service descriptor named

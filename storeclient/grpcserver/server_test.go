@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/storefs/storefs/storeclient/memory"
 	"github.com/storefs/storefs/storeclient/storepb"
 	"github.com/storefs/storefs/storeclient/storetest"
+	"github.com/storefs/storefs/vfs/vfstest"
 )
 
 func TestMain(m *testing.M) {
@@ -331,5 +333,54 @@ func TestListen(t *testing.T) {
 		if lis != nil {
 			lis.Close()
 		}
+	}
+}
+
+// TestHandlerPanicIsOneFailedCall: a store that panics fails each call
+// with INTERNAL and a log line with the stack; the server keeps serving.
+func TestHandlerPanicIsOneFailedCall(t *testing.T) {
+	var logs logBuffer
+	lis, err := grpcserver.Listen("", nil, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	store := vfstest.Panicking(memory.New(), true)
+	go func() {
+		done <- grpcserver.Serve(ctx, lis, store, grpcserver.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	}()
+	defer func() { cancel(); <-done }()
+	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	d := storeclient.EmptyDigest
+	internal := func(what string, err error) {
+		t.Helper()
+		if status.Code(err) != codes.Internal {
+			t.Errorf("%s: %v, want INTERNAL", what, err)
+		}
+	}
+	_, err = storepb.NewPathInfoServiceClient(conn).Get(ctx, &storepb.GetPathInfoRequest{ByWhat: &storepb.GetPathInfoRequest_ByOutputHash{ByOutputHash: make([]byte, 20)}})
+	internal("PathInfoService.Get", err)
+	_, err = castorepb.NewBlobServiceClient(conn).Stat(ctx, &castorepb.StatBlobRequest{Digest: d[:]})
+	internal("BlobService.Stat", err)
+	rs, err := castorepb.NewBlobServiceClient(conn).Read(ctx, &castorepb.ReadBlobRequest{Digest: make([]byte, 32)})
+	if err == nil {
+		_, err = rs.Recv()
+	}
+	internal("BlobService.Read", err)
+	ds, err := castorepb.NewDirectoryServiceClient(conn).Get(ctx, &castorepb.GetDirectoryRequest{ByWhat: &castorepb.GetDirectoryRequest_Digest{Digest: make([]byte, 32)}})
+	if err == nil {
+		_, err = ds.Recv()
+	}
+	internal("DirectoryService.Get", err)
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("health check after the panics: %v", err)
+	}
+	if n := strings.Count(logs.String(), "handler panicked"); n != 4 || !strings.Contains(logs.String(), "goroutine") {
+		t.Errorf("%d panic lines with stacks, want 4:\n%s", n, logs.String())
 	}
 }
