@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,6 +94,12 @@ func Mount(dir string, fsys *vfs.FS, opts MountOptions) (*Server, error) {
 		EnableSymlinkCaching: true,
 		Debug:                opts.Debug,
 		Logger:               slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// go-fuse recovers a panic in a request handler and answers
+		// EIO; without this it would report it through Logger, at debug.
+		PanicHandler: func(p any) fuse.Status {
+			log.Error("fuse: request handler panicked; answering EIO", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			return fuse.EIO
+		},
 	}
 	srv, err := fuse.NewServer(raw, abs, mo)
 	if err != nil {

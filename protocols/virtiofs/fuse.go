@@ -4,7 +4,9 @@ package virtiofs
 
 import (
 	"encoding/binary"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,6 +53,13 @@ func newFuseSession(newFS func() fuse.RawFileSystem, opts fuse.MountOptions, log
 		// go-fuse logs what it refuses (bad or unknown requests),
 		// one line each.
 		opts.Logger = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	}
+	if opts.PanicHandler == nil {
+		// go-fuse recovers a panic in a request handler and answers EIO.
+		opts.PanicHandler = func(p any) fuse.Status {
+			log.Error("virtiofs: request handler panicked; answering EIO", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			return fuse.EIO
+		}
 	}
 	return &fuseSession{newFS: newFS, opts: opts, log: log}
 }
