@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -145,15 +147,39 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, src config.Sources,
 	}
 
 	server.Notify("STOPPING=1")
+	// A second SIGINT or SIGTERM while draining ends the process at once.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
 	timeout := srv.Config().Timeouts.Shutdown.Std()
 	log.Info("shutting down", "drain_timeout", timeout)
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(sctx) }()
+	// The drain is bounded by timeout; closing what is left takes moments.
+	// A shutdown still running well past that is a bug somewhere: leave
+	// rather than hang the service manager.
+	hard := time.NewTimer(timeout + hardStopGrace)
+	defer hard.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		return nil
+	case <-again:
+		log.Warn("second signal: exiting without finishing the shutdown")
+		return &exitError{code: 1, err: errors.New("shutdown interrupted by a second signal")}
+	case <-hard.C:
+		log.Error("shutdown did not finish; exiting without it", "waited", timeout+hardStopGrace)
+		return &exitError{code: 1, err: fmt.Errorf("shutdown did not finish within %s", timeout+hardStopGrace)}
 	}
-	return nil
 }
+
+// hardStopGrace is how long past timeouts.shutdown serve waits for the
+// shutdown to finish before it exits anyway.
+const hardStopGrace = 10 * time.Second
 
 // reload re-reads the configuration on SIGHUP and applies what it can.
 func reload(srv *server.Server, src config.Sources, log *slog.Logger) {
