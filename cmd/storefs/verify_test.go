@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/local"
 	"github.com/storefs/storefs/storeclient/storetest"
@@ -90,5 +92,49 @@ func TestVerifyUnsupportedStore(t *testing.T) {
 	_, err := runCommand(t, "--store", "memory:", "verify")
 	if err == nil || !strings.Contains(err.Error(), "not supported") {
 		t.Fatalf("verify of a memory store = %v, want an error saying it is not supported", err)
+	}
+}
+
+// TestVerifyDamagedDatabase damages meta.db the way bit rot would (a page
+// that bbolt panics on): verify must name the damage, still check the
+// blobs, and exit 1 instead of panicking.
+func TestVerifyDamagedDatabase(t *testing.T) {
+	dir := newFilledStore(t)
+	path := filepath.Join(dir, "meta.db")
+	db, err := bolt.Open(path, 0o644, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageSize := int64(db.Info().PageSize)
+	var root int64
+	err = db.View(func(tx *bolt.Tx) error {
+		root = int64(tx.Cursor().Bucket().Root()) // the page that holds the buckets
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteAt(make([]byte, pageSize), root*pageSize)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := runCommand(t, "--store", dir, "verify")
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("verify of a store with a damaged meta.db = %v, want exit status 1\n%s", err, out)
+	}
+	t.Logf("verify output:\n%s", out)
+	if !strings.Contains(out, "corrupt database meta.db: ") {
+		t.Errorf("output does not name the damaged database:\n%s", out)
+	}
+	if !strings.Contains(out, "checked 4 blobs (1020.0 KiB)") {
+		t.Errorf("output does not show the blobs checked beside the damage:\n%s", out)
 	}
 }

@@ -62,6 +62,16 @@
 // every PathInfo has all of its content. Data is hashed when it is written
 // and again by Verify; GetDirectory re-hashes what it reads (it is cheap),
 // blob reads do not (the store is trusted-local, see TrustedLocal).
+//
+// # Damage
+//
+// A meta.db damaged on disk (bit rot, a bad sector, a file cut short)
+// fails the transactions that meet the damage with an error wrapping
+// ErrDamaged (and storeclient.ErrCorrupt): bbolt's panics and faults on a
+// bad page are recovered at the transaction boundary (see Store.withDB),
+// so the rest of the store keeps being served. A read-only Open succeeds
+// on a damaged meta.db (it logs the damage once), so that blobs can still
+// be read and Verify can report what is damaged; a read-write Open fails.
 package local
 
 import (
@@ -72,6 +82,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,6 +168,13 @@ type Store struct {
 	// lock is the writer's lock on DIR/lock; nil for a read-only store.
 	lock   *storeLock
 	closed atomic.Bool
+	// damageLogged is set once a damaged meta.db was logged at Error
+	// level (see reportDamage).
+	damageLogged atomic.Bool
+	// brokenOpen is the damage error of a panicked bolt.Open of the
+	// writer (see setOpenBroken).
+	brokenMu   sync.Mutex
+	brokenOpen error
 	// dbMu serializes the transactions of a read-write store: each opens
 	// meta.db exclusively, so two at once would only wait for each other
 	// in bbolt's slower flock polling.
@@ -256,12 +274,18 @@ func (s *Store) open() error {
 	}
 	err = s.withDB(false, func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketDirectories, bucketPathInfos} {
-			if tx.Bucket(b) == nil {
-				return fmt.Errorf("%s has no bucket %q: %w", dbFile, b, storeclient.ErrCorrupt)
+			if _, err := requiredBucket(tx, b); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+	if s.readOnly && errors.Is(err, ErrDamaged) {
+		// A reader serves what the damage leaves readable (blobs, and
+		// the records on undamaged pages), and Verify reports the
+		// damage; the first damage was logged.
+		return nil
+	}
 	if err != nil || s.readOnly {
 		return err
 	}
@@ -275,18 +299,67 @@ func (s *Store) open() error {
 // writer of other processes take turns; an open waits up to dbOpenTimeout
 // for a conflicting holder. fn must not keep references into the
 // transaction's memory.
-func (s *Store) withDB(write bool, fn func(*bolt.Tx) error) error {
+//
+// A damaged meta.db makes bbolt panic (its page assertions) or fault (a
+// page number past the end of the mapping): both are recovered here, at
+// the transaction boundary, and returned as an error wrapping ErrDamaged,
+// so that one damaged page fails the requests that need it instead of
+// taking the process and every frontend down.
+func (s *Store) withDB(write bool, fn func(*bolt.Tx) error) (err error) {
 	if !s.readOnly {
 		s.dbMu.Lock()
 		defer s.dbMu.Unlock()
 	}
-	db, err := bolt.Open(filepath.Join(s.dir, dbFile), 0o644, &bolt.Options{
+	if err := s.openBroken(); err != nil {
+		return err
+	}
+	what := "read transaction"
+	if write {
+		what = "write transaction"
+	}
+	// Faults while bbolt reads its mapping panic instead of crashing the
+	// process; the setting is this goroutine's and is restored.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var file *os.File // meta.db's descriptor, to close if bolt.Open panics
+	var db *bolt.DB
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if db == nil {
+			// bolt.Open itself panicked: a writer's open reads the
+			// freelist, and the database is mapped already.
+			err = damaged("open", panicError(r))
+			if file != nil {
+				releaseFile(file)
+			}
+			if !s.readOnly {
+				s.setOpenBroken(err)
+			}
+		} else {
+			err = damaged(what, panicError(r))
+			s.closeDamaged(db, file)
+		}
+		s.reportDamage(err)
+	}()
+	db, err = bolt.Open(filepath.Join(s.dir, dbFile), 0o644, &bolt.Options{
 		ReadOnly:     s.readOnly,
 		Timeout:      dbOpenTimeout,
 		NoSync:       s.noSync,
 		FreelistType: bolt.FreelistMapType,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		},
 	})
 	if err != nil {
+		if isDamagedOpen(err) {
+			err = damaged("open", err)
+			s.reportDamage(err)
+			return err
+		}
 		return fmt.Errorf("open %s: %w", dbFile, err)
 	}
 	if write {

@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 
@@ -36,7 +37,11 @@ func (s *Store) GetDirectory(ctx context.Context, d storeclient.Digest) (*storec
 	var raw []byte
 	var found bool
 	err := s.withDB(false, func(tx *bolt.Tx) error {
-		raw, found = get(tx.Bucket(bucketDirectories), d[:])
+		b, err := requiredBucket(tx, bucketDirectories)
+		if err != nil {
+			return err
+		}
+		raw, found = get(b, d[:])
 		raw = bytes.Clone(raw)
 		return nil
 	})
@@ -117,7 +122,10 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 		if err := putPacked(tx, packed); err != nil {
 			return err
 		}
-		b := tx.Bucket(bucketDirectories)
+		b, err := requiredBucket(tx, bucketDirectories)
+		if err != nil {
+			return err
+		}
 		// Sizes of the Directories of this batch, so a child put earlier
 		// in the batch is not decoded again.
 		sizes := make(map[storeclient.Digest]uint64, len(enc))
@@ -192,7 +200,11 @@ func (s *Store) GetPathInfo(ctx context.Context, d storeclient.StorePathDigest) 
 	var raw []byte
 	var found bool
 	err := s.withDB(false, func(tx *bolt.Tx) error {
-		raw, found = get(tx.Bucket(bucketPathInfos), d[:])
+		b, err := requiredBucket(tx, bucketPathInfos)
+		if err != nil {
+			return err
+		}
+		raw, found = get(b, d[:])
 		raw = bytes.Clone(raw)
 		return nil
 	})
@@ -250,8 +262,16 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		if err := putPacked(tx, packed); err != nil {
 			return err
 		}
+		pb, err := requiredBucket(tx, bucketPathInfos)
+		if err != nil {
+			return err
+		}
 		if p.Node.Kind() == storeclient.KindDirectory {
-			size, err := storedDirectorySize(tx.Bucket(bucketDirectories), p.Node.Digest(), nil)
+			db, err := requiredBucket(tx, bucketDirectories)
+			if err != nil {
+				return err
+			}
+			size, err := storedDirectorySize(db, p.Node.Digest(), nil)
 			if err != nil {
 				return fmt.Errorf("put pathinfo %s: root %w", name, err)
 			}
@@ -260,7 +280,7 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 					&storeclient.ValidationError{Rule: storeclient.RuleSize, Detail: fmt.Sprintf("recorded size %d, stored Directory %s has size %d", p.Node.Size(), p.Node.Digest(), size)})
 			}
 		}
-		if err := tx.Bucket(bucketPathInfos).Put(p.StorePath.Digest[:], raw); err != nil {
+		if err := pb.Put(p.StorePath.Digest[:], raw); err != nil {
 			return fmt.Errorf("put pathinfo %s: %w", name, err)
 		}
 		return nil
@@ -331,6 +351,9 @@ func (s *Store) scan(ctx context.Context, bucket []byte) iter.Seq2[[]byte, scanV
 			var keys, values [][]byte
 			err := s.withDB(false, func(tx *bolt.Tx) error {
 				b := tx.Bucket(bucket)
+				if b == nil && !bytes.Equal(bucket, bucketPacked) {
+					return damaged(fmt.Sprintf("bucket %q", bucket), errors.New("not found"))
+				}
 				if b == nil {
 					return fmt.Errorf("bucket %q: %w", bucket, errNoBucket)
 				}

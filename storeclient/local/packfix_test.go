@@ -121,7 +121,7 @@ func TestVerifyFindsLaterPacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var problems []Problem
-	err = s.checkNode(storeclient.FileNode(d, uint64(len(b)), false), "entry \"f\"", map[storeclient.Digest]int64{}, func(p Problem) { problems = append(problems, p) })
+	err = s.checkNode(storeclient.FileNode(d, uint64(len(b)), false), "entry \"f\"", map[storeclient.Digest]int64{}, func(p Problem) { problems = append(problems, p) }, &damageReports{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,8 +93,11 @@ func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, 
 	if err := s.usable(ctx, false); err != nil {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
+	// A damaged meta.db is a problem like a corrupt blob: it is reported,
+	// and what does not need the damaged part is still checked.
+	dmg := &damageReports{problem: problem}
 	packed, err := s.packedEntries(ctx, problem)
-	if err != nil {
+	if err != nil && !dmg.part(err) {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
 	if err := s.verifyBlobs(ctx, &st, packed, problem); err != nil {
@@ -104,29 +107,75 @@ func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, 
 	for _, e := range packed {
 		sizes[e.d] = e.loc.size
 	}
-	if err := s.verifyDirectories(ctx, &st, sizes, problem); err != nil {
+	if err := s.verifyDirectories(ctx, &st, sizes, problem, dmg); err != nil && !dmg.part(err) {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
-	if err := s.verifyPathInfos(ctx, &st, sizes, problem); err != nil {
+	if err := s.verifyPathInfos(ctx, &st, sizes, problem, dmg); err != nil && !dmg.part(err) {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
+	dmg.finish()
 	st.Duration = time.Since(start)
 	return st, nil
 }
 
+// damageReports turns the errors of a damaged meta.db met by Verify into
+// problems: one for each part of the database it could not read through,
+// and one for all the lookups that failed on the damage (there may be one
+// per Directory entry).
+type damageReports struct {
+	problem func(Problem)
+	mu      sync.Mutex
+	lookups int
+	first   error
+}
+
+// part reports the damage err, which stopped a scan of one part of the
+// database, and returns true, or returns false if err is not about damage.
+func (r *damageReports) part(err error) bool {
+	if !errors.Is(err, ErrDamaged) {
+		return false
+	}
+	r.problem(Problem{Kind: ProblemCorrupt, Object: "database", ID: dbFile, Detail: err.Error()})
+	return true
+}
+
+// lookup counts a lookup that failed with err, and returns true, or
+// returns false if err is not about damage.
+func (r *damageReports) lookup(err error) bool {
+	if !errors.Is(err, ErrDamaged) {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lookups == 0 {
+		r.first = err
+	}
+	r.lookups++
+	return true
+}
+
+// finish reports the failed lookups.
+func (r *damageReports) finish() {
+	if r.lookups > 0 {
+		r.problem(Problem{Kind: ProblemCorrupt, Object: "database", ID: dbFile,
+			Detail: fmt.Sprintf("%d lookups failed, so what they looked up was not checked; the first: %v", r.lookups, r.first)})
+	}
+}
+
 // packedEntries reads the whole pack index, sorted by pack and offset, so
 // that hashing the packed blobs reads each pack from start to end. An
-// entry that cannot be decoded is reported and left out. Packed blobs this
+// entry that cannot be decoded is reported and left out. After an error
+// the entries read before it are returned with it. Packed blobs this
 // writer has not committed yet are not stored for other processes, and
 // are not checked.
-func (s *Store) packedEntries(ctx context.Context, problem func(Problem)) ([]packedEntry, error) {
-	var es []packedEntry
+func (s *Store) packedEntries(ctx context.Context, problem func(Problem)) (es []packedEntry, err error) {
 	for k, v := range s.scan(ctx, bucketPacked) {
 		if k == nil {
 			if errors.Is(v.err, errNoBucket) {
 				break // a store of layout 2 without packs
 			}
-			return nil, fmt.Errorf("scan pack index: %w", v.err)
+			err = fmt.Errorf("scan pack index: %w", v.err)
+			break // the entries read so far are still checked
 		}
 		d, err := storeclient.DigestFromBytes(k)
 		if err != nil {
@@ -146,7 +195,7 @@ func (s *Store) packedEntries(ctx context.Context, problem func(Problem)) ([]pac
 		}
 		return cmp.Compare(a.loc.off, b.loc.off)
 	})
-	return es, nil
+	return es, err
 }
 
 // verifyBlobs walks DIR/blobs and hashes every file, then hashes every
@@ -366,7 +415,7 @@ func blobName(rel string) (storeclient.Digest, bool) {
 
 // verifyDirectories re-hashes and decodes every Directory and checks its
 // children.
-func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem)) error {
+func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem), dmg *damageReports) error {
 	for k, v := range s.scan(ctx, bucketDirectories) {
 		if k == nil {
 			return fmt.Errorf("scan directories: %w", v.err)
@@ -384,7 +433,7 @@ func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed m
 		}
 		for _, e := range dir.Entries() {
 			referrer := fmt.Sprintf("entry %q of directory %s", string(e.Name), d)
-			if err := s.checkNode(e.Node, referrer, packed, problem); err != nil {
+			if err := s.checkNode(e.Node, referrer, packed, problem, dmg); err != nil {
 				return err
 			}
 		}
@@ -393,7 +442,7 @@ func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed m
 }
 
 // verifyPathInfos decodes every PathInfo and checks its root.
-func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem)) error {
+func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem), dmg *damageReports) error {
 	for k, v := range s.scan(ctx, bucketPathInfos) {
 		if k == nil {
 			return fmt.Errorf("scan pathinfos: %w", v.err)
@@ -404,7 +453,7 @@ func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map
 			problem(Problem{Kind: ProblemCorrupt, Object: "pathinfo", ID: fmt.Sprintf("key %x", k), Detail: err.Error()})
 			continue
 		}
-		if err := s.checkNode(p.Node, "root of "+p.StorePath.Absolute(), packed, problem); err != nil {
+		if err := s.checkNode(p.Node, "root of "+p.StorePath.Absolute(), packed, problem, dmg); err != nil {
 			return err
 		}
 	}
@@ -415,8 +464,9 @@ func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map
 // has another size than recorded. Corrupt content is reported where it is
 // hashed, not again here. packed holds the sizes of the packed blobs (a
 // blob file of its own is looked at first, as readers do). An error means
-// the database could not be read.
-func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storeclient.Digest]int64, problem func(Problem)) error {
+// the database could not be read; a lookup that fails on a damaged
+// database is counted in dmg instead.
+func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storeclient.Digest]int64, problem func(Problem), dmg *damageReports) error {
 	switch n.Kind() {
 	case storeclient.KindFile:
 		var err error
@@ -443,6 +493,7 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 			err = fmt.Errorf("blob %s has %d bytes, recorded size is %d: %w", n.Digest(), size, n.Size(), storeclient.ErrCorrupt)
 		}
 		switch {
+		case dmg.lookup(err):
 		case errors.Is(err, storeclient.ErrNotFound):
 			problem(Problem{Kind: ProblemMissing, Object: "blob", ID: n.Digest().String(), Detail: "referred to by " + referrer})
 		case err != nil:
@@ -453,7 +504,11 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 		var found, decoded bool
 		d := n.Digest()
 		err := s.withDB(false, func(tx *bolt.Tx) error {
-			raw, ok := get(tx.Bucket(bucketDirectories), d[:])
+			b, err := requiredBucket(tx, bucketDirectories)
+			if err != nil {
+				return err
+			}
+			raw, ok := get(b, d[:])
 			if !ok {
 				return nil
 			}
@@ -465,6 +520,9 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 			decoded, size = true, dir.Size()
 			return nil
 		})
+		if dmg.lookup(err) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("read directory %s: %w", n.Digest(), err)
 		}
