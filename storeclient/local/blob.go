@@ -31,7 +31,7 @@ func (s *Store) StatBlob(ctx context.Context, d storeclient.Digest) (int64, erro
 	if err := s.usable(ctx, false); err != nil {
 		return 0, fmt.Errorf("stat blob %s: %w", d, err)
 	}
-	size, err := s.blobSize(d)
+	size, err := s.blobSize(ctx, d)
 	if err != nil {
 		return 0, fmt.Errorf("stat blob %s: %w", d, err)
 	}
@@ -40,7 +40,7 @@ func (s *Store) StatBlob(ctx context.Context, d storeclient.Digest) (int64, erro
 
 // blobSize returns the length of the stored blob d, or an error wrapping
 // storeclient.ErrNotFound.
-func (s *Store) blobSize(d storeclient.Digest) (int64, error) {
+func (s *Store) blobSize(ctx context.Context, d storeclient.Digest) (int64, error) {
 	if loc, ok := s.cachedLoc(d); ok {
 		return loc.size, nil
 	}
@@ -51,7 +51,7 @@ func (s *Store) blobSize(d storeclient.Digest) (int64, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return 0, err
 	}
-	loc, found, err := s.indexLoc(d)
+	loc, found, err := s.indexLoc(ctx, d)
 	if err != nil {
 		return 0, err
 	}
@@ -75,14 +75,14 @@ func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient
 	if err := s.usable(ctx, false); err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
-	r, err := s.openBlob(d)
+	r, err := s.openBlob(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
 	return r, nil
 }
 
-func (s *Store) openBlob(d storeclient.Digest) (*BlobReader, error) {
+func (s *Store) openBlob(ctx context.Context, d storeclient.Digest) (*BlobReader, error) {
 	loc, packed := s.cachedLoc(d)
 	if !packed {
 		f, err := os.Open(s.blobPath(d))
@@ -97,7 +97,7 @@ func (s *Store) openBlob(d storeclient.Digest) (*BlobReader, error) {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
-		loc, packed, err = s.indexLoc(d)
+		loc, packed, err = s.indexLoc(ctx, d)
 		if err != nil {
 			return nil, err
 		}

@@ -29,7 +29,7 @@ func (s *Store) BlobFile(ctx context.Context, d storeclient.Digest) (f *os.File,
 			}
 			return f, 0, nil
 		}
-		loc, packed, err = s.indexLoc(d)
+		loc, packed, err = s.indexLoc(ctx, d)
 		if err != nil {
 			return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
 		}

@@ -47,6 +47,11 @@
 // soon as its transaction commits. Blobs need no lock: they appear under
 // their final names only complete, and readers never touch DIR/tmp.
 //
+// A Store has meta.db open in at most maxDBOpens (8) transactions at once,
+// however many requests come in: the others wait for a turn (or until
+// their context ends), so meta.db costs a bounded number of descriptors
+// and mappings.
+//
 // # Consistency
 //
 // A blob file appears under its final name only complete (it is written in
@@ -106,6 +111,16 @@ const oldestLayoutVersion = 2
 // DefaultLockTimeout is how long a read-write Open waits for another
 // writer to close the store when Options.LockTimeout is zero.
 const DefaultLockTimeout = 2 * time.Second
+
+// maxDBOpens bounds how many transactions of one Store have meta.db open
+// at once (each holds a descriptor and a mapping of it). A reader's
+// transaction is an open, a flock, a mapping, a lookup and an unmapping:
+// tens of microseconds of mostly kernel work, so more of them in flight
+// than there are CPUs gain nothing, and 8 covers the CPUs a storefs host
+// usually gives a daemon. Without a bound every concurrent request has
+// meta.db open (a 9P client with many requests in flight had ~190 open at
+// once); callers past the bound wait, as long as their context lets them.
+const maxDBOpens = 8
 
 // dbOpenTimeout is how long a transaction waits to open meta.db while
 // another opener has it open in a conflicting mode. Openers hold it only
@@ -190,6 +205,13 @@ type Store struct {
 	syncMu    sync.Mutex
 	syncedGen uint64
 
+	// dbSlots holds a token for every transaction that has meta.db
+	// open (see maxDBOpens).
+	dbSlots chan struct{}
+	// testHookDBOpen, if set, is called while a transaction has meta.db
+	// open (tests only).
+	testHookDBOpen func()
+
 	// pw appends small blobs to packs; nil for a read-only store.
 	pw *packWriter
 	// locs caches where packed blobs are; packFiles shares the pack
@@ -234,7 +256,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 
-	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, cachedWrites: opts.CachedWrites, log: opts.Logger}
+	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, cachedWrites: opts.CachedWrites, log: opts.Logger,
+		dbSlots: make(chan struct{}, maxDBOpens)}
 	s.writeBufs.New = func() any { return bufio.NewWriterSize(nil, writeBufferSize) }
 	if s.log == nil {
 		s.log = slog.Default()
@@ -246,7 +269,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		}
 		s.lock = lk
 	}
-	if err := s.open(); err != nil {
+	if err := s.open(ctx); err != nil {
 		if s.lock != nil {
 			s.lock.release()
 		}
@@ -256,7 +279,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 }
 
 // open does the part of Open that runs after the writer's lock is taken.
-func (s *Store) open() error {
+func (s *Store) open(ctx context.Context) error {
 	version, err := checkVersion(s.dir)
 	if err != nil {
 		return err
@@ -272,7 +295,7 @@ func (s *Store) open() error {
 			s.log.Info("removed partial blobs left by a writer that did not finish", "store", s.dir, "files", n)
 		}
 	}
-	err = s.withDB(false, func(tx *bolt.Tx) error {
+	err = s.withDB(ctx, false, func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketDirectories, bucketPathInfos} {
 			if _, err := requiredBucket(tx, b); err != nil {
 				return err
@@ -289,7 +312,7 @@ func (s *Store) open() error {
 	if err != nil || s.readOnly {
 		return err
 	}
-	return s.openPacks(version)
+	return s.openPacks(ctx, version)
 }
 
 // withDB runs fn in one transaction of meta.db (a read-write one if write
@@ -297,15 +320,22 @@ func (s *Store) open() error {
 // store, read-write for the writer. bbolt's flock on meta.db is so held
 // only while fn runs (and the commit is synced), which lets readers and the
 // writer of other processes take turns; an open waits up to dbOpenTimeout
-// for a conflicting holder. fn must not keep references into the
-// transaction's memory.
+// for a conflicting holder. At most maxDBOpens transactions of a Store
+// have meta.db open at once; one that waits for its turn gives up when ctx
+// is done. fn must not keep references into the transaction's memory.
 //
 // A damaged meta.db makes bbolt panic (its page assertions) or fault (a
 // page number past the end of the mapping): both are recovered here, at
 // the transaction boundary, and returned as an error wrapping ErrDamaged,
 // so that one damaged page fails the requests that need it instead of
 // taking the process and every frontend down.
-func (s *Store) withDB(write bool, fn func(*bolt.Tx) error) (err error) {
+func (s *Store) withDB(ctx context.Context, write bool, fn func(*bolt.Tx) error) (err error) {
+	select {
+	case s.dbSlots <- struct{}{}:
+		defer func() { <-s.dbSlots }()
+	case <-ctx.Done():
+		return fmt.Errorf("wait to open %s: %w", dbFile, ctx.Err())
+	}
 	if !s.readOnly {
 		s.dbMu.Lock()
 		defer s.dbMu.Unlock()
@@ -361,6 +391,9 @@ func (s *Store) withDB(write bool, fn func(*bolt.Tx) error) (err error) {
 			return err
 		}
 		return fmt.Errorf("open %s: %w", dbFile, err)
+	}
+	if s.testHookDBOpen != nil {
+		s.testHookDBOpen()
 	}
 	if write {
 		err = db.Update(fn)

@@ -36,7 +36,7 @@ func (s *Store) GetDirectory(ctx context.Context, d storeclient.Digest) (*storec
 	}
 	var raw []byte
 	var found bool
-	err := s.withDB(false, func(tx *bolt.Tx) error {
+	err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
 		b, err := requiredBucket(tx, bucketDirectories)
 		if err != nil {
 			return err
@@ -118,7 +118,7 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 		raw := dir.Marshal()
 		enc[i] = encoded{storeclient.HashBytes(raw), raw, dir}
 	}
-	err = s.withDB(true, func(tx *bolt.Tx) error {
+	err = s.withDB(ctx, true, func(tx *bolt.Tx) error {
 		if err := putPacked(tx, packed); err != nil {
 			return err
 		}
@@ -199,7 +199,7 @@ func (s *Store) GetPathInfo(ctx context.Context, d storeclient.StorePathDigest) 
 	}
 	var raw []byte
 	var found bool
-	err := s.withDB(false, func(tx *bolt.Tx) error {
+	err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
 		b, err := requiredBucket(tx, bucketPathInfos)
 		if err != nil {
 			return err
@@ -253,12 +253,12 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		return fmt.Errorf("put pathinfo %s: %w", name, err)
 	}
 	if p.Node.Kind() == storeclient.KindFile {
-		if err := s.checkBlob(p.Node.Digest(), p.Node.Size()); err != nil {
+		if err := s.checkBlob(ctx, p.Node.Digest(), p.Node.Size()); err != nil {
 			return fmt.Errorf("put pathinfo %s: root %w", name, err)
 		}
 	}
 	raw := p.Marshal()
-	err = s.withDB(true, func(tx *bolt.Tx) error {
+	err = s.withDB(ctx, true, func(tx *bolt.Tx) error {
 		if err := putPacked(tx, packed); err != nil {
 			return err
 		}
@@ -293,8 +293,8 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 }
 
 // checkBlob checks that a blob is stored with the given length.
-func (s *Store) checkBlob(d storeclient.Digest, size uint64) error {
-	got, err := s.blobSize(d)
+func (s *Store) checkBlob(ctx context.Context, d storeclient.Digest, size uint64) error {
+	got, err := s.blobSize(ctx, d)
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", d, err)
 	}
@@ -349,7 +349,7 @@ func (s *Store) scan(ctx context.Context, bucket []byte) iter.Seq2[[]byte, scanV
 				return
 			}
 			var keys, values [][]byte
-			err := s.withDB(false, func(tx *bolt.Tx) error {
+			err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
 				b := tx.Bucket(bucket)
 				if b == nil && !bytes.Equal(bucket, bucketPacked) {
 					return damaged(fmt.Sprintf("bucket %q", bucket), errors.New("not found"))

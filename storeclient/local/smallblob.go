@@ -58,7 +58,7 @@ func (s *Store) PutSmallBlob(ctx context.Context, d storeclient.Digest, data []b
 		s.blobWritten()
 		if s.pendingCount() >= packFlushEntries && !s.pw.flushing.Swap(true) {
 			defer s.pw.flushing.Store(false)
-			if err := s.flushPacks(); err != nil {
+			if err := s.flushPacks(ctx); err != nil {
 				return fmt.Errorf("put blob %s: %w", d, err)
 			}
 		}
@@ -82,7 +82,7 @@ func (s *Store) hasPacked(ctx context.Context, d storeclient.Digest, size int) (
 	if !maybe {
 		return false, nil
 	}
-	loc, found, err := s.indexLoc(d)
+	loc, found, err := s.indexLoc(ctx, d)
 	if err != nil {
 		return false, err
 	}

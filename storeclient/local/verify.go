@@ -433,7 +433,7 @@ func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed m
 		}
 		for _, e := range dir.Entries() {
 			referrer := fmt.Sprintf("entry %q of directory %s", string(e.Name), d)
-			if err := s.checkNode(e.Node, referrer, packed, problem, dmg); err != nil {
+			if err := s.checkNode(ctx, e.Node, referrer, packed, problem, dmg); err != nil {
 				return err
 			}
 		}
@@ -453,7 +453,7 @@ func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map
 			problem(Problem{Kind: ProblemCorrupt, Object: "pathinfo", ID: fmt.Sprintf("key %x", k), Detail: err.Error()})
 			continue
 		}
-		if err := s.checkNode(p.Node, "root of "+p.StorePath.Absolute(), packed, problem, dmg); err != nil {
+		if err := s.checkNode(ctx, p.Node, "root of "+p.StorePath.Absolute(), packed, problem, dmg); err != nil {
 			return err
 		}
 	}
@@ -466,7 +466,7 @@ func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map
 // blob file of its own is looked at first, as readers do). An error means
 // the database could not be read; a lookup that fails on a damaged
 // database is counted in dmg instead.
-func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storeclient.Digest]int64, problem func(Problem), dmg *damageReports) error {
+func (s *Store) checkNode(ctx context.Context, n storeclient.Node, referrer string, packed map[storeclient.Digest]int64, problem func(Problem), dmg *damageReports) error {
 	switch n.Kind() {
 	case storeclient.KindFile:
 		var err error
@@ -481,7 +481,7 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 			// Packed after the index was read (an import running
 			// next to verify)?
 			var loc packLoc
-			if loc, ok, err = s.indexLoc(n.Digest()); ok {
+			if loc, ok, err = s.indexLoc(ctx, n.Digest()); ok {
 				size = loc.size
 			}
 		}
@@ -503,7 +503,7 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 		var size uint64
 		var found, decoded bool
 		d := n.Digest()
-		err := s.withDB(false, func(tx *bolt.Tx) error {
+		err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
 			b, err := requiredBucket(tx, bucketDirectories)
 			if err != nil {
 				return err
