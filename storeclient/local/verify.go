@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -306,53 +305,30 @@ func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, packed []packe
 // match its name. It returns the number of bytes read; an error means the
 // file could not be read at all for a reason other than corruption.
 func (s *Store) verifyBlob(path string, d storeclient.Digest, buf []byte, problem func(Problem)) (int64, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
+	c, err := checkBlobFile(path, d, buf, nil)
+	if errors.Is(err, errCopyGone) {
 		return 0, nil // removed since the walk saw it
 	}
 	if err != nil {
 		return 0, fmt.Errorf("verify blob %s: %w", d, err)
 	}
-	defer f.Close()
-	h := storeclient.NewHasher()
-	n, err := io.CopyBuffer(h, onlyReader{f}, buf)
-	if err != nil {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("read %s: %v", path, err)})
-		return n, nil
+	if c.fault != "" {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: c.fault})
 	}
-	if got := storeclient.Digest(h.Sum(nil)); got != d {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("content of %s (%d bytes) hashes to %s", path, n, got)})
-	}
-	return n, nil
+	return c.n, nil
 }
 
 // verifyPacked hashes one packed blob and reports it if its content does
 // not match its digest or the pack ends before it.
 func (s *Store) verifyPacked(d storeclient.Digest, loc packLoc, buf []byte, problem func(Problem)) (int64, error) {
-	name := filepath.Join(packsDir, packName(loc.pack))
-	pf, err := s.acquirePack(loc.pack)
-	if errors.Is(err, os.ErrNotExist) {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("its pack %s does not exist", name)})
-		return 0, nil
-	}
+	c, err := s.checkPacked(d, loc, buf, nil)
 	if err != nil {
 		return 0, fmt.Errorf("verify blob %s: %w", d, err)
 	}
-	defer s.releasePack(pf)
-	h := storeclient.NewHasher()
-	n, err := io.CopyBuffer(h, onlyReader{io.NewSectionReader(pf.f, loc.off, loc.size)}, buf)
-	if err != nil {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("read %s at %d: %v", name, loc.off, err)})
-		return n, nil
+	if c.fault != "" {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: c.fault})
 	}
-	if n != loc.size {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("%s ends %d bytes into the blob's %d at %d", name, n, loc.size, loc.off)})
-		return n, nil
-	}
-	if got := storeclient.Digest(h.Sum(nil)); got != d {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("content of %s at %d (%d bytes) hashes to %s", name, loc.off, n, got)})
-	}
-	return n, nil
+	return c.n, nil
 }
 
 // straysInPacks reports what in DIR/packs is not a pack file.
@@ -372,10 +348,6 @@ func (s *Store) straysInPacks(problem func(Problem)) error {
 	}
 	return nil
 }
-
-// onlyReader hides other methods of a reader so io.CopyBuffer uses the
-// given buffer.
-type onlyReader struct{ io.Reader }
 
 // isHexShard reports whether name is a shard directory name: two lower-case
 // hexadecimal characters.
