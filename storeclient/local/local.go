@@ -14,6 +14,11 @@
 //	                         new pack past 256 MiB (see pack.go)
 //	DIR/tmp/                 blobs being written (same filesystem, so a
 //	                         finished blob is renamed into place)
+//	DIR/quarantine/<hex>     a blob file whose bytes no longer hash to its
+//	                         digest, moved out of blobs/ (see Quarantine)
+//	DIR/quarantine/<hex>.packed
+//	                         a packed blob found corrupt: "pack <id>.pack
+//	                         offset N size M", the range readers refuse
 //	DIR/meta.db              bbolt: bucket "directories" (32-byte digest →
 //	                         canonical Directory encoding), bucket
 //	                         "pathinfos" (20-byte store path digest →
@@ -67,6 +72,27 @@
 // every PathInfo has all of its content. Data is hashed when it is written
 // and again by Verify; GetDirectory re-hashes what it reads (it is cheap),
 // blob reads do not (the store is trusted-local, see TrustedLocal).
+//
+// # Quarantine
+//
+// Bit rot in a blob is found by the scrubber (Store.Scrub), which re-hashes
+// every blob slowly in the background, or at a blob's first open with
+// Options.VerifyOnOpen, and by Verify (which reports it and changes
+// nothing). A blob whose stored bytes no longer hash to its digest is
+// quarantined and logged once: readers refuse it from then on (OpenBlob,
+// StatBlob, BlobFile, and ReadAt of readers opened before) with an error
+// wrapping ErrQuarantined and storeclient.ErrCorrupt, so the filesystem
+// answers EIO, not the wrong bytes and not ENOENT. Where the store's
+// directory is writable the quarantine persists: a blob file is moved to
+// DIR/quarantine (so the store no longer has it and the next import of
+// the same content writes a good copy in its place), a packed blob gets a
+// marker there (the writer treats it as absent, appends a good copy when
+// it is put again and points the index at it). A quarantine names the bad
+// copy (a blob file by its inode, a packed blob by its place), not the
+// digest, so a repaired copy is served at once by every process; the
+// writer removes the quarantine of a blob it repairs. Where DIR cannot be
+// written, the quarantine lasts as long as the Store, and that is logged
+// once. Verify reports quarantined blobs that were not put again.
 //
 // # Damage
 //
@@ -218,6 +244,8 @@ type Store struct {
 	// descriptors of blob readers.
 	locs      locCache
 	packFiles packFiles
+	// quar is the set of quarantined blobs (quarantine.go).
+	quar *quarantine
 }
 
 var _ storeclient.Store = (*Store)(nil)
@@ -257,7 +285,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	}
 
 	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, cachedWrites: opts.CachedWrites, log: opts.Logger,
-		dbSlots: make(chan struct{}, maxDBOpens)}
+		dbSlots: make(chan struct{}, maxDBOpens), quar: newQuarantine(dir)}
 	s.writeBufs.New = func() any { return bufio.NewWriterSize(nil, writeBufferSize) }
 	if s.log == nil {
 		s.log = slog.Default()
@@ -309,10 +337,20 @@ func (s *Store) open(ctx context.Context) error {
 		// damage; the first damage was logged.
 		return nil
 	}
-	if err != nil || s.readOnly {
+	if err != nil {
 		return err
 	}
-	return s.openPacks(ctx, version)
+	if err := s.quar.load(); err != nil {
+		s.log.Warn("cannot read the quarantine; quarantined blobs may be served", "store", s.dir, "err", err)
+	}
+	if s.readOnly {
+		return nil
+	}
+	if err := s.openPacks(ctx, version); err != nil {
+		return err
+	}
+	s.dropRepaired(ctx)
+	return nil
 }
 
 // withDB runs fn in one transaction of meta.db (a read-write one if write

@@ -553,12 +553,13 @@ func (s *Store) packedCommitted(entries []packedEntry) {
 		s.locs.put(e.d, e.loc)
 	}
 	s.pw.mu.Lock()
-	defer s.pw.mu.Unlock()
 	for _, e := range entries {
 		if loc, ok := s.pw.pending[e.d]; ok && loc == e.loc {
 			delete(s.pw.pending, e.d)
 		}
 	}
+	s.pw.mu.Unlock()
+	s.repairedPacked(entries)
 }
 
 // flushPacks commits the pending entries on their own: after syncBlobs, in
@@ -647,8 +648,9 @@ func (s *Store) indexLoc(ctx context.Context, d storeclient.Digest) (packLoc, bo
 	return loc, found, nil
 }
 
-// locCache caches pack locations. A blob never moves once its entry is
-// committed, so entries never go stale; only found locations are cached.
+// locCache caches pack locations. A blob moves only when its copy is
+// quarantined and put again (then the stale entry is dropped, see
+// findBlob); only found locations are cached.
 type locCache struct {
 	mu sync.RWMutex
 	m  map[storeclient.Digest]packLoc
@@ -659,6 +661,13 @@ func (c *locCache) get(d storeclient.Digest) (packLoc, bool) {
 	defer c.mu.RUnlock()
 	loc, ok := c.m[d]
 	return loc, ok
+}
+
+// drop forgets d's location (its copy there is quarantined).
+func (c *locCache) drop(d storeclient.Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, d)
 }
 
 func (c *locCache) put(d storeclient.Digest, loc packLoc) {

@@ -39,6 +39,10 @@ const (
 	ProblemMissing ProblemKind = "missing"
 	// ProblemStray: a file in the blob directories that is not a blob.
 	ProblemStray ProblemKind = "stray"
+	// ProblemQuarantined: a blob found corrupt and quarantined (by the
+	// scrubber or at its first open) and not put again since: it is not
+	// served until it is (see the package documentation).
+	ProblemQuarantined ProblemKind = "quarantined"
 )
 
 // Problem is one corrupt, missing or stray object found by Verify.
@@ -73,11 +77,14 @@ type VerifyStats struct {
 // Verify re-hashes every blob file and every packed blob (streaming,
 // verifyWorkers blobs at a time) and every Directory, checks that every child of every Directory and
 // the root of every PathInfo is stored with the recorded size, and calls
-// report for each problem found, from one goroutine at a time. It returns
-// what it checked; an error means verification could not finish (I/O
-// error, cancelled context), not that problems were found.
+// report for each problem found, from one goroutine at a time. A damaged
+// meta.db is reported (Object "database") and what does not need it is
+// still checked; a quarantined blob that was not put again since is
+// reported as ProblemQuarantined. It returns what it checked; an error
+// means verification could not finish (I/O error, cancelled context), not
+// that problems were found.
 //
-// Verify only reads, so it may run on a store opened read-only next to
+// Verify finds corrupt blobs but does not quarantine them. It only reads, so it may run on a store opened read-only next to
 // other readers (a mount, say).
 func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, error) {
 	start := time.Now()
@@ -113,8 +120,25 @@ func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, 
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
 	dmg.finish()
+	s.verifyQuarantine(ctx, problem)
 	st.Duration = time.Since(start)
 	return st, nil
+}
+
+// verifyQuarantine reports every quarantined blob that has no good copy
+// again.
+func (s *Store) verifyQuarantine(ctx context.Context, problem func(Problem)) {
+	if err := s.quar.load(); err != nil {
+		problem(Problem{Kind: ProblemCorrupt, Object: "file", ID: s.quar.dir, Detail: err.Error()})
+	}
+	for _, d := range s.quar.digests() {
+		_, err := s.findBlob(ctx, d, false)
+		var qe *quarantinedError
+		if errors.As(err, &qe) {
+			problem(Problem{Kind: ProblemQuarantined, Object: "blob", ID: d.String(),
+				Detail: fmt.Sprintf("its bytes (%s) did not hash to its digest; put it again (import the store path again, storefs copy) to repair the store", qe.where)})
+		}
+	}
 }
 
 // damageReports turns the errors of a damaged meta.db met by Verify into
@@ -466,6 +490,8 @@ func (s *Store) checkNode(ctx context.Context, n storeclient.Node, referrer stri
 		}
 		switch {
 		case dmg.lookup(err):
+		case errors.Is(err, storeclient.ErrNotFound) && s.quar.lookup(n.Digest()) != nil:
+			// Reported as quarantined.
 		case errors.Is(err, storeclient.ErrNotFound):
 			problem(Problem{Kind: ProblemMissing, Object: "blob", ID: n.Digest().String(), Detail: "referred to by " + referrer})
 		case err != nil:
