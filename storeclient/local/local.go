@@ -246,6 +246,8 @@ type Store struct {
 	packFiles packFiles
 	// quar is the set of quarantined blobs (quarantine.go).
 	quar *quarantine
+	// scrub is the scrubber's state (scrub.go).
+	scrub scrubState
 }
 
 var _ storeclient.Store = (*Store)(nil)

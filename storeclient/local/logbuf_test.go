@@ -24,15 +24,19 @@ func (b *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// lines returns the lines that contain substr.
-func (b *logBuffer) lines(substr string) []string {
+// lines returns the lines that contain every one of substrs.
+func (b *logBuffer) lines(substrs ...string) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []string
+next:
 	for _, l := range strings.Split(b.buf.String(), "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
+		for _, s := range substrs {
+			if !strings.Contains(l, s) {
+				continue next
+			}
 		}
+		out = append(out, l)
 	}
 	return out
 }
