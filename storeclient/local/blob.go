@@ -105,6 +105,14 @@ func (s *Store) findBlob(ctx context.Context, d storeclient.Digest, open bool) (
 	if found && !s.quar.packedBad(d, loc) {
 		return blobPlace{packed: true, loc: loc, size: loc.size}, nil
 	}
+	if !found {
+		// Another process may have quarantined the blob: moved its file
+		// away. Reading DIR/quarantine costs one failed open while
+		// nothing was ever quarantined.
+		if err := s.quar.load(); err != nil {
+			s.log.Warn("cannot read the quarantine", "store", s.dir, "err", err)
+		}
+	}
 	if qerr := s.quar.lookup(d); qerr != nil {
 		return blobPlace{}, qerr
 	}
@@ -132,9 +140,16 @@ func (s *Store) openBlob(ctx context.Context, d storeclient.Digest) (*BlobReader
 		return nil, err
 	}
 	if !p.packed {
+		if err := s.verifyAtOpen(ctx, d, p); err != nil {
+			p.f.Close()
+			return nil, err
+		}
 		return &BlobReader{f: p.f, size: p.size, s: s, d: d, id: p.id}, nil
 	}
 	if err := s.packInFile(p.loc); err != nil {
+		return nil, err
+	}
+	if err := s.verifyAtOpen(ctx, d, p); err != nil { // once its bytes are in the pack
 		return nil, err
 	}
 	pf, err := s.acquirePack(p.loc.pack)

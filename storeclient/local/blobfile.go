@@ -25,9 +25,16 @@ func (s *Store) BlobFile(ctx context.Context, d storeclient.Digest) (f *os.File,
 		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
 	}
 	if !p.packed {
+		if err := s.verifyAtOpen(ctx, d, p); err != nil {
+			p.f.Close()
+			return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
+		}
 		return p.f, 0, nil
 	}
 	if err := s.packInFile(p.loc); err != nil {
+		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
+	}
+	if err := s.verifyAtOpen(ctx, d, p); err != nil { // once its bytes are in the pack
 		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
 	}
 	f, err = os.Open(s.packPath(p.loc.pack))
