@@ -71,7 +71,9 @@
 // the PathInfo, so a process killed at any point leaves a store in which
 // every PathInfo has all of its content. Data is hashed when it is written
 // and again by Verify; GetDirectory re-hashes what it reads (it is cheap),
-// blob reads do not (the store is trusted-local, see TrustedLocal).
+// blob reads do not (the store is trusted-local, see TrustedLocal): bit rot
+// in a blob is found by the scrubber or, with Options.VerifyOnOpen, at the
+// blob's first open, and quarantined (see Quarantine).
 //
 // # Quarantine
 //
@@ -80,7 +82,8 @@
 // Options.VerifyOnOpen, and by Verify (which reports it and changes
 // nothing). A blob whose stored bytes no longer hash to its digest is
 // quarantined and logged once: readers refuse it from then on (OpenBlob,
-// StatBlob, BlobFile, and ReadAt of readers opened before) with an error
+// StatBlob, BlobFile, and ReadAt of readers opened before; not a file
+// handed to the kernel before, for FUSE passthrough or splice) with an error
 // wrapping ErrQuarantined and storeclient.ErrCorrupt, so the filesystem
 // answers EIO, not the wrong bytes and not ENOENT. Where the store's
 // directory is writable the quarantine persists: a blob file is moved to
@@ -102,7 +105,9 @@
 // bad page are recovered at the transaction boundary (see Store.withDB),
 // so the rest of the store keeps being served. A read-only Open succeeds
 // on a damaged meta.db (it logs the damage once), so that blobs can still
-// be read and Verify can report what is damaged; a read-write Open fails.
+// be read and Verify can report what is damaged; a read-write Open fails if
+// the damage is in what it reads (the meta pages, the bucket list, the
+// freelist).
 package local
 
 import (
@@ -621,8 +626,9 @@ func (s *Store) Dir() string { return s.dir }
 func (s *Store) ReadOnly() bool { return s.readOnly }
 
 // TrustedLocal reports that data read from this store needs no
-// re-verification: the store hashes everything when it is written, and
-// `storefs verify` (Verify) re-hashes it on demand.
+// re-verification: the store hashes everything when it is written,
+// `storefs verify` (Verify) re-hashes it on demand, and the scrubber
+// (Scrub) or Options.VerifyOnOpen find bit rot and quarantine it.
 func (s *Store) TrustedLocal() bool { return true }
 
 // Close commits the packed blobs put since the last metadata write and
