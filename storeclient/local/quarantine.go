@@ -70,6 +70,7 @@ type badFile struct {
 	// in memory only.
 	moved bool
 	path  string // where the file is
+	epoch uint64 // see quarantine.epoch
 }
 
 // badPacked is a quarantined packed blob.
@@ -78,6 +79,7 @@ type badPacked struct {
 	// marked says DIR/quarantine/<hex>.packed records it; else the
 	// quarantine is in memory only.
 	marked bool
+	epoch  uint64 // see quarantine.epoch
 }
 
 // quarantine is the set of quarantined blobs of a Store.
@@ -91,6 +93,11 @@ type quarantine struct {
 	packed map[storeclient.Digest]badPacked
 	// lastReload is when DIR/quarantine was last read (UnixNano).
 	lastReload atomic.Int64
+	// epoch counts the reads of DIR/quarantine. An entry records the
+	// epoch it was added or last read in; a read drops only the persisted
+	// entries it does not list that are older than itself, so that it
+	// never drops one added while it was listing the directory.
+	epoch atomic.Uint64
 	// memoryOnlyLogged is set once a quarantine that could not be
 	// persisted was logged.
 	memoryOnlyLogged atomic.Bool
@@ -173,6 +180,7 @@ func (q *quarantine) digests() []storeclient.Digest {
 // read them either).
 func (q *quarantine) load() error {
 	q.lastReload.Store(time.Now().UnixNano())
+	epoch := q.epoch.Add(1)
 	entries, err := os.ReadDir(q.dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -197,7 +205,7 @@ func (q *quarantine) load() error {
 			if err != nil {
 				continue
 			}
-			packed[d] = badPacked{loc: loc, marked: true}
+			packed[d] = badPacked{loc: loc, marked: true, epoch: epoch}
 			continue
 		}
 		d, err := storeclient.ParseDigest(name)
@@ -208,29 +216,31 @@ func (q *quarantine) load() error {
 		if err != nil {
 			continue
 		}
-		files[d] = badFile{id: idOf(fi), moved: true, path: filepath.Join(q.dir, name)}
+		files[d] = badFile{id: idOf(fi), moved: true, path: filepath.Join(q.dir, name), epoch: epoch}
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	// What is on disk replaces what was on disk before (another process
-	// may have repaired a blob); what is in memory only stays.
+	// may have repaired a blob, or quarantined one); what is in memory
+	// only stays, and so does what this process added since the listing
+	// began.
 	for d, bf := range q.files {
-		if bf.moved {
+		if _, listed := files[d]; !listed && bf.moved && bf.epoch < epoch {
 			delete(q.files, d)
 		}
 	}
 	for d, bp := range q.packed {
-		if bp.marked {
+		if _, listed := packed[d]; !listed && bp.marked && bp.epoch < epoch {
 			delete(q.packed, d)
 		}
 	}
 	for d, bf := range files {
-		if _, ok := q.files[d]; !ok {
+		if cur, ok := q.files[d]; !ok || cur.epoch < epoch {
 			q.files[d] = bf
 		}
 	}
 	for d, bp := range packed {
-		if _, ok := q.packed[d]; !ok {
+		if cur, ok := q.packed[d]; !ok || cur.epoch < epoch {
 			q.packed[d] = bp
 		}
 	}
@@ -295,6 +305,7 @@ func (s *Store) quarantineFile(d storeclient.Digest, f *os.File, fault string) {
 		bf.path = dest
 	}
 	q := s.quar
+	bf.epoch = q.epoch.Load() // after the move: see quarantine.epoch
 	q.mu.Lock()
 	q.files[d] = bf
 	q.recount()
@@ -352,8 +363,9 @@ func (s *Store) quarantinePacked(d storeclient.Digest, loc packLoc, fault string
 	if err != nil {
 		marked = false
 	}
+	epoch := q.epoch.Load() // after the marker is written: see quarantine.epoch
 	q.mu.Lock()
-	q.packed[d] = badPacked{loc: loc, marked: marked}
+	q.packed[d] = badPacked{loc: loc, marked: marked, epoch: epoch}
 	q.recount()
 	q.mu.Unlock()
 	s.locs.drop(d)
