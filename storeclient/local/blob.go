@@ -110,7 +110,9 @@ func (s *Store) findBlob(ctx context.Context, d storeclient.Digest, open bool) (
 		// away. Reading DIR/quarantine costs one failed open while
 		// nothing was ever quarantined.
 		if err := s.quar.load(); err != nil {
-			s.log.Warn("cannot read the quarantine", "store", s.dir, "err", err)
+			// Not a warning: it would come with every lookup of a
+			// missing blob. Open and the scrubber warn.
+			s.log.Debug("cannot read the quarantine", "store", s.dir, "err", err)
 		}
 	}
 	if qerr := s.quar.lookup(d); qerr != nil {
