@@ -24,7 +24,14 @@ func newVerifyCommand(g *globalOptions) *cobra.Command {
 Directory's children and every store path's root content are present with the
 recorded sizes, and prints one line per problem, then a summary. It exits 1 if
 it found any problem. It opens the store read-only, so it can run next to a
-mount of the same store.`,
+mount of the same store.
+
+A damaged metadata database is one problem line ("corrupt database meta.db: …");
+the blobs are still checked. A blob quarantined by the daemon's scrubber (its
+bytes no longer matched its digest) and not repaired yet is a "quarantined
+blob" line: import the store paths that hold it again (or storefs copy them
+from another store) to repair it. verify reports corrupt blobs but does not
+quarantine them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVerify(cmd.Context(), g, cmd.OutOrStdout())

@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/local"
@@ -90,5 +94,86 @@ func TestVerifyUnsupportedStore(t *testing.T) {
 	_, err := runCommand(t, "--store", "memory:", "verify")
 	if err == nil || !strings.Contains(err.Error(), "not supported") {
 		t.Fatalf("verify of a memory store = %v, want an error saying it is not supported", err)
+	}
+}
+
+// TestVerifyDamagedDatabase damages meta.db the way bit rot would (a page
+// that bbolt panics on): verify must name the damage, still check the
+// blobs, and exit 1 instead of panicking.
+func TestVerifyDamagedDatabase(t *testing.T) {
+	dir := newFilledStore(t)
+	path := filepath.Join(dir, "meta.db")
+	db, err := bolt.Open(path, 0o644, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageSize := int64(db.Info().PageSize)
+	var root int64
+	err = db.View(func(tx *bolt.Tx) error {
+		root = int64(tx.Cursor().Bucket().Root()) // the page that holds the buckets
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteAt(make([]byte, pageSize), root*pageSize)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := runCommand(t, "--store", dir, "verify")
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("verify of a store with a damaged meta.db = %v, want exit status 1\n%s", err, out)
+	}
+	t.Logf("verify output:\n%s", out)
+	if !strings.Contains(out, "corrupt database meta.db: ") {
+		t.Errorf("output does not name the damaged database:\n%s", out)
+	}
+	if !strings.Contains(out, "checked 4 blobs (1020.0 KiB)") {
+		t.Errorf("output does not show the blobs checked beside the damage:\n%s", out)
+	}
+}
+
+// TestVerifyQuarantined has the scrubber quarantine a blob whose bytes
+// rotted: verify must report it as quarantined (not missing) and exit 1.
+func TestVerifyQuarantined(t *testing.T) {
+	dir := newFilledStore(t)
+	d := storeclient.HashBytes(storetest.HelloWorld)
+	path := filepath.Join(dir, "blobs", d.Hex()[:2], d.Hex())
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("Hello World?"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := local.Open(t.Context(), dir, local.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	err = s.Scrub(ctx, local.ScrubOptions{BytesPerSecond: 1 << 30, StartDelay: -1, Interval: time.Hour,
+		OnPass: func(local.ScrubStats) { cancel() }})
+	s.Close()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Scrub = %v, want it cancelled after its first pass", err)
+	}
+
+	out, err := runCommand(t, "--store", dir, "verify")
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("verify of a store with a quarantined blob = %v, want exit status 1\n%s", err, out)
+	}
+	if !strings.Contains(out, "quarantined blob "+d.String()+": ") {
+		t.Errorf("output does not report the quarantined blob %s:\n%s", d, out)
+	}
+	if strings.Contains(out, "missing blob "+d.String()) {
+		t.Errorf("output reports the quarantined blob as missing:\n%s", out)
 	}
 }

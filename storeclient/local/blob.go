@@ -31,7 +31,7 @@ func (s *Store) StatBlob(ctx context.Context, d storeclient.Digest) (int64, erro
 	if err := s.usable(ctx, false); err != nil {
 		return 0, fmt.Errorf("stat blob %s: %w", d, err)
 	}
-	size, err := s.blobSize(d)
+	size, err := s.blobSize(ctx, d)
 	if err != nil {
 		return 0, fmt.Errorf("stat blob %s: %w", d, err)
 	}
@@ -39,80 +39,126 @@ func (s *Store) StatBlob(ctx context.Context, d storeclient.Digest) (int64, erro
 }
 
 // blobSize returns the length of the stored blob d, or an error wrapping
-// storeclient.ErrNotFound.
-func (s *Store) blobSize(d storeclient.Digest) (int64, error) {
-	if loc, ok := s.cachedLoc(d); ok {
-		return loc.size, nil
-	}
-	fi, err := os.Stat(s.blobPath(d))
-	if err == nil {
-		return fi.Size(), nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return 0, err
-	}
-	loc, found, err := s.indexLoc(d)
+// storeclient.ErrNotFound (or ErrQuarantined).
+func (s *Store) blobSize(ctx context.Context, d storeclient.Digest) (int64, error) {
+	p, err := s.findBlob(ctx, d, false)
 	if err != nil {
 		return 0, err
 	}
-	if !found {
-		return 0, storeclient.ErrNotFound
-	}
-	return loc.size, nil
+	return p.size, nil
 }
 
-// notFound turns a missing file into storeclient.ErrNotFound.
-func notFound(err error) error {
-	if errors.Is(err, os.ErrNotExist) {
-		return storeclient.ErrNotFound
+// blobPlace is where the bytes of a stored blob are.
+type blobPlace struct {
+	// f is the blob's own file if findBlob was asked to open it; nil for
+	// a packed blob. id is the blob file's identity.
+	f  *os.File
+	id fileID
+	// packed says the blob is the range loc of a pack.
+	packed bool
+	loc    packLoc
+	size   int64
+}
+
+// findBlob finds blob d, in the order given above, and opens its blob
+// file if open is set (else it only stats it). A quarantined copy is
+// passed over; if no other copy is found, the error wraps ErrQuarantined
+// rather than storeclient.ErrNotFound.
+func (s *Store) findBlob(ctx context.Context, d storeclient.Digest, open bool) (blobPlace, error) {
+	if loc, ok := s.cachedLoc(d); ok {
+		if !s.quar.packedBad(d, loc) {
+			return blobPlace{packed: true, loc: loc, size: loc.size}, nil
+		}
+		s.locs.drop(d) // the index may point at a repaired copy now
 	}
-	return err
+	path := s.blobPath(d)
+	var f *os.File
+	var fi os.FileInfo
+	var err error
+	if open {
+		if f, err = os.Open(path); err == nil {
+			if fi, err = f.Stat(); err != nil {
+				f.Close()
+				return blobPlace{}, err
+			}
+		}
+	} else {
+		fi, err = os.Stat(path)
+	}
+	if err == nil {
+		id := idOf(fi)
+		if s.quar.fileBad(d, id) {
+			if f != nil {
+				f.Close()
+			}
+			return blobPlace{}, s.quar.lookup(d)
+		}
+		return blobPlace{f: f, id: id, size: fi.Size()}, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return blobPlace{}, err
+	}
+	loc, found, err := s.indexLoc(ctx, d)
+	if err != nil {
+		return blobPlace{}, err
+	}
+	if found && !s.quar.packedBad(d, loc) {
+		return blobPlace{packed: true, loc: loc, size: loc.size}, nil
+	}
+	if !found {
+		// Another process may have quarantined the blob: moved its file
+		// away. Reading DIR/quarantine costs one failed open while
+		// nothing was ever quarantined.
+		if err := s.quar.load(); err != nil {
+			// Not a warning: it would come with every lookup of a
+			// missing blob. Open and the scrubber warn.
+			s.log.Debug("cannot read the quarantine", "store", s.dir, "err", err)
+		}
+	}
+	if qerr := s.quar.lookup(d); qerr != nil {
+		return blobPlace{}, qerr
+	}
+	return blobPlace{}, storeclient.ErrNotFound
 }
 
 // OpenBlob implements storeclient.BlobService. The reader it returns is a
 // *BlobReader, backed by the blob's file or by its range of a pack file.
+// A quarantined blob is refused with an error wrapping ErrQuarantined
+// and storeclient.ErrCorrupt.
 func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
 	if err := s.usable(ctx, false); err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
-	r, err := s.openBlob(d)
+	r, err := s.openBlob(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
 	return r, nil
 }
 
-func (s *Store) openBlob(d storeclient.Digest) (*BlobReader, error) {
-	loc, packed := s.cachedLoc(d)
-	if !packed {
-		f, err := os.Open(s.blobPath(d))
-		if err == nil {
-			fi, err := f.Stat()
-			if err != nil {
-				f.Close()
-				return nil, err
-			}
-			return &BlobReader{f: f, size: fi.Size()}, nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
-		loc, packed, err = s.indexLoc(d)
-		if err != nil {
-			return nil, err
-		}
-		if !packed {
-			return nil, storeclient.ErrNotFound
-		}
-	}
-	if err := s.packInFile(loc); err != nil {
-		return nil, err
-	}
-	pf, err := s.acquirePack(loc.pack)
+func (s *Store) openBlob(ctx context.Context, d storeclient.Digest) (*BlobReader, error) {
+	p, err := s.findBlob(ctx, d, true)
 	if err != nil {
 		return nil, err
 	}
-	return &BlobReader{f: pf.f, off: loc.off, size: loc.size, s: s, pack: pf}, nil
+	if !p.packed {
+		if err := s.verifyAtOpen(ctx, d, p); err != nil {
+			p.f.Close()
+			return nil, err
+		}
+		return &BlobReader{f: p.f, size: p.size, s: s, d: d, id: p.id}, nil
+	}
+	if err := s.packInFile(p.loc); err != nil {
+		return nil, err
+	}
+	if err := s.verifyAtOpen(ctx, d, p); err != nil { // once its bytes are in the pack
+		return nil, err
+	}
+	pf, err := s.acquirePack(p.loc.pack)
+	if err != nil {
+		return nil, err
+	}
+	return &BlobReader{f: pf.f, off: p.loc.off, size: p.loc.size, s: s, d: d, pack: pf}, nil
 }
 
 // BlobReader reads a blob of a local store straight from its file: the
@@ -122,9 +168,12 @@ type BlobReader struct {
 	f    *os.File
 	off  int64 // where the blob starts in f
 	size int64
-	// s and pack are set for a packed blob: f is the store's shared
-	// descriptor of the pack, released by Close.
-	s      *Store
+	s    *Store
+	d    storeclient.Digest
+	// id is the identity of a blob file of its own. pack is set for a
+	// packed blob: f is the store's shared descriptor of the pack,
+	// released by Close.
+	id     fileID
 	pack   *packFile
 	closed atomic.Bool
 }
@@ -140,6 +189,9 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 	if off >= r.size {
 		return 0, io.EOF
 	}
+	if err := r.quarantined(); err != nil {
+		return 0, err
+	}
 	if r.pack == nil {
 		return r.f.ReadAt(p, off)
 	}
@@ -152,6 +204,25 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 		err = eof
 	}
 	return n, err
+}
+
+// quarantined returns the error for a blob quarantined since the reader
+// was opened, or nil. With nothing quarantined it costs one atomic load.
+func (r *BlobReader) quarantined() error {
+	q := r.s.quar
+	if q.empty() {
+		return nil
+	}
+	var bad bool
+	if r.pack != nil {
+		bad = q.packedBad(r.d, packLoc{pack: r.pack.id, off: r.off, size: r.size})
+	} else {
+		bad = q.fileBad(r.d, r.id)
+	}
+	if !bad {
+		return nil
+	}
+	return fmt.Errorf("read blob %s: %w", r.d, q.lookup(r.d))
 }
 
 // Size returns the blob's length.

@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 
@@ -15,34 +14,32 @@ import (
 // blob's offset for a packed blob (then f is the pack, holding other blobs
 // too). The caller closes f. Its content in that range is immutable and
 // was hashed when it was written (the store is trusted-local); a missing
-// blob wraps storeclient.ErrNotFound.
+// blob wraps storeclient.ErrNotFound, a quarantined one ErrQuarantined and
+// storeclient.ErrCorrupt.
 func (s *Store) BlobFile(ctx context.Context, d storeclient.Digest) (f *os.File, off int64, err error) {
 	if err := s.usable(ctx, false); err != nil {
 		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
 	}
-	loc, packed := s.cachedLoc(d)
-	if !packed {
-		f, err := os.Open(s.blobPath(d))
-		if err == nil || !errors.Is(err, os.ErrNotExist) {
-			if err != nil {
-				return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
-			}
-			return f, 0, nil
-		}
-		loc, packed, err = s.indexLoc(d)
-		if err != nil {
-			return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
-		}
-		if !packed {
-			return nil, 0, fmt.Errorf("open blob file %s: %w", d, storeclient.ErrNotFound)
-		}
-	}
-	if err := s.packInFile(loc); err != nil {
-		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
-	}
-	f, err = os.Open(s.packPath(loc.pack))
+	p, err := s.findBlob(ctx, d, true)
 	if err != nil {
 		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
 	}
-	return f, loc.off, nil
+	if !p.packed {
+		if err := s.verifyAtOpen(ctx, d, p); err != nil {
+			p.f.Close()
+			return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
+		}
+		return p.f, 0, nil
+	}
+	if err := s.packInFile(p.loc); err != nil {
+		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
+	}
+	if err := s.verifyAtOpen(ctx, d, p); err != nil { // once its bytes are in the pack
+		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
+	}
+	f, err = os.Open(s.packPath(p.loc.pack))
+	if err != nil {
+		return nil, 0, fmt.Errorf("open blob file %s: %w", d, err)
+	}
+	return f, p.loc.off, nil
 }

@@ -147,12 +147,16 @@ func (w *blobWriter) commit(d storeclient.Digest) error {
 	// Whether this blob is new or a copy another writer has just renamed
 	// into place, it may not be on disk yet: the next metadata write syncs.
 	defer w.s.blobWritten()
-	if fi, err := os.Stat(final); err == nil && fi.Size() == size {
-		// Already stored: dedup. (A file of the wrong length is a corrupt
-		// copy; it is replaced below.)
+	if fi, err := os.Stat(final); err == nil && fi.Size() == size && !w.s.quar.fileBad(d, idOf(fi)) {
+		// Already stored: dedup. (A file of the wrong length, or a
+		// quarantined one, is a corrupt copy; it is replaced below.)
 		return os.Remove(tmp)
 	}
-	return os.Rename(tmp, final)
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	w.s.repairedFile(d)
+	return nil
 }
 
 // Close discards an uncommitted blob; after Commit it does nothing.

@@ -14,6 +14,11 @@
 //	                         new pack past 256 MiB (see pack.go)
 //	DIR/tmp/                 blobs being written (same filesystem, so a
 //	                         finished blob is renamed into place)
+//	DIR/quarantine/<hex>     a blob file whose bytes no longer hash to its
+//	                         digest, moved out of blobs/ (see Quarantine)
+//	DIR/quarantine/<hex>.packed
+//	                         a packed blob found corrupt: "pack <id>.pack
+//	                         offset N size M", the range readers refuse
 //	DIR/meta.db              bbolt: bucket "directories" (32-byte digest →
 //	                         canonical Directory encoding), bucket
 //	                         "pathinfos" (20-byte store path digest →
@@ -47,6 +52,11 @@
 // soon as its transaction commits. Blobs need no lock: they appear under
 // their final names only complete, and readers never touch DIR/tmp.
 //
+// A Store has meta.db open in at most maxDBOpens (8) transactions at once,
+// however many requests come in: the others wait for a turn (or until
+// their context ends), so meta.db costs a bounded number of descriptors
+// and mappings.
+//
 // # Consistency
 //
 // A blob file appears under its final name only complete (it is written in
@@ -61,7 +71,43 @@
 // the PathInfo, so a process killed at any point leaves a store in which
 // every PathInfo has all of its content. Data is hashed when it is written
 // and again by Verify; GetDirectory re-hashes what it reads (it is cheap),
-// blob reads do not (the store is trusted-local, see TrustedLocal).
+// blob reads do not (the store is trusted-local, see TrustedLocal): bit rot
+// in a blob is found by the scrubber or, with Options.VerifyOnOpen, at the
+// blob's first open, and quarantined (see Quarantine).
+//
+// # Quarantine
+//
+// Bit rot in a blob is found by the scrubber (Store.Scrub), which re-hashes
+// every blob slowly in the background, or at a blob's first open with
+// Options.VerifyOnOpen, and by Verify (which reports it and changes
+// nothing). A blob whose stored bytes no longer hash to its digest is
+// quarantined and logged once: readers refuse it from then on (OpenBlob,
+// StatBlob, BlobFile, and ReadAt of readers opened before; not a file
+// handed to the kernel before, for FUSE passthrough or splice) with an error
+// wrapping ErrQuarantined and storeclient.ErrCorrupt, so the filesystem
+// answers EIO, not the wrong bytes and not ENOENT. Where the store's
+// directory is writable the quarantine persists: a blob file is moved to
+// DIR/quarantine (so the store no longer has it and the next import of
+// the same content writes a good copy in its place), a packed blob gets a
+// marker there (the writer treats it as absent, appends a good copy when
+// it is put again and points the index at it). A quarantine names the bad
+// copy (a blob file by its inode, a packed blob by its place), not the
+// digest, so a repaired copy is served at once by every process; the
+// writer removes the quarantine of a blob it repairs. Where DIR cannot be
+// written, the quarantine lasts as long as the Store, and that is logged
+// once. Verify reports quarantined blobs that were not put again.
+//
+// # Damage
+//
+// A meta.db damaged on disk (bit rot, a bad sector, a file cut short)
+// fails the transactions that meet the damage with an error wrapping
+// ErrDamaged (and storeclient.ErrCorrupt): bbolt's panics and faults on a
+// bad page are recovered at the transaction boundary (see Store.withDB),
+// so the rest of the store keeps being served. A read-only Open succeeds
+// on a damaged meta.db (it logs the damage once), so that blobs can still
+// be read and Verify can report what is damaged; a read-write Open fails if
+// the damage is in what it reads (the meta pages, the bucket list, the
+// freelist).
 package local
 
 import (
@@ -72,13 +118,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/storefs/storefs/storeclient"
 )
@@ -95,6 +144,16 @@ const oldestLayoutVersion = 2
 // DefaultLockTimeout is how long a read-write Open waits for another
 // writer to close the store when Options.LockTimeout is zero.
 const DefaultLockTimeout = 2 * time.Second
+
+// maxDBOpens bounds how many transactions of one Store have meta.db open
+// at once (each holds a descriptor and a mapping of it). A reader's
+// transaction is an open, a flock, a mapping, a lookup and an unmapping:
+// tens of microseconds of mostly kernel work, so more of them in flight
+// than there are CPUs gain nothing, and 8 covers the CPUs a storefs host
+// usually gives a daemon. Without a bound every concurrent request has
+// meta.db open (a 9P client with many requests in flight had ~190 open at
+// once); callers past the bound wait, as long as their context lets them.
+const maxDBOpens = 8
 
 // dbOpenTimeout is how long a transaction waits to open meta.db while
 // another opener has it open in a conflicting mode. Openers hold it only
@@ -143,6 +202,15 @@ type Options struct {
 	CachedWrites bool
 	// Logger receives the store's log lines; nil means slog.Default().
 	Logger *slog.Logger
+	// VerifyOnOpen hashes every blob in full at its first open in this
+	// process (OpenBlob, BlobFile; the digests verified are remembered,
+	// up to 64Ki of them), before the open returns: a blob whose bytes do
+	// not hash to its digest is quarantined (see Quarantine) and the open
+	// fails. It costs a read and hash of the whole blob at its first open
+	// (0.5 to 1 ms per MiB from the page cache, BenchmarkVerifyOnOpen);
+	// later opens cost nothing more. The scrubber finds the same bit rot
+	// later, without that cost.
+	VerifyOnOpen bool
 }
 
 // Store is the embedded on-disk storeclient.Store. It is safe for
@@ -157,6 +225,13 @@ type Store struct {
 	// lock is the writer's lock on DIR/lock; nil for a read-only store.
 	lock   *storeLock
 	closed atomic.Bool
+	// damageLogged is set once a damaged meta.db was logged at Error
+	// level (see reportDamage).
+	damageLogged atomic.Bool
+	// brokenOpen is the damage error of a panicked bolt.Open of the
+	// writer (see setOpenBroken).
+	brokenMu   sync.Mutex
+	brokenOpen error
 	// dbMu serializes the transactions of a read-write store: each opens
 	// meta.db exclusively, so two at once would only wait for each other
 	// in bbolt's slower flock polling.
@@ -172,12 +247,29 @@ type Store struct {
 	syncMu    sync.Mutex
 	syncedGen uint64
 
+	// dbSlots holds a token for every transaction that has meta.db
+	// open (see maxDBOpens).
+	dbSlots chan struct{}
+	// testHookDBOpen, if set, is called while a transaction has meta.db
+	// open (tests only).
+	testHookDBOpen func()
+
 	// pw appends small blobs to packs; nil for a read-only store.
 	pw *packWriter
 	// locs caches where packed blobs are; packFiles shares the pack
 	// descriptors of blob readers.
 	locs      locCache
 	packFiles packFiles
+	// quar is the set of quarantined blobs (quarantine.go).
+	quar *quarantine
+	// scrub is the scrubber's state (scrub.go).
+	scrub scrubState
+	// verified holds the digests verified at their first open; nil
+	// without Options.VerifyOnOpen. verifyFlight shares the hashing of
+	// concurrent first opens, verifyBufs their buffers (verifyopen.go).
+	verified     *lru.Cache[storeclient.Digest, struct{}]
+	verifyFlight singleflight.Group
+	verifyBufs   sync.Pool
 }
 
 var _ storeclient.Store = (*Store)(nil)
@@ -216,8 +308,19 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 
-	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, cachedWrites: opts.CachedWrites, log: opts.Logger}
+	s := &Store{dir: dir, readOnly: opts.ReadOnly, noSync: opts.NoSync, cachedWrites: opts.CachedWrites, log: opts.Logger,
+		dbSlots: make(chan struct{}, maxDBOpens), quar: newQuarantine(dir)}
 	s.writeBufs.New = func() any { return bufio.NewWriterSize(nil, writeBufferSize) }
+	if opts.VerifyOnOpen {
+		var err error
+		if s.verified, err = lru.New[storeclient.Digest, struct{}](verifiedCacheSize); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
+		s.verifyBufs.New = func() any {
+			b := make([]byte, verifyOpenBufferSize)
+			return &b
+		}
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -228,7 +331,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		}
 		s.lock = lk
 	}
-	if err := s.open(); err != nil {
+	if err := s.open(ctx); err != nil {
 		if s.lock != nil {
 			s.lock.release()
 		}
@@ -238,7 +341,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 }
 
 // open does the part of Open that runs after the writer's lock is taken.
-func (s *Store) open() error {
+func (s *Store) open(ctx context.Context) error {
 	version, err := checkVersion(s.dir)
 	if err != nil {
 		return err
@@ -254,18 +357,34 @@ func (s *Store) open() error {
 			s.log.Info("removed partial blobs left by a writer that did not finish", "store", s.dir, "files", n)
 		}
 	}
-	err = s.withDB(false, func(tx *bolt.Tx) error {
+	err = s.withDB(ctx, false, func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketDirectories, bucketPathInfos} {
-			if tx.Bucket(b) == nil {
-				return fmt.Errorf("%s has no bucket %q: %w", dbFile, b, storeclient.ErrCorrupt)
+			if _, err := requiredBucket(tx, b); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
-	if err != nil || s.readOnly {
+	if s.readOnly && errors.Is(err, ErrDamaged) {
+		// A reader serves what the damage leaves readable (blobs, and
+		// the records on undamaged pages), and Verify reports the
+		// damage; the first damage was logged.
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	return s.openPacks(version)
+	if err := s.quar.load(); err != nil {
+		s.log.Warn("cannot read the quarantine; quarantined blobs may be served", "store", s.dir, "err", err)
+	}
+	if s.readOnly {
+		return nil
+	}
+	if err := s.openPacks(ctx, version); err != nil {
+		return err
+	}
+	s.dropRepaired(ctx)
+	return nil
 }
 
 // withDB runs fn in one transaction of meta.db (a read-write one if write
@@ -273,21 +392,80 @@ func (s *Store) open() error {
 // store, read-write for the writer. bbolt's flock on meta.db is so held
 // only while fn runs (and the commit is synced), which lets readers and the
 // writer of other processes take turns; an open waits up to dbOpenTimeout
-// for a conflicting holder. fn must not keep references into the
-// transaction's memory.
-func (s *Store) withDB(write bool, fn func(*bolt.Tx) error) error {
+// for a conflicting holder. At most maxDBOpens transactions of a Store
+// have meta.db open at once; one that waits for its turn gives up when ctx
+// is done. fn must not keep references into the transaction's memory.
+//
+// A damaged meta.db makes bbolt panic (its page assertions) or fault (a
+// page number past the end of the mapping): both are recovered here, at
+// the transaction boundary, and returned as an error wrapping ErrDamaged,
+// so that one damaged page fails the requests that need it instead of
+// taking the process and every frontend down.
+func (s *Store) withDB(ctx context.Context, write bool, fn func(*bolt.Tx) error) (err error) {
+	select {
+	case s.dbSlots <- struct{}{}:
+		defer func() { <-s.dbSlots }()
+	case <-ctx.Done():
+		return fmt.Errorf("wait to open %s: %w", dbFile, ctx.Err())
+	}
 	if !s.readOnly {
 		s.dbMu.Lock()
 		defer s.dbMu.Unlock()
 	}
-	db, err := bolt.Open(filepath.Join(s.dir, dbFile), 0o644, &bolt.Options{
+	if err := s.openBroken(); err != nil {
+		return err
+	}
+	what := "read transaction"
+	if write {
+		what = "write transaction"
+	}
+	// Faults while bbolt reads its mapping panic instead of crashing the
+	// process; the setting is this goroutine's and is restored.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var file *os.File // meta.db's descriptor, to close if bolt.Open panics
+	var db *bolt.DB
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if db == nil {
+			// bolt.Open itself panicked: a writer's open reads the
+			// freelist, and the database is mapped already.
+			err = damaged("open", panicError(r))
+			if file != nil {
+				releaseFile(file)
+			}
+			if !s.readOnly {
+				s.setOpenBroken(err)
+			}
+		} else {
+			err = damaged(what, panicError(r))
+			s.closeDamaged(db, file)
+		}
+		s.reportDamage(err)
+	}()
+	db, err = bolt.Open(filepath.Join(s.dir, dbFile), 0o644, &bolt.Options{
 		ReadOnly:     s.readOnly,
 		Timeout:      dbOpenTimeout,
 		NoSync:       s.noSync,
 		FreelistType: bolt.FreelistMapType,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		},
 	})
 	if err != nil {
+		if isDamagedOpen(err) {
+			err = damaged("open", err)
+			s.reportDamage(err)
+			return err
+		}
 		return fmt.Errorf("open %s: %w", dbFile, err)
+	}
+	if s.testHookDBOpen != nil {
+		s.testHookDBOpen()
 	}
 	if write {
 		err = db.Update(fn)
@@ -449,8 +627,9 @@ func (s *Store) Dir() string { return s.dir }
 func (s *Store) ReadOnly() bool { return s.readOnly }
 
 // TrustedLocal reports that data read from this store needs no
-// re-verification: the store hashes everything when it is written, and
-// `storefs verify` (Verify) re-hashes it on demand.
+// re-verification: the store hashes everything when it is written,
+// `storefs verify` (Verify) re-hashes it on demand, and the scrubber
+// (Scrub) or Options.VerifyOnOpen find bit rot and quarantine it.
 func (s *Store) TrustedLocal() bool { return true }
 
 // Close commits the packed blobs put since the last metadata write and

@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 
@@ -35,8 +36,12 @@ func (s *Store) GetDirectory(ctx context.Context, d storeclient.Digest) (*storec
 	}
 	var raw []byte
 	var found bool
-	err := s.withDB(false, func(tx *bolt.Tx) error {
-		raw, found = get(tx.Bucket(bucketDirectories), d[:])
+	err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
+		b, err := requiredBucket(tx, bucketDirectories)
+		if err != nil {
+			return err
+		}
+		raw, found = get(b, d[:])
 		raw = bytes.Clone(raw)
 		return nil
 	})
@@ -113,11 +118,14 @@ func (s *Store) PutDirectories(ctx context.Context, dirs []*storeclient.Director
 		raw := dir.Marshal()
 		enc[i] = encoded{storeclient.HashBytes(raw), raw, dir}
 	}
-	err = s.withDB(true, func(tx *bolt.Tx) error {
+	err = s.withDB(ctx, true, func(tx *bolt.Tx) error {
 		if err := putPacked(tx, packed); err != nil {
 			return err
 		}
-		b := tx.Bucket(bucketDirectories)
+		b, err := requiredBucket(tx, bucketDirectories)
+		if err != nil {
+			return err
+		}
 		// Sizes of the Directories of this batch, so a child put earlier
 		// in the batch is not decoded again.
 		sizes := make(map[storeclient.Digest]uint64, len(enc))
@@ -191,8 +199,12 @@ func (s *Store) GetPathInfo(ctx context.Context, d storeclient.StorePathDigest) 
 	}
 	var raw []byte
 	var found bool
-	err := s.withDB(false, func(tx *bolt.Tx) error {
-		raw, found = get(tx.Bucket(bucketPathInfos), d[:])
+	err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
+		b, err := requiredBucket(tx, bucketPathInfos)
+		if err != nil {
+			return err
+		}
+		raw, found = get(b, d[:])
 		raw = bytes.Clone(raw)
 		return nil
 	})
@@ -241,17 +253,25 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 		return fmt.Errorf("put pathinfo %s: %w", name, err)
 	}
 	if p.Node.Kind() == storeclient.KindFile {
-		if err := s.checkBlob(p.Node.Digest(), p.Node.Size()); err != nil {
+		if err := s.checkBlob(ctx, p.Node.Digest(), p.Node.Size()); err != nil {
 			return fmt.Errorf("put pathinfo %s: root %w", name, err)
 		}
 	}
 	raw := p.Marshal()
-	err = s.withDB(true, func(tx *bolt.Tx) error {
+	err = s.withDB(ctx, true, func(tx *bolt.Tx) error {
 		if err := putPacked(tx, packed); err != nil {
 			return err
 		}
+		pb, err := requiredBucket(tx, bucketPathInfos)
+		if err != nil {
+			return err
+		}
 		if p.Node.Kind() == storeclient.KindDirectory {
-			size, err := storedDirectorySize(tx.Bucket(bucketDirectories), p.Node.Digest(), nil)
+			db, err := requiredBucket(tx, bucketDirectories)
+			if err != nil {
+				return err
+			}
+			size, err := storedDirectorySize(db, p.Node.Digest(), nil)
 			if err != nil {
 				return fmt.Errorf("put pathinfo %s: root %w", name, err)
 			}
@@ -260,7 +280,7 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 					&storeclient.ValidationError{Rule: storeclient.RuleSize, Detail: fmt.Sprintf("recorded size %d, stored Directory %s has size %d", p.Node.Size(), p.Node.Digest(), size)})
 			}
 		}
-		if err := tx.Bucket(bucketPathInfos).Put(p.StorePath.Digest[:], raw); err != nil {
+		if err := pb.Put(p.StorePath.Digest[:], raw); err != nil {
 			return fmt.Errorf("put pathinfo %s: %w", name, err)
 		}
 		return nil
@@ -273,8 +293,8 @@ func (s *Store) PutPathInfo(ctx context.Context, p *storeclient.PathInfo) error 
 }
 
 // checkBlob checks that a blob is stored with the given length.
-func (s *Store) checkBlob(d storeclient.Digest, size uint64) error {
-	got, err := s.blobSize(d)
+func (s *Store) checkBlob(ctx context.Context, d storeclient.Digest, size uint64) error {
+	got, err := s.blobSize(ctx, d)
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", d, err)
 	}
@@ -329,8 +349,11 @@ func (s *Store) scan(ctx context.Context, bucket []byte) iter.Seq2[[]byte, scanV
 				return
 			}
 			var keys, values [][]byte
-			err := s.withDB(false, func(tx *bolt.Tx) error {
+			err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
 				b := tx.Bucket(bucket)
+				if b == nil && !bytes.Equal(bucket, bucketPacked) {
+					return damaged(fmt.Sprintf("bucket %q", bucket), errors.New("not found"))
+				}
 				if b == nil {
 					return fmt.Errorf("bucket %q: %w", bucket, errNoBucket)
 				}

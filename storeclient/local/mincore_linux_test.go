@@ -108,7 +108,7 @@ func TestDirectPackNotCached(t *testing.T) {
 		}
 		total += len(b)
 	}
-	if err := s.flushPacks(); err != nil {
+	if err := s.flushPacks(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	resident, err := residentPages(s.packPath(s.pw.curID))

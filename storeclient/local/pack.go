@@ -190,7 +190,7 @@ func prefix(d storeclient.Digest) uint64 { return binary.LittleEndian.Uint64(d[:
 // a killed writer appended but never committed, and removes packs with
 // nothing committed in them. Under the writer's lock no one else appends,
 // and readers never read past a committed entry.
-func (s *Store) openPacks(version int) error {
+func (s *Store) openPacks(ctx context.Context, version int) error {
 	pw := &packWriter{
 		pending:  make(map[storeclient.Digest]packLoc),
 		writing:  make(map[storeclient.Digest]chan struct{}),
@@ -204,7 +204,7 @@ func (s *Store) openPacks(version int) error {
 		return fmt.Errorf("make %s: %w", dir, err)
 	}
 	committed := make(map[uint32]int64)
-	err := s.withDB(false, func(tx *bolt.Tx) error {
+	err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPacks)
 		if b == nil {
 			return nil
@@ -553,17 +553,18 @@ func (s *Store) packedCommitted(entries []packedEntry) {
 		s.locs.put(e.d, e.loc)
 	}
 	s.pw.mu.Lock()
-	defer s.pw.mu.Unlock()
 	for _, e := range entries {
 		if loc, ok := s.pw.pending[e.d]; ok && loc == e.loc {
 			delete(s.pw.pending, e.d)
 		}
 	}
+	s.pw.mu.Unlock()
+	s.repairedPacked(entries)
 }
 
 // flushPacks commits the pending entries on their own: after syncBlobs, in
 // one transaction.
-func (s *Store) flushPacks() error {
+func (s *Store) flushPacks(ctx context.Context) error {
 	entries, err := s.pendingEntries()
 	if err != nil {
 		return fmt.Errorf("commit packed blobs: %w", err)
@@ -574,7 +575,7 @@ func (s *Store) flushPacks() error {
 	if err := s.syncBlobs(); err != nil {
 		return err
 	}
-	if err := s.withDB(true, func(tx *bolt.Tx) error { return putPacked(tx, entries) }); err != nil {
+	if err := s.withDB(ctx, true, func(tx *bolt.Tx) error { return putPacked(tx, entries) }); err != nil {
 		return fmt.Errorf("commit packed blobs: %w", err)
 	}
 	s.packedCommitted(entries)
@@ -586,7 +587,8 @@ func (s *Store) closePacks() error {
 	if s.pw == nil {
 		return nil
 	}
-	err := s.flushPacks()
+	// Close has no context, and what is pending must be committed.
+	err := s.flushPacks(context.Background())
 	s.pw.mu.Lock()
 	defer s.pw.mu.Unlock()
 	s.retireLocked()
@@ -602,11 +604,11 @@ var errNoBucket = errors.New("no such bucket")
 
 // lookupPacked returns where d is packed: an uncommitted entry of this
 // writer, a cached location, or the committed index.
-func (s *Store) lookupPacked(d storeclient.Digest) (packLoc, bool, error) {
+func (s *Store) lookupPacked(ctx context.Context, d storeclient.Digest) (packLoc, bool, error) {
 	if loc, ok := s.cachedLoc(d); ok {
 		return loc, true, nil
 	}
-	return s.indexLoc(d)
+	return s.indexLoc(ctx, d)
 }
 
 // cachedLoc looks d up without touching the database.
@@ -618,10 +620,10 @@ func (s *Store) cachedLoc(d storeclient.Digest) (packLoc, bool) {
 }
 
 // indexLoc looks d up in the committed index and caches what it finds.
-func (s *Store) indexLoc(d storeclient.Digest) (packLoc, bool, error) {
+func (s *Store) indexLoc(ctx context.Context, d storeclient.Digest) (packLoc, bool, error) {
 	var loc packLoc
 	var found bool
-	err := s.withDB(false, func(tx *bolt.Tx) error {
+	err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPacked)
 		if b == nil {
 			return nil
@@ -646,8 +648,9 @@ func (s *Store) indexLoc(d storeclient.Digest) (packLoc, bool, error) {
 	return loc, found, nil
 }
 
-// locCache caches pack locations. A blob never moves once its entry is
-// committed, so entries never go stale; only found locations are cached.
+// locCache caches pack locations. A blob moves only when its copy is
+// quarantined and put again (then the stale entry is dropped, see
+// findBlob); only found locations are cached.
 type locCache struct {
 	mu sync.RWMutex
 	m  map[storeclient.Digest]packLoc
@@ -658,6 +661,13 @@ func (c *locCache) get(d storeclient.Digest) (packLoc, bool) {
 	defer c.mu.RUnlock()
 	loc, ok := c.m[d]
 	return loc, ok
+}
+
+// drop forgets d's location (its copy there is quarantined).
+func (c *locCache) drop(d storeclient.Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, d)
 }
 
 func (c *locCache) put(d storeclient.Digest, loc packLoc) {

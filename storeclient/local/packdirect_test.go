@@ -88,7 +88,7 @@ func TestDirectPackAppends(t *testing.T) {
 			}
 		}
 	}
-	if err := s.flushPacks(); err != nil {
+	if err := s.flushPacks(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	check(s, blobs, "after the commit")

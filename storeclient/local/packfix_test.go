@@ -41,7 +41,7 @@ func TestCommitSyncsAppends(t *testing.T) {
 			t.Fatal(err)
 		}
 		var committed bool
-		s.withDB(false, func(tx *bolt.Tx) error {
+		s.withDB(t.Context(), false, func(tx *bolt.Tx) error {
 			committed = tx.Bucket(bucketPacked).Get(d[:]) != nil
 			return nil
 		})
@@ -70,7 +70,7 @@ func TestWillNeedCorruptSize(t *testing.T) {
 	if err := s.PutDirectories(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
-	err = s.withDB(true, func(tx *bolt.Tx) error {
+	err = s.withDB(t.Context(), true, func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketPacked)
 		loc, err := decodeLoc(bk.Get(d[:]))
 		if err != nil {
@@ -121,7 +121,7 @@ func TestVerifyFindsLaterPacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var problems []Problem
-	err = s.checkNode(storeclient.FileNode(d, uint64(len(b)), false), "entry \"f\"", map[storeclient.Digest]int64{}, func(p Problem) { problems = append(problems, p) })
+	err = s.checkNode(t.Context(), storeclient.FileNode(d, uint64(len(b)), false), "entry \"f\"", map[storeclient.Digest]int64{}, func(p Problem) { problems = append(problems, p) }, &damageReports{})
 	if err != nil {
 		t.Fatal(err)
 	}

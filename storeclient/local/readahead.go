@@ -53,7 +53,7 @@ func (s *Store) WillNeed(ctx context.Context, ds []storeclient.Digest) ([]storec
 	var rest []storeclient.Digest
 	if len(unknown) > 0 {
 		var found []packedEntry
-		err := s.withDB(false, func(tx *bolt.Tx) error {
+		err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketPacked)
 			for _, d := range unknown {
 				var v []byte

@@ -42,9 +42,10 @@ func (s *Store) PutSmallBlob(ctx context.Context, d storeclient.Digest, data []b
 	}
 	// A blob file of its own (written by a blob writer, or by an older
 	// storefs) is kept; one of the wrong length is a corrupt copy, which
-	// readers would find before the pack, so the blob writer replaces it.
+	// readers would find before the pack, so the blob writer replaces it;
+	// so is a quarantined one.
 	if fi, err := os.Stat(s.blobPath(d)); err == nil {
-		if fi.Size() == int64(len(data)) {
+		if fi.Size() == int64(len(data)) && !s.quar.fileBad(d, idOf(fi)) {
 			s.blobWritten() // it may not be on disk yet
 			return nil
 		}
@@ -58,7 +59,7 @@ func (s *Store) PutSmallBlob(ctx context.Context, d storeclient.Digest, data []b
 		s.blobWritten()
 		if s.pendingCount() >= packFlushEntries && !s.pw.flushing.Swap(true) {
 			defer s.pw.flushing.Store(false)
-			if err := s.flushPacks(); err != nil {
+			if err := s.flushPacks(ctx); err != nil {
 				return fmt.Errorf("put blob %s: %w", d, err)
 			}
 		}
@@ -67,11 +68,11 @@ func (s *Store) PutSmallBlob(ctx context.Context, d storeclient.Digest, data []b
 }
 
 // hasPacked reports whether d is packed with size bytes, by this writer
-// or in the committed index. The index is read only for digests whose
-// first bytes some packed blob shares.
+// or in the committed index, and not quarantined there. The index is read
+// only for digests whose first bytes some packed blob shares.
 func (s *Store) hasPacked(ctx context.Context, d storeclient.Digest, size int) (bool, error) {
 	if loc, ok := s.cachedLoc(d); ok {
-		return loc.size == int64(size), nil
+		return loc.size == int64(size) && !s.packedQuarantined(d, loc), nil
 	}
 	if err := s.loadKnown(ctx); err != nil {
 		return false, err
@@ -82,13 +83,21 @@ func (s *Store) hasPacked(ctx context.Context, d storeclient.Digest, size int) (
 	if !maybe {
 		return false, nil
 	}
-	loc, found, err := s.indexLoc(d)
+	loc, found, err := s.indexLoc(ctx, d)
 	if err != nil {
 		return false, err
 	}
-	// A committed entry of another length (a corrupt index) is replaced
-	// by the new one at the next commit.
-	return found && loc.size == int64(size), nil
+	// A committed entry of another length (a corrupt index), or a
+	// quarantined one, is replaced by the new one at the next commit.
+	return found && loc.size == int64(size) && !s.packedQuarantined(d, loc), nil
+}
+
+// packedQuarantined reports whether the writer must not keep the packed
+// blob d at loc, because it is quarantined, by this process or (as seen
+// at most quarantineReloadEvery ago) by another one.
+func (s *Store) packedQuarantined(d storeclient.Digest, loc packLoc) bool {
+	s.reloadQuarantine()
+	return s.quar.packedBad(d, loc)
 }
 
 // pendingCount returns the number of uncommitted packed blobs.

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -40,6 +39,10 @@ const (
 	ProblemMissing ProblemKind = "missing"
 	// ProblemStray: a file in the blob directories that is not a blob.
 	ProblemStray ProblemKind = "stray"
+	// ProblemQuarantined: a blob found corrupt and quarantined (by the
+	// scrubber or at its first open) and not put again since: it is not
+	// served until it is (see the package documentation).
+	ProblemQuarantined ProblemKind = "quarantined"
 )
 
 // Problem is one corrupt, missing or stray object found by Verify.
@@ -74,11 +77,14 @@ type VerifyStats struct {
 // Verify re-hashes every blob file and every packed blob (streaming,
 // verifyWorkers blobs at a time) and every Directory, checks that every child of every Directory and
 // the root of every PathInfo is stored with the recorded size, and calls
-// report for each problem found, from one goroutine at a time. It returns
-// what it checked; an error means verification could not finish (I/O
-// error, cancelled context), not that problems were found.
+// report for each problem found, from one goroutine at a time. A damaged
+// meta.db is reported (Object "database") and what does not need it is
+// still checked; a quarantined blob that was not put again since is
+// reported as ProblemQuarantined. It returns what it checked; an error
+// means verification could not finish (I/O error, cancelled context), not
+// that problems were found.
 //
-// Verify only reads, so it may run on a store opened read-only next to
+// Verify finds corrupt blobs but does not quarantine them. It only reads, so it may run on a store opened read-only next to
 // other readers (a mount, say).
 func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, error) {
 	start := time.Now()
@@ -93,8 +99,11 @@ func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, 
 	if err := s.usable(ctx, false); err != nil {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
+	// A damaged meta.db is a problem like a corrupt blob: it is reported,
+	// and what does not need the damaged part is still checked.
+	dmg := &damageReports{problem: problem}
 	packed, err := s.packedEntries(ctx, problem)
-	if err != nil {
+	if err != nil && !dmg.part(err) {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
 	if err := s.verifyBlobs(ctx, &st, packed, problem); err != nil {
@@ -104,29 +113,92 @@ func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, 
 	for _, e := range packed {
 		sizes[e.d] = e.loc.size
 	}
-	if err := s.verifyDirectories(ctx, &st, sizes, problem); err != nil {
+	if err := s.verifyDirectories(ctx, &st, sizes, problem, dmg); err != nil && !dmg.part(err) {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
-	if err := s.verifyPathInfos(ctx, &st, sizes, problem); err != nil {
+	if err := s.verifyPathInfos(ctx, &st, sizes, problem, dmg); err != nil && !dmg.part(err) {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
+	dmg.finish()
+	s.verifyQuarantine(ctx, problem)
 	st.Duration = time.Since(start)
 	return st, nil
 }
 
+// verifyQuarantine reports every quarantined blob that has no good copy
+// again.
+func (s *Store) verifyQuarantine(ctx context.Context, problem func(Problem)) {
+	if err := s.quar.load(); err != nil {
+		problem(Problem{Kind: ProblemCorrupt, Object: "file", ID: s.quar.dir, Detail: err.Error()})
+	}
+	for _, d := range s.quar.digests() {
+		_, err := s.findBlob(ctx, d, false)
+		var qe *quarantinedError
+		if errors.As(err, &qe) {
+			problem(Problem{Kind: ProblemQuarantined, Object: "blob", ID: d.String(),
+				Detail: fmt.Sprintf("its bytes (%s) did not hash to its digest; put it again (import the store path again, storefs copy) to repair the store", qe.where)})
+		}
+	}
+}
+
+// damageReports turns the errors of a damaged meta.db met by Verify into
+// problems: one for each part of the database it could not read through,
+// and one for all the lookups that failed on the damage (there may be one
+// per Directory entry).
+type damageReports struct {
+	problem func(Problem)
+	mu      sync.Mutex
+	lookups int
+	first   error
+}
+
+// part reports the damage err, which stopped a scan of one part of the
+// database, and returns true, or returns false if err is not about damage.
+func (r *damageReports) part(err error) bool {
+	if !errors.Is(err, ErrDamaged) {
+		return false
+	}
+	r.problem(Problem{Kind: ProblemCorrupt, Object: "database", ID: dbFile, Detail: err.Error()})
+	return true
+}
+
+// lookup counts a lookup that failed with err, and returns true, or
+// returns false if err is not about damage.
+func (r *damageReports) lookup(err error) bool {
+	if !errors.Is(err, ErrDamaged) {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lookups == 0 {
+		r.first = err
+	}
+	r.lookups++
+	return true
+}
+
+// finish reports the failed lookups.
+func (r *damageReports) finish() {
+	if r.lookups > 0 {
+		r.problem(Problem{Kind: ProblemCorrupt, Object: "database", ID: dbFile,
+			Detail: fmt.Sprintf("%d lookups failed, so what they looked up was not checked; the first: %v", r.lookups, r.first)})
+	}
+}
+
 // packedEntries reads the whole pack index, sorted by pack and offset, so
 // that hashing the packed blobs reads each pack from start to end. An
-// entry that cannot be decoded is reported and left out. Packed blobs this
+// entry that cannot be decoded is reported and left out. After an error
+// the entries read before it are returned with it. Packed blobs this
 // writer has not committed yet are not stored for other processes, and
 // are not checked.
-func (s *Store) packedEntries(ctx context.Context, problem func(Problem)) ([]packedEntry, error) {
-	var es []packedEntry
+func (s *Store) packedEntries(ctx context.Context, problem func(Problem)) (es []packedEntry, err error) {
 	for k, v := range s.scan(ctx, bucketPacked) {
 		if k == nil {
 			if errors.Is(v.err, errNoBucket) {
 				break // a store of layout 2 without packs
 			}
-			return nil, fmt.Errorf("scan pack index: %w", v.err)
+			err = fmt.Errorf("scan pack index: %w", v.err)
+			break // the entries read so far are still checked
 		}
 		d, err := storeclient.DigestFromBytes(k)
 		if err != nil {
@@ -146,7 +218,7 @@ func (s *Store) packedEntries(ctx context.Context, problem func(Problem)) ([]pac
 		}
 		return cmp.Compare(a.loc.off, b.loc.off)
 	})
-	return es, nil
+	return es, err
 }
 
 // verifyBlobs walks DIR/blobs and hashes every file, then hashes every
@@ -257,53 +329,30 @@ func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, packed []packe
 // match its name. It returns the number of bytes read; an error means the
 // file could not be read at all for a reason other than corruption.
 func (s *Store) verifyBlob(path string, d storeclient.Digest, buf []byte, problem func(Problem)) (int64, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
+	c, err := checkBlobFile(path, d, buf, nil)
+	if errors.Is(err, errCopyGone) {
 		return 0, nil // removed since the walk saw it
 	}
 	if err != nil {
 		return 0, fmt.Errorf("verify blob %s: %w", d, err)
 	}
-	defer f.Close()
-	h := storeclient.NewHasher()
-	n, err := io.CopyBuffer(h, onlyReader{f}, buf)
-	if err != nil {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("read %s: %v", path, err)})
-		return n, nil
+	if c.fault != "" {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: c.fault})
 	}
-	if got := storeclient.Digest(h.Sum(nil)); got != d {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("content of %s (%d bytes) hashes to %s", path, n, got)})
-	}
-	return n, nil
+	return c.n, nil
 }
 
 // verifyPacked hashes one packed blob and reports it if its content does
 // not match its digest or the pack ends before it.
 func (s *Store) verifyPacked(d storeclient.Digest, loc packLoc, buf []byte, problem func(Problem)) (int64, error) {
-	name := filepath.Join(packsDir, packName(loc.pack))
-	pf, err := s.acquirePack(loc.pack)
-	if errors.Is(err, os.ErrNotExist) {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("its pack %s does not exist", name)})
-		return 0, nil
-	}
+	c, err := s.checkPacked(d, loc, buf, nil)
 	if err != nil {
 		return 0, fmt.Errorf("verify blob %s: %w", d, err)
 	}
-	defer s.releasePack(pf)
-	h := storeclient.NewHasher()
-	n, err := io.CopyBuffer(h, onlyReader{io.NewSectionReader(pf.f, loc.off, loc.size)}, buf)
-	if err != nil {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("read %s at %d: %v", name, loc.off, err)})
-		return n, nil
+	if c.fault != "" {
+		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: c.fault})
 	}
-	if n != loc.size {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("%s ends %d bytes into the blob's %d at %d", name, n, loc.size, loc.off)})
-		return n, nil
-	}
-	if got := storeclient.Digest(h.Sum(nil)); got != d {
-		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: fmt.Sprintf("content of %s at %d (%d bytes) hashes to %s", name, loc.off, n, got)})
-	}
-	return n, nil
+	return c.n, nil
 }
 
 // straysInPacks reports what in DIR/packs is not a pack file.
@@ -323,10 +372,6 @@ func (s *Store) straysInPacks(problem func(Problem)) error {
 	}
 	return nil
 }
-
-// onlyReader hides other methods of a reader so io.CopyBuffer uses the
-// given buffer.
-type onlyReader struct{ io.Reader }
 
 // isHexShard reports whether name is a shard directory name: two lower-case
 // hexadecimal characters.
@@ -366,7 +411,7 @@ func blobName(rel string) (storeclient.Digest, bool) {
 
 // verifyDirectories re-hashes and decodes every Directory and checks its
 // children.
-func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem)) error {
+func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem), dmg *damageReports) error {
 	for k, v := range s.scan(ctx, bucketDirectories) {
 		if k == nil {
 			return fmt.Errorf("scan directories: %w", v.err)
@@ -384,7 +429,7 @@ func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed m
 		}
 		for _, e := range dir.Entries() {
 			referrer := fmt.Sprintf("entry %q of directory %s", string(e.Name), d)
-			if err := s.checkNode(e.Node, referrer, packed, problem); err != nil {
+			if err := s.checkNode(ctx, e.Node, referrer, packed, problem, dmg); err != nil {
 				return err
 			}
 		}
@@ -393,7 +438,7 @@ func (s *Store) verifyDirectories(ctx context.Context, st *VerifyStats, packed m
 }
 
 // verifyPathInfos decodes every PathInfo and checks its root.
-func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem)) error {
+func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map[storeclient.Digest]int64, problem func(Problem), dmg *damageReports) error {
 	for k, v := range s.scan(ctx, bucketPathInfos) {
 		if k == nil {
 			return fmt.Errorf("scan pathinfos: %w", v.err)
@@ -404,7 +449,7 @@ func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map
 			problem(Problem{Kind: ProblemCorrupt, Object: "pathinfo", ID: fmt.Sprintf("key %x", k), Detail: err.Error()})
 			continue
 		}
-		if err := s.checkNode(p.Node, "root of "+p.StorePath.Absolute(), packed, problem); err != nil {
+		if err := s.checkNode(ctx, p.Node, "root of "+p.StorePath.Absolute(), packed, problem, dmg); err != nil {
 			return err
 		}
 	}
@@ -415,8 +460,9 @@ func (s *Store) verifyPathInfos(ctx context.Context, st *VerifyStats, packed map
 // has another size than recorded. Corrupt content is reported where it is
 // hashed, not again here. packed holds the sizes of the packed blobs (a
 // blob file of its own is looked at first, as readers do). An error means
-// the database could not be read.
-func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storeclient.Digest]int64, problem func(Problem)) error {
+// the database could not be read; a lookup that fails on a damaged
+// database is counted in dmg instead.
+func (s *Store) checkNode(ctx context.Context, n storeclient.Node, referrer string, packed map[storeclient.Digest]int64, problem func(Problem), dmg *damageReports) error {
 	switch n.Kind() {
 	case storeclient.KindFile:
 		var err error
@@ -431,7 +477,7 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 			// Packed after the index was read (an import running
 			// next to verify)?
 			var loc packLoc
-			if loc, ok, err = s.indexLoc(n.Digest()); ok {
+			if loc, ok, err = s.indexLoc(ctx, n.Digest()); ok {
 				size = loc.size
 			}
 		}
@@ -443,6 +489,9 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 			err = fmt.Errorf("blob %s has %d bytes, recorded size is %d: %w", n.Digest(), size, n.Size(), storeclient.ErrCorrupt)
 		}
 		switch {
+		case dmg.lookup(err):
+		case errors.Is(err, storeclient.ErrNotFound) && s.quar.lookup(n.Digest()) != nil:
+			// Reported as quarantined.
 		case errors.Is(err, storeclient.ErrNotFound):
 			problem(Problem{Kind: ProblemMissing, Object: "blob", ID: n.Digest().String(), Detail: "referred to by " + referrer})
 		case err != nil:
@@ -452,8 +501,12 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 		var size uint64
 		var found, decoded bool
 		d := n.Digest()
-		err := s.withDB(false, func(tx *bolt.Tx) error {
-			raw, ok := get(tx.Bucket(bucketDirectories), d[:])
+		err := s.withDB(ctx, false, func(tx *bolt.Tx) error {
+			b, err := requiredBucket(tx, bucketDirectories)
+			if err != nil {
+				return err
+			}
+			raw, ok := get(b, d[:])
 			if !ok {
 				return nil
 			}
@@ -465,6 +518,9 @@ func (s *Store) checkNode(n storeclient.Node, referrer string, packed map[storec
 			decoded, size = true, dir.Size()
 			return nil
 		})
+		if dmg.lookup(err) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("read directory %s: %w", n.Digest(), err)
 		}
