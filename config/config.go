@@ -21,6 +21,8 @@ import (
 type Config struct {
 	// Store says which store is served.
 	Store Store `yaml:"store"`
+	// Scrub re-hashes the embedded store's blobs in the background.
+	Scrub Scrub `yaml:"scrub"`
 	// ListRoot allows listing the root directory (EPERM otherwise).
 	ListRoot bool `yaml:"list_root"`
 	// XAttrs serves the digest extended attributes.
@@ -52,6 +54,21 @@ type Store struct {
 	// URL is a store URL (local:DIR, memory:, nix+https://…); "" is the
 	// embedded store in $XDG_DATA_HOME/storefs.
 	URL string `yaml:"url"`
+	// VerifyOnOpen hashes each blob of an embedded (local) store in full at
+	// its first open by the daemon.
+	VerifyOnOpen bool `yaml:"verify_on_open"`
+}
+
+// Scrub configures the background scrubber of an embedded (local) store.
+type Scrub struct {
+	// Enabled runs the scrubber.
+	Enabled bool `yaml:"enabled"`
+	// BytesPerSecond bounds how fast it reads.
+	BytesPerSecond int64 `yaml:"bytes_per_second"`
+	// Interval is the pause between two passes.
+	Interval Duration `yaml:"interval"`
+	// StartDelay is the wait before the first pass.
+	StartDelay Duration `yaml:"start_delay"`
 }
 
 // Owner is the uid and gid every node shows.
@@ -207,12 +224,21 @@ const (
 	DefaultNFSIdle        = 5 * time.Minute
 	DefaultGRPCIdle       = 5 * time.Minute
 	DefaultMetricsIdle    = time.Minute
+	DefaultScrubRate      = 8 << 20
+	DefaultScrubInterval  = 24 * time.Hour
+	DefaultScrubDelay     = 5 * time.Minute
 )
 
 // Default returns the configuration with every default filled in: the
 // embedded store, no frontend, logging at info in text.
 func Default() *Config {
 	return &Config{
+		Scrub: Scrub{
+			Enabled:        true,
+			BytesPerSecond: DefaultScrubRate,
+			Interval:       Duration(DefaultScrubInterval),
+			StartDelay:     Duration(DefaultScrubDelay),
+		},
 		XAttrs: true,
 		FUSE:   []FUSEMount{},
 		NFS: NFS{

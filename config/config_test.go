@@ -78,7 +78,7 @@ func TestBadConfigs(t *testing.T) {
 		want       string // the whole message after "config: FILE"
 	}{
 		{name: "unknown top-level key", yaml: "store:\n  url: memory:x\nnfss:\n  listen: 127.0.0.1:1\n",
-			want: ":3: nfss: unknown key (valid: store, list_root, xattrs, owner, fuse, nfs, ninep, virtiofs, grpc, metrics, log, cache, timeouts)"},
+			want: ":3: nfss: unknown key (valid: store, scrub, list_root, xattrs, owner, fuse, nfs, ninep, virtiofs, grpc, metrics, log, cache, timeouts)"},
 		{name: "unknown nested key", yaml: "nfs:\n  listen: 127.0.0.1:2049\n  alowed_networks: [10.0.0.0/8]\n",
 			want: ":3: nfs.alowed_networks: unknown key in nfs (valid: listen, allowed_networks, require_secure_port, max_read, max_connections)"},
 		{name: "upper-case key", yaml: "NFS:\n  listen: 127.0.0.1:2049\n", want: ":1: NFS: unknown key"},
@@ -124,6 +124,8 @@ func TestBadConfigs(t *testing.T) {
 		{name: "negative timeout", yaml: "timeouts:\n  shutdown: -1s\n", want: `:2: timeouts.shutdown: must be positive, got -1s`},
 		{name: "zero handshake", yaml: "timeouts:\n  handshake: 0s\n", want: `:2: timeouts.handshake: must be positive, got 0s`},
 		{name: "negative 9P idle", yaml: "timeouts:\n  ninep_idle: -1s\n", want: `:2: timeouts.ninep_idle: must not be negative (0 is off), got -1s`},
+		{name: "zero scrub rate", yaml: "scrub:\n  bytes_per_second: 0\n", want: `:2: scrub.bytes_per_second: must be at least 1, got 0`},
+		{name: "negative scrub interval", yaml: "scrub:\n  interval: -1h\n", want: `:2: scrub.interval: must not be negative, got -1h0m0s`},
 		{name: "zero gRPC connections", yaml: "grpc:\n  max_connections: 0\n", want: `:2: grpc.max_connections: must be at least 1, got 0`},
 		{name: "zero metrics connections", yaml: "metrics:\n  max_connections: 0\n", want: `:2: metrics.max_connections: must be at least 1, got 0`},
 		{name: "env wrong type", env: map[string]string{"STOREFS_CACHE_DIRECTORIES": "lots"},
@@ -248,6 +250,8 @@ func TestFileValues(t *testing.T) {
 	src := Sources{File: writeFile(t, `# a full configuration
 store:
   url: "local:/var/lib/storefs"
+  verify_on_open: true
+scrub: {enabled: false, bytes_per_second: 1000, interval: 1h, start_delay: 0s}
 list_root: true
 xattrs: false
 owner: {uid: 1000, gid: 100}
@@ -279,7 +283,8 @@ timeouts: {backend: 1s, shutdown: 2s, handshake: 4s, nfs_idle: 3m, ninep_idle: 1
 	}
 	cwd, _ := os.Getwd()
 	want := &Config{
-		Store:    Store{URL: "local:/var/lib/storefs"},
+		Store:    Store{URL: "local:/var/lib/storefs", VerifyOnOpen: true},
+		Scrub:    Scrub{BytesPerSecond: 1000, Interval: Duration(time.Hour)},
 		ListRoot: true,
 		Owner:    Owner{UID: 1000, GID: 100},
 		FUSE:     []FUSEMount{{Mountpoint: dir, AllowOther: true}},

@@ -246,6 +246,17 @@ func (ld *loader) validate(c *Config) error {
 			return fail(e.key, "must be positive, got %s", e.d.Std())
 		}
 	}
+	if c.Scrub.BytesPerSecond <= 0 {
+		return fail("scrub.bytes_per_second", "must be at least 1, got %d", c.Scrub.BytesPerSecond)
+	}
+	for _, e := range []struct {
+		key string
+		d   Duration
+	}{{"scrub.interval", c.Scrub.Interval}, {"scrub.start_delay", c.Scrub.StartDelay}} {
+		if e.d < 0 {
+			return fail(e.key, "must not be negative, got %s", e.d.Std())
+		}
+	}
 	if c.Timeouts.NinePIdle < 0 {
 		return fail("timeouts.ninep_idle", "must not be negative (0 is off), got %s", c.Timeouts.NinePIdle.Std())
 	}

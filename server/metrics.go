@@ -49,6 +49,7 @@ type Metrics struct {
 	mounts    prometheus.Gauge
 	frontends *prometheus.GaugeVec
 	conns     *connCollector
+	scrub     *scrubCollector
 
 	// per is resolved per protocol at construction, so that an operation
 	// costs no label lookups. Read-only after NewMetrics.
@@ -106,10 +107,11 @@ func NewMetrics() *Metrics {
 			Name: "storefs_frontend_up", Help: "1 for each frontend that is serving, by protocol and address.",
 		}, []string{"protocol", "address"}),
 		conns: newConnCollector(),
+		scrub: newScrubCollector(),
 		per:   make(map[string]*protoMetrics),
 	}
 	m.reg.MustRegister(m.requests, m.errors, m.latency, m.bytes, m.handles, m.cache,
-		m.backend, m.backendEr, m.backendLt, m.mounts, m.frontends, m.conns,
+		m.backend, m.backendEr, m.backendLt, m.mounts, m.frontends, m.conns, m.scrub,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// gRPC calls are counted by method (grpcOptions), not by vfs operation.
 	m.per[ProtoGRPC] = &protoMetrics{}
@@ -302,4 +304,70 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.closed, prometheus.CounterValue, float64(r.n), p, r.reason)
 		}
 	}
+}
+
+// scrubCollector reports the store's scrubber, read from its statistics at
+// each scrape; it reports nothing while no scrubber runs.
+type scrubCollector struct {
+	passes, blobs, bytes, corrupt, unreadable, lastPass, running, quarantined *prometheus.Desc
+
+	mu sync.Mutex
+	sc scrubber
+}
+
+func newScrubCollector() *scrubCollector {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	return &scrubCollector{
+		passes:      d("storefs_scrub_passes_total", "Complete scrubber passes over every blob of the store."),
+		blobs:       d("storefs_scrub_blobs_total", "Blobs the scrubber has re-hashed."),
+		bytes:       d("storefs_scrub_bytes_total", "Bytes the scrubber has re-hashed."),
+		corrupt:     d("storefs_scrub_corrupt_total", "Blobs the scrubber found corrupt (and quarantined)."),
+		unreadable:  d("storefs_scrub_unreadable_total", "Blobs the scrubber could not read."),
+		lastPass:    d("storefs_scrub_last_pass_end_timestamp_seconds", "When the last complete pass ended (0: none yet)."),
+		running:     d("storefs_scrub_running", "1 while the scrubber runs."),
+		quarantined: d("storefs_quarantined_blobs", "Blobs of the store in quarantine: served as EIO until imported again."),
+	}
+}
+
+// setScrubber reports sc from now on.
+func (m *Metrics) setScrubber(sc scrubber) {
+	m.scrub.mu.Lock()
+	defer m.scrub.mu.Unlock()
+	m.scrub.sc = sc
+}
+
+// Describe implements prometheus.Collector.
+func (c *scrubCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.passes, c.blobs, c.bytes, c.corrupt, c.unreadable, c.lastPass, c.running, c.quarantined} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *scrubCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	sc := c.sc
+	c.mu.Unlock()
+	if sc == nil {
+		return
+	}
+	st := sc.ScrubStats()
+	counter := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	counter(c.passes, st.Passes)
+	counter(c.blobs, st.Blobs)
+	counter(c.bytes, st.Bytes)
+	counter(c.corrupt, st.Corrupt)
+	counter(c.unreadable, st.Unreadable)
+	var last, running float64
+	if !st.LastPassEnded.IsZero() {
+		last = float64(st.LastPassEnded.UnixNano()) / 1e9
+	}
+	if st.Running {
+		running = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.lastPass, prometheus.GaugeValue, last)
+	ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, running)
+	ch <- prometheus.MustNewConstMetric(c.quarantined, prometheus.GaugeValue, float64(sc.QuarantineCount()))
 }

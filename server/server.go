@@ -33,6 +33,7 @@ import (
 	"github.com/storefs/storefs/protocols/ninep"
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/grpcserver"
+	"github.com/storefs/storefs/storeclient/local"
 	"github.com/storefs/storefs/storeclient/storeurl"
 	"github.com/storefs/storefs/vfs"
 )
@@ -51,16 +52,18 @@ type Options struct {
 
 // Server is a running daemon.
 type Server struct {
-	log      *slog.Logger
-	level    *slog.LevelVar
-	store    storeclient.Store
-	fs       *vfs.FS
-	metrics  *Metrics
-	ready    atomic.Bool
-	allow    map[string]*netguard.AllowList // by config section: nfs, ninep, grpc, metrics
-	running  []Frontend                     // in start order
-	shutOnce sync.Once
-	shutErr  error
+	log     *slog.Logger
+	level   *slog.LevelVar
+	store   storeclient.Store
+	fs      *vfs.FS
+	metrics *Metrics
+	ready   atomic.Bool
+	allow   map[string]*netguard.AllowList // by config section: nfs, ninep, grpc, metrics
+	running []Frontend                     // in start order
+	// stopScrub stops the scrubber and waits for it; nil if none runs.
+	stopScrub func()
+	shutOnce  sync.Once
+	shutErr   error
 
 	mu  sync.Mutex
 	cfg *config.Config // the configuration in effect (Reload updates the reloadable keys)
@@ -75,7 +78,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Server, erro
 	}
 	if opts.OpenStore == nil {
 		opts.OpenStore = func(ctx context.Context, url string) (storeclient.Store, error) {
-			return storeurl.Open(ctx, url, storeurl.Options{ReadOnly: true})
+			return storeurl.Open(ctx, url, storeurl.Options{ReadOnly: true, VerifyOnOpen: cfg.Store.VerifyOnOpen})
 		}
 	}
 	s := &Server{
@@ -115,6 +118,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Server, erro
 	if err != nil {
 		store.Close()
 		return nil, err
+	}
+
+	if sc, ok := store.(scrubber); ok && cfg.Scrub.Enabled {
+		s.startScrub(sc, cfg.Scrub)
 	}
 
 	for _, f := range s.frontends(cfg) {
@@ -312,6 +319,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.metrics.setFrontend(f.Name(), f.Addr(), false)
 			s.log.Info("stopped", "frontend", f.Name(), "addr", f.Addr())
 		}
+		if s.stopScrub != nil {
+			s.stopScrub()
+		}
 		if s.store != nil {
 			if err := s.store.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close store: %w", err))
@@ -320,4 +330,45 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.shutErr = errors.Join(errs...)
 	})
 	return s.shutErr
+}
+
+// scrubber is a store that re-hashes its own blobs in the background and
+// quarantines the ones that no longer match (the embedded local store).
+type scrubber interface {
+	Scrub(ctx context.Context, opts local.ScrubOptions) error
+	ScrubStats() local.ScrubStats
+	QuarantineCount() int
+}
+
+// startScrub runs the store's scrubber until Shutdown, and reports it in
+// the metrics.
+func (s *Server) startScrub(sc scrubber, cfg config.Scrub) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := sc.Scrub(ctx, local.ScrubOptions{
+			BytesPerSecond: cfg.BytesPerSecond,
+			Interval:       noneIfZero(cfg.Interval.Std()),
+			StartDelay:     noneIfZero(cfg.StartDelay.Std()),
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Warn("scrub stopped", "err", err)
+		}
+	}()
+	s.metrics.setScrubber(sc)
+	s.log.Info("scrubbing the store in the background", "bytes_per_second", cfg.BytesPerSecond, "interval", cfg.Interval.Std(), "start_delay", cfg.StartDelay.Std())
+	s.stopScrub = func() {
+		cancel()
+		<-done
+	}
+}
+
+// noneIfZero maps a configured 0 ("no pause") to local.ScrubOptions'
+// negative value, whose 0 means the default.
+func noneIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -34,6 +34,9 @@ type Options struct {
 	// the fast store of cache:), whose blobs are read right after they are
 	// written.
 	CachedWrites bool
+	// VerifyOnOpen opens a local store with local.Options.VerifyOnOpen:
+	// each blob is hashed in full at its first open by this process.
+	VerifyOnOpen bool
 }
 
 // DefaultLocalDir returns where the embedded store lives when no --store
@@ -112,7 +115,7 @@ func openCache(ctx context.Context, rawURL, rest string, opts Options) (storecli
 }
 
 func openLocal(ctx context.Context, dir string, opts Options) (storeclient.Store, error) {
-	s, err := local.Open(ctx, dir, local.Options{ReadOnly: opts.ReadOnly, CachedWrites: opts.CachedWrites})
+	s, err := local.Open(ctx, dir, local.Options{ReadOnly: opts.ReadOnly, CachedWrites: opts.CachedWrites, VerifyOnOpen: opts.VerifyOnOpen})
 	if err != nil {
 		return nil, err
 	}
