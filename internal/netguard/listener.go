@@ -1,10 +1,13 @@
 package netguard
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -317,6 +320,18 @@ func (c *Conn) Close() error {
 		c.l.mu.Unlock()
 	})
 	return c.Conn.Close()
+}
+
+// SyscallConn returns the socket's raw connection, so that a protocol can
+// send file data with sendfile(2) through a guarded connection; it fails
+// if the accepted connection has none. Bytes moved through it are not
+// seen by Read, which matters only with ActiveOnRead.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("netguard: %T has no raw connection: %w", c.Conn, errors.ErrUnsupported)
+	}
+	return sc.SyscallConn()
 }
 
 // activer is a connection that can record a completed message.

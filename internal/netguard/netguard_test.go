@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -352,5 +353,40 @@ func TestStopDrains(t *testing.T) {
 	l.Close()
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// A guarded TCP connection still offers its socket for sendfile.
+func TestSyscallConn(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := New(lis, Options{})
+	defer l.Close()
+	accepted := serve(l)
+	c, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := <-accepted
+	defer s.Close()
+	sc, ok := s.(syscall.Conn)
+	if !ok {
+		t.Fatal("a guarded connection is not a syscall.Conn")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd uintptr
+	if err := raw.Control(func(f uintptr) { fd = f }); err != nil || fd == 0 {
+		t.Errorf("Control: fd %d, %v", fd, err)
+	}
+	p, _ := net.Pipe()
+	defer p.Close()
+	if _, err := (&Conn{Conn: p, l: l}).SyscallConn(); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("SyscallConn of a pipe: %v, want ErrUnsupported", err)
 	}
 }
