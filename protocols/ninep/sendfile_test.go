@@ -32,7 +32,7 @@ const (
 // localFS is vfs over an embedded store in a temporary directory (blobs are
 // files: reads go out with sendfile) holding the fixtures, two big files
 // of odd sizes and a small one, whose contents it returns by root name.
-func localFS(t *testing.T, opts vfs.Options) (*vfs.FS, map[string][]byte) {
+func localFS(t testing.TB, opts vfs.Options) (*vfs.FS, map[string][]byte) {
 	t.Helper()
 	dir := t.TempDir()
 	s, err := local.Open(t.Context(), dir, local.Options{NoSync: true})
@@ -121,7 +121,7 @@ func sendfileServers(t *testing.T, fsys *vfs.FS) (fast, unix *ninep.Server, fast
 
 // openRaw opens a raw session on network/addr at msize with fid 2 open
 // on root name.
-func openRaw(t *testing.T, network, addr string, msize uint32, name string) *rawConn {
+func openRaw(t testing.TB, network, addr string, msize uint32, name string) *rawConn {
 	t.Helper()
 	c := dialRaw(t, network, addr)
 	c.mustVersion(msize)

@@ -1,0 +1,59 @@
+package ninep_test
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/storefs/storefs/protocols/ninep"
+	"github.com/storefs/storefs/vfs"
+)
+
+// BenchmarkRead reads a 3 MiB file from a local store over loopback TCP,
+// one Tread of msize-11 bytes at a time, with sendfile (the wire layer
+// answers the reads) and copied through the library.
+func BenchmarkRead(b *testing.B) {
+	fsys, files := localFS(b, vfs.Options{})
+	data := files[rootBig1]
+	for _, mode := range []struct {
+		name string
+		opts ninep.Options
+	}{{"sendfile", ninep.Options{}}, {"copy", ninep.Options{NoSendfile: true}}} {
+		if mode.name == "sendfile" && runtime.GOOS != "linux" {
+			continue
+		}
+		_, addr := startServer(b, fsys, "tcp", mode.opts)
+		for _, msize := range []uint32{64 << 10, 1 << 20} {
+			b.Run(fmt.Sprintf("%s/msize=%dK", mode.name, msize>>10), func(b *testing.B) {
+				c := openRaw(b, "tcp", addr, msize, rootBig1)
+				count := msize - 11
+				b.SetBytes(int64(count))
+				off := uint64(0)
+				for b.Loop() {
+					if off+uint64(count) > uint64(len(data)) {
+						off = 0
+					}
+					got, err := c.read(2, off, count)
+					if err != nil || len(got) != int(count) {
+						b.Fatalf("read at %d: %d bytes, %v", off, len(got), err)
+					}
+					off += uint64(count)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkWalkClunk makes a fid by a Twalk of one name and clunks it.
+func BenchmarkWalkClunk(b *testing.B) {
+	_, addr := startServer(b, fixtureFS(b, vfs.Options{}), "tcp", ninep.Options{})
+	c := session(b, addr, 8192)
+	for b.Loop() {
+		if _, err := c.walk(1, 2, rootKeep); err != nil {
+			b.Fatal(err)
+		}
+		if err := c.clunk(2); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
