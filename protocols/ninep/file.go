@@ -75,7 +75,8 @@ func direntType(n vfs.Node) p9.QIDType {
 
 // Walk implements p9.File. The library walks one name at a time (and clones
 // with no names).
-func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
+func (f *file) Walk(names []string) (_ []p9.QID, _ p9.File, err error) {
+	defer f.sess.recoverPanic("Twalk", &err)
 	qids, n, err := f.walk(names)
 	if err != nil {
 		return nil, nil, err
@@ -99,7 +100,8 @@ func (f *file) walk(names []string) ([]p9.QID, vfs.Node, error) {
 
 // WalkGetAttr implements p9.File: a walk and the attributes of its result,
 // which vfs has without a store call.
-func (f *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
+func (f *file) WalkGetAttr(names []string) (_ []p9.QID, _ p9.File, _ p9.AttrMask, _ p9.Attr, err error) {
+	defer f.sess.recoverPanic("Twalk", &err)
 	qids, n, err := f.walk(names)
 	if err != nil {
 		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
@@ -133,13 +135,15 @@ func attrOf(fs *vfs.FS, n vfs.Node) (p9.QID, p9.AttrMask, p9.Attr) {
 }
 
 // GetAttr implements p9.File.
-func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
+func (f *file) GetAttr(p9.AttrMask) (_ p9.QID, _ p9.AttrMask, _ p9.Attr, err error) {
+	defer f.sess.recoverPanic("Tgetattr", &err)
 	q, valid, attr := attrOf(f.sess.fs, f.node)
 	return q, valid, attr, nil
 }
 
 // StatFS implements p9.File.
-func (f *file) StatFS() (p9.FSStat, error) {
+func (f *file) StatFS() (_ p9.FSStat, err error) {
+	defer f.sess.recoverPanic("Tstatfs", &err)
 	st := f.sess.fs.Statfs()
 	return p9.FSStat{
 		Type:       v9fsMagic,
@@ -156,7 +160,8 @@ const openTrunc = 0o1000
 // Open implements p9.File. Opening for writing (or truncation) is EROFS;
 // directories open for Treaddir; regular files open their blob. iounit is
 // 0 so that Linux sizes reads by msize, not by us.
-func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
+func (f *file) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
+	defer f.sess.recoverPanic("Tlopen", &err)
 	if mode&p9.OpenFlagsModeMask != p9.ReadOnly || mode&openTrunc != 0 {
 		return p9.QID{}, 0, p9Error(vfs.ReadOnly("open", ""))
 	}
@@ -189,7 +194,8 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 // is not done here: p is left for the wire layer to send from the file
 // (sendfile.go), and ReadAt returns what vfs.File.ReadAt would have (the
 // count, short with io.EOF at the end of the file).
-func (f *file) ReadAt(p []byte, off int64) (int, error) {
+func (f *file) ReadAt(p []byte, off int64) (_ int, err error) {
+	defer f.sess.recoverPanic("Tread", &err)
 	f.mu.Lock()
 	h, blob, blobOff := f.open, f.blob, f.blobOff
 	f.mu.Unlock()
@@ -221,7 +227,8 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 // first entry; every other offset is a vfs cookie plus 2, so a listing
 // resumes exactly after the last entry the client received, however the
 // client sizes its reads.
-func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
+func (f *file) Readdir(offset uint64, count uint32) (_ p9.Dirents, err error) {
+	defer f.sess.recoverPanic("Treaddir", &err)
 	var out p9.Dirents
 	used := uint32(0)
 	add := func(d p9.Dirent) bool {
@@ -268,7 +275,8 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 }
 
 // Readlink implements p9.File.
-func (f *file) Readlink() (string, error) {
+func (f *file) Readlink() (_ string, err error) {
+	defer f.sess.recoverPanic("Treadlink", &err)
 	s, err := f.sess.fs.Readlink(f.node)
 	return s, p9Error(err)
 }
@@ -276,7 +284,8 @@ func (f *file) Readlink() (string, error) {
 // GetXattr implements p9.File (Txattrwalk with a name). The library answers
 // every error here with EINVAL; the wire layer restores ENODATA (see
 // wire.go).
-func (f *file) GetXattr(name string) ([]byte, error) {
+func (f *file) GetXattr(name string) (_ []byte, err error) {
+	defer f.sess.recoverPanic("Txattrwalk", &err)
 	size, err := f.sess.fs.Getxattr(f.node, name, nil)
 	if err != nil {
 		return nil, p9Error(err)
@@ -292,7 +301,8 @@ func (f *file) GetXattr(name string) ([]byte, error) {
 }
 
 // ListXattrs implements p9.File (Txattrwalk without a name).
-func (f *file) ListXattrs() ([]string, error) {
+func (f *file) ListXattrs() (_ []string, err error) {
+	defer f.sess.recoverPanic("Txattrwalk", &err)
 	names := f.sess.fs.Xattrs(f.node)
 	f.sharedWithXattrFid()
 	return names, nil
@@ -306,8 +316,12 @@ func (f *file) sharedWithXattrFid() {
 	f.mu.Unlock()
 }
 
-// Close implements p9.File: the last Close releases an open blob.
-func (f *file) Close() error {
+// Close implements p9.File: the last Close releases an open blob. The
+// library calls it for Tclunk and Tremove, for a fid a walk replaces, and
+// for every fid left when the connection ends (outside any handler: a
+// panic here would end the process).
+func (f *file) Close() (err error) {
+	defer f.sess.recoverPanic("Tclunk", &err)
 	f.mu.Lock()
 	f.closes--
 	var h *vfs.File
@@ -385,4 +399,7 @@ func (f *file) UnlinkAt(string, uint32) error { return refusal("unlink") }
 type attacher struct{ sess *session }
 
 // Attach implements p9.Attacher.
-func (a attacher) Attach() (p9.File, error) { return newFile(a.sess, a.sess.fs.Root()), nil }
+func (a attacher) Attach() (_ p9.File, err error) {
+	defer a.sess.recoverPanic("Tattach", &err)
+	return newFile(a.sess, a.sess.fs.Root()), nil
+}

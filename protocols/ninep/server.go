@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 
+	"github.com/storefs/storefs/internal/clientstr"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -213,6 +216,37 @@ type session struct {
 	ctx     context.Context // done when the connection ends or the server stops
 	log     *slog.Logger
 	spliced *splicedReads // reads for the wire layer to sendfile; nil: none
+	panics  *panicLog
+}
+
+// recoverPanic, deferred by a p9.File method, turns a panic in it (in vfs,
+// the store or this package) into Rlerror EIO for the request, with one
+// log line at Error. The connection goes on: the panic unwound only the
+// method, whose state is its own fid's, and the library sends a whole
+// reply as usual.
+func (s *session) recoverPanic(request string, err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	*err = linux.EIO
+	s.panics.log("ninep: panic in a request; answered EIO", request, v)
+}
+
+// panicLog logs the panics recovered on one connection.
+type panicLog struct {
+	logger *slog.Logger
+	n      atomic.Int32
+}
+
+// log logs a recovered panic at Error, with the stack if it is the
+// connection's first: a client that can cause one can cause many.
+func (p *panicLog) log(msg, request string, v any) {
+	args := []any{"request", request, "panic", clientstr.Quote(fmt.Sprint(v))}
+	if p.n.Add(1) == 1 {
+		args = append(args, "stack", string(debug.Stack()))
+	}
+	p.logger.Error(msg, args...)
 }
 
 // serveConn serves one connection until it ends or ctx is done.
@@ -228,7 +262,7 @@ func (s *Server) serveConn(ctx context.Context, wc *wireConn) {
 		delete(s.conns, wc)
 		s.mu.Unlock()
 	}()
-	sess := &session{fs: s.fs, ctx: ctx, log: wc.log, spliced: wc.spliced}
+	sess := &session{fs: s.fs, ctx: ctx, log: wc.log, spliced: wc.spliced, panics: &wc.panics}
 	sess.log.Debug("ninep: connection")
 	// One p9.Server per connection: its path tree (which p9 never prunes)
 	// and its rename lock then live and die with the connection.
@@ -255,21 +289,32 @@ func (s *Server) Close() error {
 }
 
 // libLogger takes the p9 library's log lines: its per-message trace at
-// debug level, everything else (handler panics, send failures) as warnings.
+// debug level, a panic it recovered in a handler at error level, anything
+// else (send failures) as warnings. Lines are quoted and cut as clientstr
+// does, since they carry what clients sent (names, the trace's messages).
 type libLogger struct{ log *slog.Logger }
 
 // Printf implements ulog.Logger.
 func (l libLogger) Printf(format string, args ...any) {
-	level := slog.LevelWarn
-	if strings.HasPrefix(format, "send ") || strings.HasPrefix(format, "recv ") || strings.HasPrefix(format, "p9.recv") {
+	level, msg := slog.LevelWarn, "ninep: p9"
+	switch {
+	case strings.HasPrefix(format, "send ") || strings.HasPrefix(format, "recv ") || strings.HasPrefix(format, "p9.recv"):
 		// The message trace, and receive errors: a connection that
 		// ended (a protocol violation was logged by the wire layer).
 		level = slog.LevelDebug
+	case strings.HasPrefix(format, "panic in handler"):
+		// Recovered; the request gets EIO (wireConn.correct).
+		level, msg = slog.LevelError, "ninep: p9: panic in a request; answered EIO"
 	}
 	if !l.log.Enabled(context.Background(), level) {
 		return
 	}
-	l.log.Log(context.Background(), level, "ninep: p9: "+fmt.Sprintf(format, args...))
+	line := fmt.Sprintf(format, args...)
+	if level == slog.LevelError {
+		l.log.Error(msg, "detail", line) // the stack: not client data, kept whole
+		return
+	}
+	l.log.Log(context.Background(), level, msg, "detail", clientstr.Quote(line))
 }
 
 // Print implements ulog.Logger.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hugelgupf/p9/linux"
 
+	"github.com/storefs/storefs/internal/clientstr"
 	"github.com/storefs/storefs/internal/netguard"
 
 	"github.com/storefs/storefs/vfs"
@@ -41,6 +42,29 @@ const (
 	// limits, and its reply (127) is its type + 1.
 	tTwalkgetattr = 126
 )
+
+// msgNames names the 9P2000.L message types for log lines.
+var msgNames = map[uint8]string{
+	6: "Tlerror", 7: "Rlerror", 8: "Tstatfs", 9: "Rstatfs", 12: "Tlopen", 13: "Rlopen",
+	14: "Tlcreate", 15: "Rlcreate", 16: "Tsymlink", 17: "Rsymlink", 18: "Tmknod", 19: "Rmknod",
+	20: "Trename", 21: "Rrename", 22: "Treadlink", 23: "Rreadlink", 24: "Tgetattr", 25: "Rgetattr",
+	26: "Tsetattr", 27: "Rsetattr", 30: "Txattrwalk", 31: "Rxattrwalk", 32: "Txattrcreate",
+	33: "Rxattrcreate", 40: "Treaddir", 41: "Rreaddir", 50: "Tfsync", 51: "Rfsync", 52: "Tlock",
+	53: "Rlock", 54: "Tgetlock", 55: "Rgetlock", 70: "Tlink", 71: "Rlink", 72: "Tmkdir", 73: "Rmkdir",
+	74: "Trenameat", 75: "Rrenameat", 76: "Tunlinkat", 77: "Runlinkat", 100: "Tversion",
+	101: "Rversion", 102: "Tauth", 103: "Rauth", 104: "Tattach", 105: "Rattach", 108: "Tflush",
+	109: "Rflush", 110: "Twalk", 111: "Rwalk", 116: "Tread", 117: "Rread", 118: "Twrite",
+	119: "Rwrite", 120: "Tclunk", 121: "Rclunk", 122: "Tremove", 123: "Rremove",
+	126: "Twalkgetattr", 127: "Rwalkgetattr",
+}
+
+// msgName names message type typ.
+func msgName(typ uint8) string {
+	if n, ok := msgNames[typ]; ok {
+		return n
+	}
+	return fmt.Sprintf("type %d", typ)
+}
 
 // writeRequests are the requests that would change the filesystem, with the
 // vfs operation each stands for. The wire layer answers them itself with
@@ -134,6 +158,7 @@ type wireConn struct {
 	spliceCount *atomic.Int64   // the server's count of Rreads sent with sendfile
 	br          *bufio.Reader
 	log         *slog.Logger
+	panics      panicLog
 	maxMsize    uint32
 	maxFids     int
 	slots       chan struct{} // one per request the library is handling
@@ -142,6 +167,7 @@ type wireConn struct {
 	closeErr    error
 	sendMu      sync.Mutex // whole replies: the library's and our own
 	rbuf, rcur  []byte     // reader: the current request and its unread part
+	rtyp        uint8      // reader: the current request's type
 	msize       uint32     // reader: 0 before Tversion
 	wbuf        []byte     // writer: the reply being assembled
 	wsize       int        // writer: its size, 0 before its header arrived
@@ -160,6 +186,7 @@ func newWireConn(conn net.Conn, fs *vfs.FS, log *slog.Logger, opts Options, spli
 		spliceCount: spliceCount,
 		br:          bufio.NewReaderSize(conn, 64<<10),
 		log:         log,
+		panics:      panicLog{logger: log},
 		maxMsize:    opts.MaxMsize,
 		maxFids:     opts.MaxFids,
 		slots:       make(chan struct{}, opts.MaxRequests),
@@ -185,7 +212,12 @@ func (c *wireConn) Close() error {
 
 // Read hands the library the next request it should handle, byte by byte
 // as it asks.
-func (c *wireConn) Read(p []byte) (int, error) {
+func (c *wireConn) Read(p []byte) (_ int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = c.panicked(v, msgName(c.rtyp))
+		}
+	}()
 	for len(c.rcur) == 0 {
 		if err := c.nextRequest(); err != nil {
 			return 0, err
@@ -194,6 +226,23 @@ func (c *wireConn) Read(p []byte) (int, error) {
 	n := copy(p, c.rcur)
 	c.rcur = c.rcur[n:]
 	return n, nil
+}
+
+// errPanic is the cause of a connection closed after a panic in the wire
+// layer.
+var errPanic = errors.New("panic in the 9P wire layer")
+
+// panicked handles a panic recovered in Read or Write (the library's calls
+// into the wire layer, which p9 does not guard) while handling a message
+// of type typ: it logs it at Error, closes the connection and returns the
+// error for the library. The connection cannot go on: the panic may have
+// left half a reply on the socket or the wire layer's fid and request
+// tables half updated, and an Rlerror sent now could land in the middle of
+// another reply.
+func (c *wireConn) panicked(v any, typ string) error {
+	c.panics.log("ninep: panic in the wire layer; closing the connection", typ, v)
+	c.Close()
+	return fmt.Errorf("%w: %s", errPanic, clientstr.Quote(fmt.Sprint(v)))
 }
 
 // violation logs a protocol violation and returns the error that ends the
@@ -214,6 +263,7 @@ func (c *wireConn) nextRequest() error {
 		}
 		size := binary.LittleEndian.Uint32(hdr[:])
 		typ, tag := hdr[4], binary.LittleEndian.Uint16(hdr[5:])
+		c.rtyp = typ
 		limit := c.msize
 		if limit == 0 {
 			limit = preVersion
@@ -416,7 +466,16 @@ func (c *wireConn) finish(typ uint8, tag uint16) (request, bool) {
 
 // Write takes the library's reply in the pieces it writes (header, fixed
 // part, payload) and sends each whole reply with one writev.
-func (c *wireConn) Write(p []byte) (int, error) {
+func (c *wireConn) Write(p []byte) (_ int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			typ := uint8(0)
+			if cap(c.wbuf) > 4 { // the reply being assembled or just sent
+				typ = c.wbuf[:5][4]
+			}
+			err = c.panicked(v, msgName(typ))
+		}
+	}()
 	n := len(p)
 	for len(p) > 0 {
 		if c.wsize == 0 {
@@ -509,6 +568,12 @@ func (c *wireConn) correct(req request, typ uint8, frame []byte) {
 		errno := linux.Errno(binary.LittleEndian.Uint32(frame[headerSize:]))
 		var fixed linux.Errno
 		switch {
+		case errno == linux.EFAULT:
+			// p9 answers EFAULT for a handler that panicked (and
+			// logged it); nothing else in the library or in vfs
+			// gives EFAULT. The request failed: EIO, as for a panic
+			// in this package's code (session.recoverPanic).
+			fixed = linux.EIO
 		case req.typ == tTxattrwalk && req.named && errno == linux.EINVAL:
 			fixed = errNoData
 		case req.typ == tTremove && errno != linux.EBADF:
