@@ -179,5 +179,9 @@ func (c *wireConn) readDirect(tag uint16, fid uint32, off uint64, count uint32) 
 	frame = append(frame, tRread)
 	frame = binary.LittleEndian.AppendUint16(frame, tag)
 	frame = binary.LittleEndian.AppendUint32(frame, uint32(n))
-	return true, c.sendSpliced(frame, nil, splicedRead{f: d.f, off: d.base + int64(off), n: int(n)})
+	if err := c.sendSpliced(frame, nil, splicedRead{f: d.f, off: d.base + int64(off), n: int(n)}); err != nil {
+		c.failSend(err)
+		return true, err
+	}
+	return true, nil
 }

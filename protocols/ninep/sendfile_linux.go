@@ -26,7 +26,7 @@ func (c *wireConn) initSendfile() {
 // library's buffer for the payload (nil for a direct read), used only if
 // sendfile fails.
 func (c *wireConn) sendfileReply(frame, buf []byte, r splicedRead) error {
-	c.sendMu.Lock()
+	c.lockSend()
 	defer c.sendMu.Unlock()
 	res := sendfile.Send(c.raw, frame, r.f, r.off, r.n, nil)
 	switch {

@@ -28,6 +28,19 @@ const (
 	DefaultMaxMsize    = 1 << 20 // 1 MiB: Linux asks for at most 512 KiB (virtio) or 1 MiB
 	DefaultMaxFids     = 65536
 	DefaultMaxRequests = 256
+
+	// DefaultWriteTimeout is how long a reply may wait for the client to
+	// take it. Linux v9fs reads replies in the kernel whatever its
+	// processes do, so a live client takes one within milliseconds and
+	// its socket buffers hold several; only a dead, stopped or hostile
+	// peer leaves a reply waiting this long. A minute also covers a VM
+	// paused briefly (a snapshot, a migration).
+	DefaultWriteTimeout = time.Minute
+
+	// DefaultMessageTimeout is how long the rest of a message may take to
+	// arrive once its first byte has: a 9P client writes each request
+	// whole, so the bytes of one message arrive together.
+	DefaultMessageTimeout = 10 * time.Second
 )
 
 // MinMsize is the smallest msize a client may ask for (Linux's own
@@ -55,6 +68,19 @@ type Options struct {
 	// Default DefaultMaxRequests.
 	MaxRequests int
 
+	// WriteTimeout bounds how long sending one reply may take; a client
+	// that does not take its replies for this long (its socket buffers
+	// full) loses the connection, which frees the goroutines and buffers
+	// its requests hold. Default DefaultWriteTimeout; negative: none.
+	WriteTimeout time.Duration
+
+	// MessageTimeout bounds how long a message may take to arrive once
+	// its first byte has; a connection stalled in the middle of a message
+	// is closed. Waiting for the next message is not bounded (an idle
+	// mount stays; netguard's idle timeout, off by default for 9P, is the
+	// bound there). Default DefaultMessageTimeout; negative: none.
+	MessageTimeout time.Duration
+
 	// NoSendfile sends every Rread from memory, as read into the p9
 	// library's buffer. By default (on Linux) a read of at least 16 KiB
 	// from a blob stored as a local file is sent with sendfile(2), page
@@ -77,6 +103,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxRequests <= 0 {
 		o.MaxRequests = DefaultMaxRequests
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.MessageTimeout == 0 {
+		o.MessageTimeout = DefaultMessageTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -298,9 +330,10 @@ type libLogger struct{ log *slog.Logger }
 func (l libLogger) Printf(format string, args ...any) {
 	level, msg := slog.LevelWarn, "ninep: p9"
 	switch {
-	case strings.HasPrefix(format, "send ") || strings.HasPrefix(format, "recv ") || strings.HasPrefix(format, "p9.recv"):
-		// The message trace, and receive errors: a connection that
-		// ended (a protocol violation was logged by the wire layer).
+	case strings.HasPrefix(format, "send ") || strings.HasPrefix(format, "recv ") ||
+		strings.HasPrefix(format, "p9.recv") || strings.HasPrefix(format, "p9.send"):
+		// The message trace, and receive and send errors: a
+		// connection that ended (the wire layer logged why).
 		level = slog.LevelDebug
 	case strings.HasPrefix(format, "panic in handler"):
 		// Recovered; the request gets EIO (wireConn.correct).

@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hugelgupf/p9/linux"
 
@@ -151,49 +153,53 @@ type request struct {
 // reply reaches the socket as one writev, or, for an Rread from a blob
 // file, as the header and one sendfile (sendfile.go), under sendMu.
 type wireConn struct {
-	conn        net.Conn
-	fs          *vfs.FS         // for its Observer, told about sendfile reads
-	raw         syscall.RawConn // conn's socket, for sendfile; nil without
-	spliced     *splicedReads   // Rread payloads to sendfile; nil: always copy
-	spliceCount *atomic.Int64   // the server's count of Rreads sent with sendfile
-	br          *bufio.Reader
-	log         *slog.Logger
-	panics      panicLog
-	maxMsize    uint32
-	maxFids     int
-	slots       chan struct{} // one per request the library is handling
-	done        chan struct{} // closed by Close
-	closeOnce   sync.Once
-	closeErr    error
-	sendMu      sync.Mutex // whole replies: the library's and our own
-	rbuf, rcur  []byte     // reader: the current request and its unread part
-	rtyp        uint8      // reader: the current request's type
-	msize       uint32     // reader: 0 before Tversion
-	wbuf        []byte     // writer: the reply being assembled
-	wsize       int        // writer: its size, 0 before its header arrived
-	mu          sync.Mutex // the fields below, shared by reader and writer
-	inflight    map[uint16]request
-	fids        map[uint32]uint64 // fid → serial, new whenever the fid is (re)made
-	nextSerial  uint64
-	direct      map[uint32]directFile // fids whose Treads the wire layer answers
-	pendingFids int
+	conn                     net.Conn
+	fs                       *vfs.FS         // for its Observer, told about sendfile reads
+	raw                      syscall.RawConn // conn's socket, for sendfile; nil without
+	spliced                  *splicedReads   // Rread payloads to sendfile; nil: always copy
+	spliceCount              *atomic.Int64   // the server's count of Rreads sent with sendfile
+	br                       *bufio.Reader
+	log                      *slog.Logger
+	panics                   panicLog
+	maxMsize                 uint32
+	maxFids                  int
+	writeTimeout, msgTimeout time.Duration
+	sendFailed               atomic.Bool   // a reply could not be sent: the connection is closing
+	slots                    chan struct{} // one per request the library is handling
+	done                     chan struct{} // closed by Close
+	closeOnce                sync.Once
+	closeErr                 error
+	sendMu                   sync.Mutex // whole replies: the library's and our own
+	rbuf, rcur               []byte     // reader: the current request and its unread part
+	rtyp                     uint8      // reader: the current request's type
+	msize                    uint32     // reader: 0 before Tversion
+	wbuf                     []byte     // writer: the reply being assembled
+	wsize                    int        // writer: its size, 0 before its header arrived
+	mu                       sync.Mutex // the fields below, shared by reader and writer
+	inflight                 map[uint16]request
+	fids                     map[uint32]uint64 // fid → serial, new whenever the fid is (re)made
+	nextSerial               uint64
+	direct                   map[uint32]directFile // fids whose Treads the wire layer answers
+	pendingFids              int
 }
 
 func newWireConn(conn net.Conn, fs *vfs.FS, log *slog.Logger, opts Options, spliceCount *atomic.Int64) *wireConn {
 	c := &wireConn{
-		conn:        conn,
-		fs:          fs,
-		spliceCount: spliceCount,
-		br:          bufio.NewReaderSize(conn, 64<<10),
-		log:         log,
-		panics:      panicLog{logger: log},
-		maxMsize:    opts.MaxMsize,
-		maxFids:     opts.MaxFids,
-		slots:       make(chan struct{}, opts.MaxRequests),
-		done:        make(chan struct{}),
-		inflight:    make(map[uint16]request),
-		fids:        make(map[uint32]uint64),
-		direct:      make(map[uint32]directFile),
+		conn:         conn,
+		fs:           fs,
+		spliceCount:  spliceCount,
+		br:           bufio.NewReaderSize(conn, 64<<10),
+		log:          log,
+		panics:       panicLog{logger: log},
+		maxMsize:     opts.MaxMsize,
+		maxFids:      opts.MaxFids,
+		writeTimeout: opts.WriteTimeout,
+		msgTimeout:   opts.MessageTimeout,
+		slots:        make(chan struct{}, opts.MaxRequests),
+		done:         make(chan struct{}),
+		inflight:     make(map[uint16]request),
+		fids:         make(map[uint32]uint64),
+		direct:       make(map[uint32]directFile),
 	}
 	if !opts.NoSendfile {
 		c.initSendfile()
@@ -257,9 +263,23 @@ func (c *wireConn) violation(format string, args ...any) error {
 // others itself.
 func (c *wireConn) nextRequest() error {
 	for {
+		// Wait as long as it takes for a message to start (an idle
+		// mount is fine), then for the rest of it no longer than
+		// MessageTimeout: a connection stalled in the middle of a
+		// message is broken or hostile. The deadline is set only when
+		// the message is not already buffered, and cleared after.
+		if _, err := c.br.Peek(1); err != nil {
+			return err
+		}
+		c.rtyp = 0
+		timed := false
+		if c.br.Buffered() < headerSize {
+			c.setReadDeadline()
+			timed = true
+		}
 		var hdr [headerSize]byte
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
-			return err
+			return c.readFailed(err, headerSize)
 		}
 		size := binary.LittleEndian.Uint32(hdr[:])
 		typ, tag := hdr[4], binary.LittleEndian.Uint16(hdr[5:])
@@ -276,8 +296,17 @@ func (c *wireConn) nextRequest() error {
 		}
 		frame := c.rbuf[:size]
 		copy(frame, hdr[:])
+		if !timed && c.br.Buffered() < int(size)-headerSize {
+			c.setReadDeadline()
+			timed = true
+		}
 		if _, err := io.ReadFull(c.br, frame[headerSize:]); err != nil {
-			return fmt.Errorf("truncated %d-byte message: %w", size, err)
+			return c.readFailed(err, int(size))
+		}
+		if timed {
+			if err := c.conn.SetReadDeadline(time.Time{}); err != nil {
+				return err
+			}
 		}
 		netguard.Active(c.conn)
 		pass, err := c.inspect(typ, tag, frame)
@@ -289,6 +318,24 @@ func (c *wireConn) nextRequest() error {
 			return nil
 		}
 	}
+}
+
+// setReadDeadline bounds the time the rest of a message may take to
+// arrive.
+func (c *wireConn) setReadDeadline() {
+	if c.msgTimeout > 0 {
+		c.conn.SetReadDeadline(time.Now().Add(c.msgTimeout))
+	}
+}
+
+// readFailed returns the error that ends the connection when a message
+// of size bytes could not be read whole, logging a stalled one.
+func (c *wireConn) readFailed(err error, size int) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.log.Info("ninep: closing connection: a message stopped arriving midway",
+			"type", msgName(c.rtyp), "size", size, "timeout", c.msgTimeout)
+	}
+	return fmt.Errorf("truncated %d-byte message: %w", size, err)
 }
 
 // body reads the fixed fields of a request.
@@ -546,13 +593,16 @@ func (c *wireConn) sendReply(tail []byte) error {
 		}
 		err = c.sendSpliced(frame, tail, sr)
 	} else {
-		c.sendMu.Lock()
+		c.lockSend()
 		bufs := net.Buffers{frame}
 		if tail != nil {
 			bufs = append(bufs, tail)
 		}
 		_, err = bufs.WriteTo(c.conn)
 		c.sendMu.Unlock()
+	}
+	if err != nil {
+		c.failSend(err)
 	}
 	if malformed {
 		c.violation("a message the server could not decode")
@@ -614,8 +664,37 @@ func (c *wireConn) replyVersion(tag uint16, msize uint32, v string) error {
 }
 
 func (c *wireConn) send(frame []byte) error {
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
+	c.lockSend()
 	_, err := c.conn.Write(frame)
+	c.sendMu.Unlock()
+	if err != nil {
+		c.failSend(err)
+	}
 	return err
+}
+
+// lockSend takes sendMu for one reply and gives its writes WriteTimeout.
+func (c *wireConn) lockSend() {
+	c.sendMu.Lock()
+	if c.writeTimeout > 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
+}
+
+// failSend closes the connection after a reply could not be sent whole
+// (the client did not take it within WriteTimeout, went away, or a blob
+// file failed mid-reply): the stream may hold part of it. It logs once.
+func (c *wireConn) failSend(err error) {
+	if c.sendFailed.Swap(true) {
+		return
+	}
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Info("ninep: closing connection: the client took no reply for too long", "timeout", c.writeTimeout)
+	case errors.Is(err, net.ErrClosed), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
+		c.log.Debug("ninep: connection closed while sending a reply", "err", err)
+	default:
+		c.log.Warn("ninep: closing connection: sending a reply failed", "err", err)
+	}
+	c.Close()
 }
