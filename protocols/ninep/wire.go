@@ -68,6 +68,27 @@ func msgName(typ uint8) string {
 	return fmt.Sprintf("type %d", typ)
 }
 
+// libraryServes are the requests the wire layer passes to the library
+// (besides Tversion, which it handles with the library). Write requests and
+// Tauth it answers itself, and every other type as the library would.
+var libraryServes = map[uint8]bool{
+	8: true, 12: true, 22: true, 24: true, 30: true, 40: true, 50: true, 52: true, // Tstatfs Tlopen Treadlink Tgetattr Txattrwalk Treaddir Tfsync Tlock
+	tTattach: true, 108: true, tTwalk: true, tTread: true, tTclunk: true, tTremove: true, tTwalkgetattr: true, // … Tflush …
+}
+
+// libraryDecodes reports whether p9 v0.4.1 has a decoder for message type
+// typ: every request it knows, and each one's reply (type + 1), and
+// Rlerror.
+func libraryDecodes(typ uint8) bool {
+	if typ == tRlerror {
+		return true
+	}
+	req := typ &^ 1
+	_, write := writeRequests[req]
+	write = write && req != 114 // Tcreate is 9P2000's
+	return write || req == tTauth || req == tTversion || libraryServes[req]
+}
+
 // writeRequests are the requests that would change the filesystem, with the
 // vfs operation each stands for. The wire layer answers them itself with
 // vfs's refusal, so the library never sees them: p9 would otherwise accept
@@ -98,8 +119,10 @@ const (
 	noTag        = 0xFFFF // the tag of Tversion
 	noFid        = ^uint32(0)
 	maxWalkNames = 16      // MAXWELEM
+	maxPath      = 4096    // PATH_MAX: the longest uname or aname of a Tattach
 	preVersion   = 512     // the largest message accepted before Tversion
 	smallFrame   = 4 << 10 // replies up to this size are copied whole
+	keptFrame    = 8 << 10 // the reader's buffer: requests up to this size
 	version      = "9P2000.L"
 )
 
@@ -291,10 +314,32 @@ func (c *wireConn) nextRequest() error {
 		if size < headerSize || size > limit {
 			return c.violation("message of %d bytes (type %d), limit %d", size, typ, limit)
 		}
-		if cap(c.rbuf) < int(size) {
-			c.rbuf = make([]byte, size, max(size, 64<<10))
+		if _, ok := writeRequests[typ]; ok && c.msize != 0 {
+			// Refused whatever it holds: its body (a Twrite's data,
+			// up to msize) is skipped, not buffered.
+			if _, err := c.br.Discard(int(size) - headerSize); err != nil {
+				return c.readFailed(err, int(size))
+			}
+			if err := c.clearReadDeadline(timed); err != nil {
+				return err
+			}
+			netguard.Active(c.conn)
+			if err := c.replyError(tag, refusal(writeRequests[typ])); err != nil {
+				return err
+			}
+			continue
 		}
-		frame := c.rbuf[:size]
+		var frame []byte
+		if size <= keptFrame {
+			if c.rbuf == nil {
+				c.rbuf = make([]byte, keptFrame)
+			}
+			frame = c.rbuf[:size]
+		} else {
+			// Only a hostile client sends large requests (a Twalk of
+			// 16 long names): not kept for the next message.
+			frame = make([]byte, size)
+		}
 		copy(frame, hdr[:])
 		if !timed && c.br.Buffered() < int(size)-headerSize {
 			c.setReadDeadline()
@@ -303,10 +348,8 @@ func (c *wireConn) nextRequest() error {
 		if _, err := io.ReadFull(c.br, frame[headerSize:]); err != nil {
 			return c.readFailed(err, int(size))
 		}
-		if timed {
-			if err := c.conn.SetReadDeadline(time.Time{}); err != nil {
-				return err
-			}
+		if err := c.clearReadDeadline(timed); err != nil {
+			return err
 		}
 		netguard.Active(c.conn)
 		pass, err := c.inspect(typ, tag, frame)
@@ -326,6 +369,14 @@ func (c *wireConn) setReadDeadline() {
 	if c.msgTimeout > 0 {
 		c.conn.SetReadDeadline(time.Now().Add(c.msgTimeout))
 	}
+}
+
+// clearReadDeadline clears the deadline setReadDeadline set, if timed.
+func (c *wireConn) clearReadDeadline(timed bool) error {
+	if !timed || c.msgTimeout <= 0 {
+		return nil
+	}
+	return c.conn.SetReadDeadline(time.Time{})
 }
 
 // readFailed returns the error that ends the connection when a message
@@ -369,13 +420,14 @@ func (b *body) u64() uint64 {
 	return uint64(hi)<<32 | uint64(lo)
 }
 
-func (b *body) str() string {
+// bytes reads a string without copying it.
+func (b *body) bytes() []byte {
 	n := int(b.u16())
 	if len(b.b) < n {
 		b.bad = true
-		return ""
+		return nil
 	}
-	s := string(b.b[:n])
+	s := b.b[:n:n]
 	b.b = b.b[n:]
 	return s
 }
@@ -396,10 +448,26 @@ func (c *wireConn) inspect(typ uint8, tag uint16, frame []byte) (bool, error) {
 	if typ == tTauth {
 		return false, c.replyError(tag, errNoAuth)
 	}
+	if !libraryServes[typ] {
+		// Answered as the library would, without letting it decode
+		// the body: its decoders size arrays from counts in the message
+		// (an Rwalk of 65 535 qids is 1 MiB from 9 bytes).
+		errno := linux.EIO // p9: "invalid message type"
+		if libraryDecodes(typ) {
+			errno = linux.ENOSYS // p9: a message it decodes but does not serve (a reply)
+		}
+		return false, c.replyError(tag, errno)
+	}
 	req := request{typ: typ, newFid: noFid}
 	switch typ {
 	case tTattach:
 		req.newFid = b.u32()
+		b.u32() // afid
+		uname, aname := b.bytes(), b.bytes()
+		b.u32() // n_uname
+		if !b.bad && (len(uname) > maxPath || len(aname) > maxPath) {
+			return false, c.replyError(tag, errNameTooLong)
+		}
 	case tTwalk, tTwalkgetattr:
 		b.u32()
 		req.newFid = b.u32()
@@ -409,7 +477,7 @@ func (c *wireConn) inspect(typ uint8, tag uint16, frame []byte) (bool, error) {
 	case tTxattrwalk:
 		b.u32()
 		req.newFid = b.u32()
-		req.named = b.str() != ""
+		req.named = len(b.bytes()) > 0
 	case tTclunk, tTremove:
 		req.fid = b.u32()
 	case tTread, tTreaddir:
@@ -434,15 +502,15 @@ func (c *wireConn) inspect(typ uint8, tag uint16, frame []byte) (bool, error) {
 
 // version handles Tversion.
 func (c *wireConn) version(tag uint16, frame []byte, b *body) (bool, error) {
-	msize, v := b.u32(), b.str()
+	msize, vb := b.u32(), b.bytes()
 	if b.bad {
 		return false, c.violation("truncated Tversion")
 	}
 	if c.msize != 0 {
 		return false, c.violation("Tversion after the session started")
 	}
-	if v != version || msize < MinMsize {
-		c.log.Info("ninep: refused version", "version", v, "msize", msize)
+	if string(vb) != version || msize < MinMsize {
+		c.log.Info("ninep: refused version", "version", clientstr.QuoteBytes(vb), "msize", msize)
 		return false, c.replyVersion(tag, min(msize, c.maxMsize), "unknown")
 	}
 	msize = min(msize, c.maxMsize)
