@@ -4,7 +4,7 @@ import (
 	"io"
 	"math"
 	"os"
-	"sync"
+	"sync/atomic"
 
 	"github.com/hugelgupf/p9/p9"
 
@@ -34,27 +34,37 @@ const direntFixedSize = 13 + 8 + 1 + 2
 
 // file is a p9.File: a thin view onto one vfs node for one fid. The library
 // owns fids, walks and message encoding; file only asks vfs and translates.
+//
+// The library keeps one file for every name a walk passed through, so
+// what is needed only once the fid is opened lives apart (openFile).
 type file struct {
 	sess *session
 	node vfs.Node
+	// open is set once, by Open.
+	open atomic.Pointer[openFile]
+	// closes is how many Close calls release f. The library hands the same
+	// File to every xattr fid walked from it and closes it once per fid, so
+	// each successful GetXattr/ListXattrs adds one.
+	closes atomic.Int32
+}
 
-	mu     sync.Mutex
-	opened bool
-	open   *vfs.File // a regular file's open handle, once opened
-	// blob and blobOff are the local file holding open's blob and the
+// openFile is what Open made of a file.
+type openFile struct {
+	h *vfs.File // a regular file's open handle; nil for a directory
+	// blob and blobOff are the local file holding h's blob and the
 	// blob's offset in it, when its reads may go out with sendfile
 	// (sendfile.go); blob is nil otherwise.
 	blob    *os.File
 	blobOff int64
-	// closes is how many Close calls release f. The library hands the same
-	// File to every xattr fid walked from it and closes it once per fid, so
-	// each successful GetXattr/ListXattrs adds one.
-	closes int
 }
 
 var _ p9.File = (*file)(nil)
 
-func newFile(sess *session, n vfs.Node) *file { return &file{sess: sess, node: n, closes: 1} }
+func newFile(sess *session, n vfs.Node) *file {
+	f := &file{sess: sess, node: n}
+	f.closes.Store(1)
+	return f
+}
 
 // qid is the node's 9P identity: qid.path is the vfs inode number (stable
 // across restarts and daemons), version 0 (content never changes).
@@ -165,27 +175,31 @@ func (f *file) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
 	if mode&p9.OpenFlagsModeMask != p9.ReadOnly || mode&openTrunc != 0 {
 		return p9.QID{}, 0, p9Error(vfs.ReadOnly("open", ""))
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.opened {
+	if f.open.Load() != nil {
 		return p9.QID{}, 0, errAlreadyOpen
 	}
+	o := &openFile{}
 	if !f.node.IsDir() {
 		h, err := f.sess.fs.Open(f.sess.ctx, f.node)
 		if err != nil {
 			return p9.QID{}, 0, p9Error(err)
 		}
-		f.open = h
+		o.h = h
 		if f.sess.spliced != nil && h.Size() >= spliceMin {
 			// Checked once here, before any reply: a blob file that
 			// could not hold the blob would make sendfile stop short
 			// after the Rread header went out (vfs refuses it).
 			if blob, off, ok := h.BlobFile(); ok {
-				f.blob, f.blobOff = blob, off
+				o.blob, o.blobOff = blob, off
 			}
 		}
 	}
-	f.opened = true
+	if !f.open.CompareAndSwap(nil, o) { // a concurrent Tlopen won
+		if o.h != nil {
+			o.h.Close()
+		}
+		return p9.QID{}, 0, errAlreadyOpen
+	}
 	return qid(f.sess.fs, f.node), 0, nil
 }
 
@@ -196,9 +210,12 @@ func (f *file) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
 // count, short with io.EOF at the end of the file).
 func (f *file) ReadAt(p []byte, off int64) (_ int, err error) {
 	defer f.sess.recoverPanic("Tread", &err)
-	f.mu.Lock()
-	h, blob, blobOff := f.open, f.blob, f.blobOff
-	f.mu.Unlock()
+	var h *vfs.File
+	var blob *os.File
+	var blobOff int64
+	if o := f.open.Load(); o != nil {
+		h, blob, blobOff = o.h, o.blob, o.blobOff
+	}
 	if blob != nil && off >= 0 && off < h.Size() && f.sess.spliced.enabled() {
 		n, eof := int64(len(p)), error(nil)
 		if rem := h.Size() - off; n > rem {
@@ -310,11 +327,7 @@ func (f *file) ListXattrs() (_ []string, err error) {
 
 // sharedWithXattrFid records that the library will close f once more: a
 // successful xattr walk makes a fid that shares f.
-func (f *file) sharedWithXattrFid() {
-	f.mu.Lock()
-	f.closes++
-	f.mu.Unlock()
-}
+func (f *file) sharedWithXattrFid() { f.closes.Add(1) }
 
 // Close implements p9.File: the last Close releases an open blob. The
 // library calls it for Tclunk and Tremove, for a fid a walk replaces, and
@@ -322,15 +335,12 @@ func (f *file) sharedWithXattrFid() {
 // panic here would end the process).
 func (f *file) Close() (err error) {
 	defer f.sess.recoverPanic("Tclunk", &err)
-	f.mu.Lock()
-	f.closes--
-	var h *vfs.File
-	if f.closes == 0 {
-		h, f.open, f.blob = f.open, nil, nil
+	if f.closes.Add(-1) != 0 {
+		return nil
 	}
-	f.mu.Unlock()
-	if h != nil {
-		return p9Error(h.Close())
+	// The last Close: no request uses f any more.
+	if o := f.open.Load(); o != nil && o.h != nil {
+		return p9Error(o.h.Close())
 	}
 	return nil
 }

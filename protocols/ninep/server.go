@@ -25,9 +25,11 @@ const DefaultAddr = "127.0.0.1:564"
 
 // Defaults for the zero fields of Options.
 const (
-	DefaultMaxMsize    = 1 << 20 // 1 MiB: Linux asks for at most 512 KiB (virtio) or 1 MiB
-	DefaultMaxFids     = 65536
-	DefaultMaxRequests = 256
+	DefaultMaxMsize      = 1 << 20 // 1 MiB: Linux asks for at most 512 KiB (virtio) or 1 MiB
+	DefaultMaxFids       = 65536
+	DefaultMaxServerFids = 1 << 18
+	DefaultMaxRequests   = 256
+	DefaultMaxReadBytes  = 4 << 20
 
 	// DefaultWriteTimeout is how long a reply may wait for the client to
 	// take it. Linux v9fs reads replies in the kernel whatever its
@@ -58,15 +60,46 @@ type Options struct {
 	// for more gets this. Default DefaultMaxMsize; at most 4 MiB.
 	MaxMsize uint32
 
-	// MaxFids is how many fids one connection may hold; a request that
-	// would make another gets Rlerror EMFILE. Default DefaultMaxFids (the
-	// Linux client holds one per cached dentry and open file).
+	// MaxFids bounds the fid references one connection holds in the p9
+	// library; a request that would make more gets Rlerror EMFILE. The
+	// library keeps a reference for every name a walk passed through
+	// (each holding its parent) until the fid and every fid walked from
+	// it are clunked: a fid made by a Twalk of n names counts n, a clone
+	// (no names) or an xattr fid 1, a Tattach 1 plus its aname's
+	// components. Linux v9fs walks one name at a time from the parent's
+	// fid and holds one fid per cached dentry and open file, so for it
+	// this is its fid count. Each reference costs about 0.5 KiB of heap
+	// (the library's fidRef, fid table and path-tree entries, this
+	// package's File with its vfs node; measured by TestFidMemory), so the
+	// default DefaultMaxFids, 65 536, is about 32 MiB per connection. It
+	// stays that high because a guest mounting with cache=loose keeps a
+	// fid per cached dentry: tens of thousands after walking a large
+	// closure, and v9fs does not give fids back when refused.
 	MaxFids int
+
+	// MaxServerFids bounds the fid references of all connections
+	// together, counted as MaxFids counts them: beyond it requests that
+	// would make more get EMFILE, so that many connections, each within
+	// MaxFids, cannot hold more than this (about 0.5 KiB each). Default
+	// DefaultMaxServerFids (262 144, about 128 MiB: four connections at
+	// MaxFids, or many mounts of a few thousand fids each).
+	MaxServerFids int
 
 	// MaxRequests is how many requests of one connection are handled at
 	// once; the connection is not read further until one is answered.
 	// Default DefaultMaxRequests.
 	MaxRequests int
+
+	// MaxReadBytes bounds the read buffers of one connection: the p9
+	// library gives every Tread and Treaddir it handles a buffer of msize
+	// bytes until its reply is sent, so at most MaxReadBytes/msize of
+	// them (at least one) are handled at once; the connection is read no
+	// further until one is answered. Reads the wire layer answers itself
+	// with sendfile take no buffer and do not count. Default
+	// DefaultMaxReadBytes (4 MiB: 4 reads of 1 MiB in flight, 64 of
+	// 64 KiB; with MaxRequests alone a client that takes no replies could
+	// pin 256 MiB per connection until WriteTimeout).
+	MaxReadBytes int
 
 	// WriteTimeout bounds how long sending one reply may take; a client
 	// that does not take its replies for this long (its socket buffers
@@ -104,6 +137,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxRequests <= 0 {
 		o.MaxRequests = DefaultMaxRequests
 	}
+	if o.MaxServerFids <= 0 {
+		o.MaxServerFids = DefaultMaxServerFids
+	}
+	if o.MaxReadBytes <= 0 {
+		o.MaxReadBytes = DefaultMaxReadBytes
+	}
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
@@ -130,6 +169,7 @@ type Server struct {
 	wg        sync.WaitGroup // connection goroutines
 
 	spliced atomic.Int64 // Rread replies sent with sendfile (tests look)
+	fids    fidBudget    // the library's fid references, all connections
 }
 
 // New returns a Server of fs. It serves nothing until Serve.
@@ -141,6 +181,7 @@ func New(fs *vfs.FS, opts Options) *Server {
 		log:       opts.Logger,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*wireConn]struct{}),
+		fids:      fidBudget{max: int64(opts.MaxServerFids)},
 	}
 }
 
@@ -230,7 +271,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 // handshake and idle deadlines) is the listener's: the daemon wraps every
 // listener in a netguard.Listener.
 func (s *Server) admit(ctx context.Context, conn net.Conn) (*wireConn, bool) {
-	wc := newWireConn(conn, s.fs, s.log.With("client", conn.RemoteAddr().String()), s.opts, &s.spliced)
+	wc := newWireConn(conn, s.fs, s.log.With("client", conn.RemoteAddr().String()), s.opts, &s.spliced, &s.fids)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || ctx.Err() != nil {
@@ -300,6 +341,7 @@ func (s *Server) serveConn(ctx context.Context, wc *wireConn) {
 	// and its rename lock then live and die with the connection.
 	srv := p9.NewServer(attacher{sess}, p9.WithServerLogger(libLogger{wc.log}))
 	srv.Handle(wc, wc)
+	wc.release() // the library has closed every fid
 	sess.log.Debug("ninep: connection closed")
 }
 

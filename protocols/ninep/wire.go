@@ -132,12 +132,15 @@ var errProtocol = errors.New("9P protocol violation")
 // request is what the wire layer remembers of a request the library is
 // handling, to keep its fid count and to correct the library's reply.
 type request struct {
-	typ      uint8
-	fid      uint32 // Tclunk, Tremove: the fid released; Tread: the fid read
-	serial   uint64 // Tread: the fid's serial when the request was read
-	newFid   uint32 // Tattach, Twalk, Twalkgetattr, Txattrwalk: the fid made on success
-	countFid bool   // newFid is not in use yet: it counts toward MaxFids
-	named    bool   // Txattrwalk: a getxattr (true) or a listxattr (false)
+	typ    uint8
+	fid    uint32  // Tclunk, Tremove: the fid released; Tread: the fid read; walks: the source
+	newFid uint32  // Tattach, Twalk, Twalkgetattr, Txattrwalk: the fid made on success
+	names  int     // Twalk, Twalkgetattr: how many names
+	charge int     // library references newFid would hold, reserved until the reply
+	ref    *libRef // Tread: the fid's reference when the request was read
+	parent *libRef // walks: the source fid's reference, held until the reply
+	named  bool    // Txattrwalk: a getxattr (true) or a listxattr (false)
+	read   bool    // holds a read slot
 }
 
 // wireConn is the connection as the p9 library sees it. It frames the 9P
@@ -186,6 +189,8 @@ type wireConn struct {
 	panics                   panicLog
 	maxMsize                 uint32
 	maxFids                  int
+	maxReadBytes             int
+	readSlots                chan struct{} // one per Tread or Treaddir the library is handling; made at Tversion
 	writeTimeout, msgTimeout time.Duration
 	sendFailed               atomic.Bool   // a reply could not be sent: the connection is closing
 	slots                    chan struct{} // one per request the library is handling
@@ -200,13 +205,15 @@ type wireConn struct {
 	wsize                    int        // writer: its size, 0 before its header arrived
 	mu                       sync.Mutex // the fields below, shared by reader and writer
 	inflight                 map[uint16]request
-	fids                     map[uint32]uint64 // fid → serial, new whenever the fid is (re)made
-	nextSerial               uint64
+	fids                     map[uint32]*libRef    // fid → its library reference, new whenever the fid is (re)made
+	fidUse                   map[uint32]fidUse     // fids used by requests in flight
 	direct                   map[uint32]directFile // fids whose Treads the wire layer answers
-	pendingFids              int
+	refs, pendingRefs        int                   // library references held, and reserved by requests in flight
+	budget                   *fidBudget            // the server's, shared by its connections
+	finished                 chan struct{}         // closed by the next finish, for a request waiting on fidUse
 }
 
-func newWireConn(conn net.Conn, fs *vfs.FS, log *slog.Logger, opts Options, spliceCount *atomic.Int64) *wireConn {
+func newWireConn(conn net.Conn, fs *vfs.FS, log *slog.Logger, opts Options, spliceCount *atomic.Int64, budget *fidBudget) *wireConn {
 	c := &wireConn{
 		conn:         conn,
 		fs:           fs,
@@ -216,12 +223,15 @@ func newWireConn(conn net.Conn, fs *vfs.FS, log *slog.Logger, opts Options, spli
 		panics:       panicLog{logger: log},
 		maxMsize:     opts.MaxMsize,
 		maxFids:      opts.MaxFids,
+		maxReadBytes: opts.MaxReadBytes,
+		budget:       budget,
 		writeTimeout: opts.WriteTimeout,
 		msgTimeout:   opts.MessageTimeout,
 		slots:        make(chan struct{}, opts.MaxRequests),
 		done:         make(chan struct{}),
 		inflight:     make(map[uint16]request),
-		fids:         make(map[uint32]uint64),
+		fids:         make(map[uint32]*libRef),
+		fidUse:       make(map[uint32]fidUse),
 		direct:       make(map[uint32]directFile),
 	}
 	if !opts.NoSendfile {
@@ -468,15 +478,19 @@ func (c *wireConn) inspect(typ uint8, tag uint16, frame []byte) (bool, error) {
 		if !b.bad && (len(uname) > maxPath || len(aname) > maxPath) {
 			return false, c.replyError(tag, errNameTooLong)
 		}
+		req.charge = newRefs(typ, 0, aname)
 	case tTwalk, tTwalkgetattr:
-		b.u32()
+		req.fid = b.u32()
 		req.newFid = b.u32()
-		if n := b.u16(); n > maxWalkNames && !b.bad {
+		req.names = int(b.u16())
+		if req.names > maxWalkNames && !b.bad {
 			return false, c.replyError(tag, errTooManyNames)
 		}
+		req.charge = newRefs(typ, req.names, nil)
 	case tTxattrwalk:
-		b.u32()
+		req.fid = b.u32()
 		req.newFid = b.u32()
+		req.charge = 1
 		req.named = len(b.bytes()) > 0
 	case tTclunk, tTremove:
 		req.fid = b.u32()
@@ -516,43 +530,90 @@ func (c *wireConn) version(tag uint16, frame []byte, b *body) (bool, error) {
 	msize = min(msize, c.maxMsize)
 	binary.LittleEndian.PutUint32(frame[headerSize:], msize)
 	c.msize = msize
+	c.readSlots = make(chan struct{}, max(1, c.maxReadBytes/int(msize)))
 	return c.start(tag, request{typ: tTversion, newFid: noFid})
 }
 
-// start records a request for the library, waiting while the connection
-// has MaxRequests in flight. It reports false if it answered the request
-// itself (the fid limit).
+// start records a request for the library, waiting while it must (see
+// fids.go) or the connection has MaxRequests in flight (or MaxReadBytes
+// of reads). It reports false if it answered the request itself (the fid
+// limits).
 func (c *wireConn) start(tag uint16, req request) (bool, error) {
-	c.mu.Lock()
-	if _, dup := c.inflight[tag]; dup {
-		c.mu.Unlock()
-		return false, c.violation("tag %d reused while in flight", tag)
+	if ok, err := c.admit(tag, &req); !ok {
+		return false, err
 	}
-	if req.newFid != noFid {
-		if _, exists := c.fids[req.newFid]; !exists {
-			if len(c.fids)+c.pendingFids >= c.maxFids {
-				c.mu.Unlock()
-				c.log.Warn("ninep: fid limit reached", "max_fids", c.maxFids)
-				return false, c.replyError(tag, errTooManyFids)
-			}
-			c.pendingFids++
-			req.countFid = true
-		}
-	}
-	if req.typ == tTread {
-		req.serial = c.fids[req.fid]
-	}
-	c.inflight[tag] = req
-	c.mu.Unlock()
 	select {
 	case c.slots <- struct{}{}:
-		return true, nil
 	case <-c.done:
 		return false, net.ErrClosed
 	}
+	if req.read {
+		select {
+		case c.readSlots <- struct{}{}:
+		case <-c.done:
+			return false, net.ErrClosed
+		}
+	}
+	return true, nil
 }
 
-// finish forgets the request a reply answers and updates the fid count.
+// admit checks and records req under c.mu, waiting while requests in
+// flight use its fids.
+func (c *wireConn) admit(tag uint16, req *request) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, dup := c.inflight[tag]; dup {
+		return false, c.violation("tag %d reused while in flight", tag)
+	}
+	for c.conflictLocked(req) {
+		if c.finished == nil {
+			c.finished = make(chan struct{})
+		}
+		ch := c.finished
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-c.done:
+		}
+		c.mu.Lock()
+		select {
+		case <-c.done:
+			return false, net.ErrClosed
+		default:
+		}
+	}
+	if req.newFid != noFid {
+		credit := 0
+		if !walksFrom(req.typ) || req.newFid != req.fid {
+			credit = freeableLocked(c.fids[req.newFid])
+		}
+		if c.refs+c.pendingRefs+req.charge-credit > c.maxFids {
+			c.log.Warn("ninep: fid limit of the connection reached", "max_fids", c.maxFids)
+			return false, c.replyError(tag, errTooManyFids)
+		}
+		if !c.budget.reserve(req.charge, credit) {
+			c.log.Warn("ninep: fid limit of the server reached", "max_server_fids", c.budget.max)
+			return false, c.replyError(tag, errTooManyFids)
+		}
+		c.pendingRefs += req.charge
+	}
+	if walksFrom(req.typ) {
+		if p := c.fids[req.fid]; p != nil {
+			p.refs++ // as the library's lookup holds the source
+			req.parent = p
+		}
+	}
+	if req.typ == tTread {
+		req.ref = c.fids[req.fid]
+	}
+	req.read = req.typ == tTread || req.typ == tTreaddir
+	c.useLocked(req, 1)
+	c.inflight[tag] = *req
+	return true, nil
+}
+
+// finish forgets the request a reply answers and mirrors what it did to
+// the library's fids.
 func (c *wireConn) finish(typ uint8, tag uint16) (request, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -562,18 +623,33 @@ func (c *wireConn) finish(typ uint8, tag uint16) (request, bool) {
 	}
 	delete(c.inflight, tag)
 	<-c.slots
-	if req.countFid {
-		c.pendingFids--
+	if req.read {
+		<-c.readSlots
 	}
-	if req.newFid != noFid && typ == req.typ+1 { // success: the R type is the T type + 1
-		// A new fid, or one a Twalk moved (newfid = fid): a new serial,
-		// and its reads go through the library until it reads again.
-		c.nextSerial++
-		c.fids[req.newFid] = c.nextSerial
-		delete(c.direct, req.newFid)
+	c.useLocked(&req, -1)
+	if c.finished != nil {
+		close(c.finished)
+		c.finished = nil
+	}
+	if req.newFid != noFid {
+		c.pendingRefs -= req.charge
+		c.budget.n.Add(-int64(req.charge))
+		if typ == req.typ+1 { // success: the R type is the T type + 1
+			// A new fid, or one a Twalk moved (newfid = fid): a new
+			// reference, and its reads go through the library until
+			// it reads again.
+			c.madeLocked(&req)
+			delete(c.direct, req.newFid)
+		} else {
+			c.dropLocked(req.parent)
+		}
 	}
 	if req.typ == tTclunk || req.typ == tTremove {
-		delete(c.fids, req.fid) // the library drops the fid whatever the outcome
+		// The library drops the fid whatever the outcome.
+		if r, ok := c.fids[req.fid]; ok {
+			delete(c.fids, req.fid)
+			c.dropLocked(r)
+		}
 		delete(c.direct, req.fid)
 	}
 	return req, true
