@@ -22,6 +22,12 @@ import (
 // Linux never has two such requests on one fid in flight, so it never
 // waits.
 
+// fidFloor is how many references every connection may hold whatever the
+// server's count: connections that hold many cannot lock out one that
+// holds a few (a new mount). The server's references are thus at most
+// MaxServerFids plus fidFloor per connection (netguard bounds those).
+const fidFloor = 1024
+
 // libRef mirrors one p9 fidRef: its parent and its reference count (the
 // fid table's, its children's and in-flight walks').
 type libRef struct {
@@ -79,6 +85,12 @@ func walksFrom(typ uint8) bool {
 // conflictLocked reports whether req must wait for requests in flight on
 // its fids (see above). c.mu is held.
 func (c *wireConn) conflictLocked(req *request) bool {
+	if c.versioning {
+		// The library sets the session up (its msize, its read
+		// buffers) while it handles Tversion, concurrently with what
+		// follows: a Tread handled first found no read buffers.
+		return true
+	}
 	if req.newFid != noFid {
 		if u := c.fidUse[req.newFid]; u.walks > 0 || u.changes > 0 {
 			return true

@@ -93,7 +93,8 @@ func TestFidReferences(t *testing.T) {
 }
 
 // TestServerFids: MaxServerFids bounds the references of all connections
-// together; a connection that ends gives its back.
+// together, each connection's first 1 024 apart; a connection that ends
+// gives its back.
 func TestServerFids(t *testing.T) {
 	fsys, root, _ := deepTree(t)
 	srv, addr := startServer(t, fsys, "tcp", ninep.Options{MaxServerFids: 50})
@@ -103,13 +104,31 @@ func TestServerFids(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b := session(t, addr, 8192) // 1 + 48 + 1 = 50
-	_, err := b.walk(1, 2, root)
-	wantErrno(t, "a walk beyond the server's limit", err, syscall.EMFILE)
+	// Past the server's limit, a connection still makes its first
+	// 1 024.
+	b := session(t, addr, 8192)
+	for i := range 1023 / 16 {
+		if _, err := b.walk(1, uint32(10+i), deepNames(root, 16)...); err != nil {
+			t.Fatalf("a walk within a connection's first 1024: %v", err)
+		}
+	}
+	_, err := b.walk(1, 2, deepNames(root, 16)...)
+	wantErrno(t, "a walk beyond the server's limit and the connection's first 1024", err, syscall.EMFILE)
+	if _, err := b.walk(1, 2, deepNames(root, 15)...); err != nil {
+		t.Errorf("the connection's 1024th reference: %v", err)
+	}
 	a.conn.Close()
-	waitFids(t, srv, 1)
-	if _, err := b.walk(1, 2, deepNames(root, 16)...); err != nil {
-		t.Errorf("after the other connection ended: %v", err)
+	waitFids(t, srv, 1024)
+	if _, err := b.walk(1, 3, deepNames(root, 16)...); err == nil {
+		t.Error("a walk with the server's 50 held by one connection succeeded")
+	}
+	b.conn.Close()
+	waitFids(t, srv, 0)
+	c := session(t, addr, 8192)
+	for i := range 3 {
+		if _, err := c.walk(1, uint32(10+i), deepNames(root, 16)...); err != nil {
+			t.Errorf("after the others ended: %v", err)
+		}
 	}
 }
 

@@ -80,7 +80,10 @@ type Options struct {
 	// MaxServerFids bounds the fid references of all connections
 	// together, counted as MaxFids counts them: beyond it requests that
 	// would make more get EMFILE, so that many connections, each within
-	// MaxFids, cannot hold more than this (about 0.5 KiB each). Default
+	// MaxFids, cannot hold more than this (about 0.5 KiB each). Each
+	// connection may hold its first 1 024 whatever the others hold, so
+	// that a new mount is served while others hold the rest: the bound is
+	// MaxServerFids plus 1 024 per connection (0.5 MiB each). Default
 	// DefaultMaxServerFids (262 144, about 128 MiB: four connections at
 	// MaxFids, or many mounts of a few thousand fids each).
 	MaxServerFids int

@@ -211,6 +211,8 @@ type wireConn struct {
 	refs, pendingRefs        int                   // library references held, and reserved by requests in flight
 	budget                   *fidBudget            // the server's, shared by its connections
 	finished                 chan struct{}         // closed by the next finish, for a request waiting on fidUse
+	fidLimitLogged           bool                  // a fid limit was logged for this connection
+	versioning               bool                  // Tversion is in flight: nothing else is passed on
 }
 
 func newWireConn(conn net.Conn, fs *vfs.FS, log *slog.Logger, opts Options, spliceCount *atomic.Int64, budget *fidBudget) *wireConn {
@@ -587,12 +589,21 @@ func (c *wireConn) admit(tag uint16, req *request) (bool, error) {
 		if !walksFrom(req.typ) || req.newFid != req.fid {
 			credit = freeableLocked(c.fids[req.newFid])
 		}
-		if c.refs+c.pendingRefs+req.charge-credit > c.maxFids {
-			c.log.Warn("ninep: fid limit of the connection reached", "max_fids", c.maxFids)
+		held := c.refs + c.pendingRefs + req.charge - credit
+		if held > c.maxFids {
+			if !c.fidLimitLogged { // once: a client may ask again and again
+				c.fidLimitLogged = true
+				c.log.Warn("ninep: fid limit of the connection reached; answering EMFILE", "max_fids", c.maxFids)
+			}
 			return false, c.replyError(tag, errTooManyFids)
 		}
-		if !c.budget.reserve(req.charge, credit) {
-			c.log.Warn("ninep: fid limit of the server reached", "max_server_fids", c.budget.max)
+		if held <= fidFloor {
+			c.budget.n.Add(int64(req.charge))
+		} else if !c.budget.reserve(req.charge, credit) {
+			if !c.fidLimitLogged {
+				c.fidLimitLogged = true
+				c.log.Warn("ninep: fid limit of the server reached; answering EMFILE", "max_server_fids", c.budget.max)
+			}
 			return false, c.replyError(tag, errTooManyFids)
 		}
 		c.pendingRefs += req.charge
@@ -607,6 +618,7 @@ func (c *wireConn) admit(tag uint16, req *request) (bool, error) {
 		req.ref = c.fids[req.fid]
 	}
 	req.read = req.typ == tTread || req.typ == tTreaddir
+	c.versioning = req.typ == tTversion
 	c.useLocked(req, 1)
 	c.inflight[tag] = *req
 	return true, nil
@@ -627,6 +639,9 @@ func (c *wireConn) finish(typ uint8, tag uint16) (request, bool) {
 		<-c.readSlots
 	}
 	c.useLocked(&req, -1)
+	if req.typ == tTversion {
+		c.versioning = false
+	}
 	if c.finished != nil {
 		close(c.finished)
 		c.finished = nil
