@@ -157,15 +157,19 @@ type request struct {
 //   - Tauth is answered with ENOENT, which diod's client tools take for
 //     "no authentication required" (p9 answers ENOSYS, which they take
 //     for a failure).
-//   - Fids: a request that would make a fid beyond Options.MaxFids gets
-//     EMFILE; a Twalk of more than 16 names EINVAL. The library makes or
-//     replaces fids on Tattach, Twalk, p9's Twalkgetattr and Txattrwalk
-//     (the others that do, Tlcreate and Tucreate, are write requests,
-//     refused with EROFS): each is counted here, and a fid it replaces
-//     gets a new serial and leaves the direct fids.
+//   - Fids: a request that would make the connection hold more than
+//     Options.MaxFids of the library's fid references (or the server more
+//     than Options.MaxServerFids) gets EMFILE; a Twalk of more than 16
+//     names EINVAL. The library makes or replaces fids on Tattach, Twalk,
+//     p9's Twalkgetattr and Txattrwalk (the others that do, Tlcreate and
+//     Tucreate, are write requests, refused with EROFS): the wire layer
+//     mirrors its references (fids.go), and a fid it replaces gets a new
+//     reference and leaves the direct fids.
 //   - In-flight requests are bounded by Options.MaxRequests (the library
-//     starts a goroutine per request): the connection is not read further
-//     until a reply goes out.
+//     starts a goroutine per request), and Treads and Treaddirs by
+//     Options.MaxReadBytes (each holds an msize buffer): the connection is
+//     not read further until a reply goes out. Nothing follows a Tversion
+//     until its reply (the library sets the session up meanwhile).
 //   - Replies: p9 v0.4.1 answers every failed Txattrwalk with EINVAL and an
 //     empty xattr list as one empty name; the reply is corrected to
 //     ENODATA (the only error vfs.Getxattr gives for an unknown name: its
