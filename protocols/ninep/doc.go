@@ -62,21 +62,31 @@
 // A malformed or truncated message, a message larger than msize, a request
 // before Tversion, a second Tversion or a reused in-flight tag closes that
 // connection with a log line; an unknown fid fails its request (EBADF).
-// Options.MaxFids bounds a connection's fids, however made (EMFILE beyond),
-// Options.MaxRequests the requests it has in flight (the connection is
-// read no further until one is answered). Serve admits every connection
-// its listener returns: the daemon wraps each listener in an
-// internal/netguard Listener (allow-list of client networks, connection
-// cap, handshake and idle deadlines), to which the wire layer reports each
-// message it reads. Nothing a client sends reaches another client's
-// connection.
+// Only the requests the server serves reach the library (its decoders size
+// arrays from counts in the message); replies sent as requests get ENOSYS
+// and unknown types EIO, as the library would answer; a Tattach uname or
+// aname longer than PATH_MAX gets ENAMETOOLONG; a write request's body is
+// skipped unread. Options.MaxFids bounds a connection's fid references in
+// the library (one per name a walk passed through, kept while a fid walked
+// from it lives: fids.go), Options.MaxServerFids those of all connections
+// (each keeps its first 1 024), EMFILE beyond; Options.MaxRequests bounds
+// the requests in flight and Options.MaxReadBytes the read buffers they
+// hold (the connection is read no further until one is answered). A reply
+// the client does not take within Options.WriteTimeout, or a message that
+// stops arriving midway for Options.MessageTimeout, closes the connection.
+// A panic in a request answers it EIO; one in the wire layer closes its
+// connection; both are logged at Error. Serve admits every connection its
+// listener returns: the daemon wraps each listener in an internal/netguard
+// Listener (allow-list of client networks, connection cap, handshake and
+// idle deadlines), to which the wire layer reports each message it reads.
+// Nothing a client sends reaches another client's connection.
 //
 // # Known limits of the p9 library (v0.4.1)
 //
 // p9 keeps a path tree per server that it never prunes: a connection's
-// memory grows with the number of distinct paths it has walked (bounded by
-// the store, freed when the connection closes; hence one p9.Server per
-// connection). A Twalk or Treaddir on a fid that is not a directory gets
+// memory grows with the number of distinct paths it has walked, about 0.3
+// KiB each (bounded by the store, not by MaxFids; freed when the
+// connection closes; hence one p9.Server per connection). A Twalk or Treaddir on a fid that is not a directory gets
 // EINVAL rather than ENOTDIR (Linux never sends one). Rattach carries the
 // root's qid even when the aname selects a subtree (Linux takes the root
 // inode from Tgetattr, which is right).

@@ -31,8 +31,9 @@ func refusal(op string) linux.Errno {
 // Protocol errors that vfs has no say in: they concern the 9P session, not
 // the filesystem.
 const (
-	errTooManyFids    = linux.EMFILE // the connection holds Options.MaxFids fids
-	errTooManyNames   = linux.EINVAL // a Twalk of more than 16 names
+	errTooManyFids    = linux.EMFILE       // the connection holds Options.MaxFids fids
+	errTooManyNames   = linux.EINVAL       // a Twalk of more than 16 names
+	errNameTooLong    = linux.ENAMETOOLONG // a Tattach uname or aname longer than PATH_MAX
 	errNoData         = linux.ENODATA
 	errNoAuth         = linux.ENOENT    // Tauth: diod's "authentication not required"
 	errAlreadyOpen    = linux.EINVAL    // a second Tlopen of one fid

@@ -4,7 +4,7 @@ import (
 	"io"
 	"math"
 	"os"
-	"sync"
+	"sync/atomic"
 
 	"github.com/hugelgupf/p9/p9"
 
@@ -34,27 +34,37 @@ const direntFixedSize = 13 + 8 + 1 + 2
 
 // file is a p9.File: a thin view onto one vfs node for one fid. The library
 // owns fids, walks and message encoding; file only asks vfs and translates.
+//
+// The library keeps one file for every name a walk passed through, so
+// what is needed only once the fid is opened lives apart (openFile).
 type file struct {
 	sess *session
 	node vfs.Node
+	// open is set once, by Open.
+	open atomic.Pointer[openFile]
+	// closes is how many Close calls release f. The library hands the same
+	// File to every xattr fid walked from it and closes it once per fid, so
+	// each successful GetXattr/ListXattrs adds one.
+	closes atomic.Int32
+}
 
-	mu     sync.Mutex
-	opened bool
-	open   *vfs.File // a regular file's open handle, once opened
-	// blob and blobOff are the local file holding open's blob and the
+// openFile is what Open made of a file.
+type openFile struct {
+	h *vfs.File // a regular file's open handle; nil for a directory
+	// blob and blobOff are the local file holding h's blob and the
 	// blob's offset in it, when its reads may go out with sendfile
 	// (sendfile.go); blob is nil otherwise.
 	blob    *os.File
 	blobOff int64
-	// closes is how many Close calls release f. The library hands the same
-	// File to every xattr fid walked from it and closes it once per fid, so
-	// each successful GetXattr/ListXattrs adds one.
-	closes int
 }
 
 var _ p9.File = (*file)(nil)
 
-func newFile(sess *session, n vfs.Node) *file { return &file{sess: sess, node: n, closes: 1} }
+func newFile(sess *session, n vfs.Node) *file {
+	f := &file{sess: sess, node: n}
+	f.closes.Store(1)
+	return f
+}
 
 // qid is the node's 9P identity: qid.path is the vfs inode number (stable
 // across restarts and daemons), version 0 (content never changes).
@@ -75,7 +85,8 @@ func direntType(n vfs.Node) p9.QIDType {
 
 // Walk implements p9.File. The library walks one name at a time (and clones
 // with no names).
-func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
+func (f *file) Walk(names []string) (_ []p9.QID, _ p9.File, err error) {
+	defer f.sess.recoverPanic("Twalk", &err)
 	qids, n, err := f.walk(names)
 	if err != nil {
 		return nil, nil, err
@@ -99,7 +110,8 @@ func (f *file) walk(names []string) ([]p9.QID, vfs.Node, error) {
 
 // WalkGetAttr implements p9.File: a walk and the attributes of its result,
 // which vfs has without a store call.
-func (f *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
+func (f *file) WalkGetAttr(names []string) (_ []p9.QID, _ p9.File, _ p9.AttrMask, _ p9.Attr, err error) {
+	defer f.sess.recoverPanic("Twalk", &err)
 	qids, n, err := f.walk(names)
 	if err != nil {
 		return nil, nil, p9.AttrMask{}, p9.Attr{}, err
@@ -133,13 +145,15 @@ func attrOf(fs *vfs.FS, n vfs.Node) (p9.QID, p9.AttrMask, p9.Attr) {
 }
 
 // GetAttr implements p9.File.
-func (f *file) GetAttr(p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
+func (f *file) GetAttr(p9.AttrMask) (_ p9.QID, _ p9.AttrMask, _ p9.Attr, err error) {
+	defer f.sess.recoverPanic("Tgetattr", &err)
 	q, valid, attr := attrOf(f.sess.fs, f.node)
 	return q, valid, attr, nil
 }
 
 // StatFS implements p9.File.
-func (f *file) StatFS() (p9.FSStat, error) {
+func (f *file) StatFS() (_ p9.FSStat, err error) {
+	defer f.sess.recoverPanic("Tstatfs", &err)
 	st := f.sess.fs.Statfs()
 	return p9.FSStat{
 		Type:       v9fsMagic,
@@ -156,31 +170,36 @@ const openTrunc = 0o1000
 // Open implements p9.File. Opening for writing (or truncation) is EROFS;
 // directories open for Treaddir; regular files open their blob. iounit is
 // 0 so that Linux sizes reads by msize, not by us.
-func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
+func (f *file) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
+	defer f.sess.recoverPanic("Tlopen", &err)
 	if mode&p9.OpenFlagsModeMask != p9.ReadOnly || mode&openTrunc != 0 {
 		return p9.QID{}, 0, p9Error(vfs.ReadOnly("open", ""))
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.opened {
+	if f.open.Load() != nil {
 		return p9.QID{}, 0, errAlreadyOpen
 	}
+	o := &openFile{}
 	if !f.node.IsDir() {
 		h, err := f.sess.fs.Open(f.sess.ctx, f.node)
 		if err != nil {
 			return p9.QID{}, 0, p9Error(err)
 		}
-		f.open = h
+		o.h = h
 		if f.sess.spliced != nil && h.Size() >= spliceMin {
 			// Checked once here, before any reply: a blob file that
 			// could not hold the blob would make sendfile stop short
 			// after the Rread header went out (vfs refuses it).
 			if blob, off, ok := h.BlobFile(); ok {
-				f.blob, f.blobOff = blob, off
+				o.blob, o.blobOff = blob, off
 			}
 		}
 	}
-	f.opened = true
+	if !f.open.CompareAndSwap(nil, o) { // a concurrent Tlopen won
+		if o.h != nil {
+			o.h.Close()
+		}
+		return p9.QID{}, 0, errAlreadyOpen
+	}
 	return qid(f.sess.fs, f.node), 0, nil
 }
 
@@ -189,10 +208,14 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 // is not done here: p is left for the wire layer to send from the file
 // (sendfile.go), and ReadAt returns what vfs.File.ReadAt would have (the
 // count, short with io.EOF at the end of the file).
-func (f *file) ReadAt(p []byte, off int64) (int, error) {
-	f.mu.Lock()
-	h, blob, blobOff := f.open, f.blob, f.blobOff
-	f.mu.Unlock()
+func (f *file) ReadAt(p []byte, off int64) (_ int, err error) {
+	defer f.sess.recoverPanic("Tread", &err)
+	var h *vfs.File
+	var blob *os.File
+	var blobOff int64
+	if o := f.open.Load(); o != nil {
+		h, blob, blobOff = o.h, o.blob, o.blobOff
+	}
 	if blob != nil && off >= 0 && off < h.Size() && f.sess.spliced.enabled() {
 		n, eof := int64(len(p)), error(nil)
 		if rem := h.Size() - off; n > rem {
@@ -221,7 +244,8 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 // first entry; every other offset is a vfs cookie plus 2, so a listing
 // resumes exactly after the last entry the client received, however the
 // client sizes its reads.
-func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
+func (f *file) Readdir(offset uint64, count uint32) (_ p9.Dirents, err error) {
+	defer f.sess.recoverPanic("Treaddir", &err)
 	var out p9.Dirents
 	used := uint32(0)
 	add := func(d p9.Dirent) bool {
@@ -268,7 +292,8 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 }
 
 // Readlink implements p9.File.
-func (f *file) Readlink() (string, error) {
+func (f *file) Readlink() (_ string, err error) {
+	defer f.sess.recoverPanic("Treadlink", &err)
 	s, err := f.sess.fs.Readlink(f.node)
 	return s, p9Error(err)
 }
@@ -276,7 +301,8 @@ func (f *file) Readlink() (string, error) {
 // GetXattr implements p9.File (Txattrwalk with a name). The library answers
 // every error here with EINVAL; the wire layer restores ENODATA (see
 // wire.go).
-func (f *file) GetXattr(name string) ([]byte, error) {
+func (f *file) GetXattr(name string) (_ []byte, err error) {
+	defer f.sess.recoverPanic("Txattrwalk", &err)
 	size, err := f.sess.fs.Getxattr(f.node, name, nil)
 	if err != nil {
 		return nil, p9Error(err)
@@ -292,7 +318,8 @@ func (f *file) GetXattr(name string) ([]byte, error) {
 }
 
 // ListXattrs implements p9.File (Txattrwalk without a name).
-func (f *file) ListXattrs() ([]string, error) {
+func (f *file) ListXattrs() (_ []string, err error) {
+	defer f.sess.recoverPanic("Txattrwalk", &err)
 	names := f.sess.fs.Xattrs(f.node)
 	f.sharedWithXattrFid()
 	return names, nil
@@ -300,23 +327,20 @@ func (f *file) ListXattrs() ([]string, error) {
 
 // sharedWithXattrFid records that the library will close f once more: a
 // successful xattr walk makes a fid that shares f.
-func (f *file) sharedWithXattrFid() {
-	f.mu.Lock()
-	f.closes++
-	f.mu.Unlock()
-}
+func (f *file) sharedWithXattrFid() { f.closes.Add(1) }
 
-// Close implements p9.File: the last Close releases an open blob.
-func (f *file) Close() error {
-	f.mu.Lock()
-	f.closes--
-	var h *vfs.File
-	if f.closes == 0 {
-		h, f.open, f.blob = f.open, nil, nil
+// Close implements p9.File: the last Close releases an open blob. The
+// library calls it for Tclunk and Tremove, for a fid a walk replaces, and
+// for every fid left when the connection ends (outside any handler: a
+// panic here would end the process).
+func (f *file) Close() (err error) {
+	defer f.sess.recoverPanic("Tclunk", &err)
+	if f.closes.Add(-1) != 0 {
+		return nil
 	}
-	f.mu.Unlock()
-	if h != nil {
-		return p9Error(h.Close())
+	// The last Close: no request uses f any more.
+	if o := f.open.Load(); o != nil && o.h != nil {
+		return p9Error(o.h.Close())
 	}
 	return nil
 }
@@ -385,4 +409,7 @@ func (f *file) UnlinkAt(string, uint32) error { return refusal("unlink") }
 type attacher struct{ sess *session }
 
 // Attach implements p9.Attacher.
-func (a attacher) Attach() (p9.File, error) { return newFile(a.sess, a.sess.fs.Root()), nil }
+func (a attacher) Attach() (_ p9.File, err error) {
+	defer a.sess.recoverPanic("Tattach", &err)
+	return newFile(a.sess, a.sess.fs.Root()), nil
+}

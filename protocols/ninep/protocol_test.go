@@ -3,11 +3,14 @@ package ninep_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -620,4 +623,70 @@ func firstDiff(a, b []string) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestBoundedDecoding: what a client sends is checked before anything is
+// allocated from its counts or lengths: replies sent as requests (whose p9
+// decoders size arrays from a count), unknown types, overlong Tattach
+// strings, writes of msize bytes, long version strings in the log.
+func TestBoundedDecoding(t *testing.T) {
+	var logs logBuffer
+	_, addr := startServer(t, fixtureFS(t, vfs.Options{}), "tcp", ninep.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c := dialRaw(t, "tcp", addr)
+	long := strings.Repeat("v", 400)
+	if _, v, err := c.version(8192, long); err != nil || v != "unknown" {
+		t.Fatalf("Tversion %d bytes: %q, %v", len(long), v, err)
+	}
+	if strings.Contains(logs.String(), long[:200]) {
+		t.Error("a 400-byte version string logged whole")
+	}
+	c.mustVersion(1 << 20)
+	if _, err := c.attach(1, "", "", 0); err != nil {
+		t.Fatal(err)
+	}
+
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	rwalk := frame(111, 1, msg{}.u16(0xFFFF))           // an Rwalk announcing 65 535 qids
+	rgetattr := frame(127, 2, msg{}.u16(0xFFFF).u32(0)) // Rwalkgetattr, the same
+	var wrong error
+	for range 300 {
+		if err := c.send(append(rwalk, rgetattr...)); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			typ, _, body, err := c.recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ != rlerror || syscall.Errno(binary.LittleEndian.Uint32(body)) != syscall.ENOSYS {
+				wrong = fmt.Errorf("reply to a reply: type %d %x; want Rlerror ENOSYS", typ, body)
+			}
+		}
+	}
+	runtime.ReadMemStats(&ms)
+	if grew := ms.TotalAlloc - before; grew > 64<<20 {
+		t.Errorf("600 replies sent as requests allocated %d MiB", grew>>20)
+	}
+	if wrong != nil {
+		t.Error(wrong)
+	}
+
+	for _, typ := range []uint8{250, 54, 6} { // unknown, Tgetlock, Tlerror: p9 answers EIO
+		_, err := c.call(typ, msg{}.u32(1))
+		wantErrno(t, fmt.Sprintf("type %d", typ), err, syscall.EIO)
+	}
+	for _, a := range []struct{ uname, aname string }{{strings.Repeat("u", 5000), ""}, {"", strings.Repeat("a/", 2500)}} {
+		_, err := c.attach(5, a.uname, a.aname, 0)
+		wantErrno(t, fmt.Sprintf("Tattach uname of %d, aname of %d bytes", len(a.uname), len(a.aname)), err, syscall.ENAMETOOLONG)
+	}
+	if _, err := c.walk(1, 2, rootA); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.call(twrite, msg{}.u32(2).u64(0).u32(1<<20-23).append(make([]byte, 1<<20-23)))
+	wantErrno(t, "Twrite of msize bytes", err, syscall.EROFS)
+	if _, _, err := c.lopen(2, 0); err != nil {
+		t.Errorf("after the hostile requests: %v", err)
+	}
 }

@@ -40,11 +40,12 @@ const (
 // msg builds a 9P message body.
 type msg []byte
 
-func (m msg) u8(v uint8) msg   { return append(m, v) }
-func (m msg) u16(v uint16) msg { return binary.LittleEndian.AppendUint16(m, v) }
-func (m msg) u32(v uint32) msg { return binary.LittleEndian.AppendUint32(m, v) }
-func (m msg) u64(v uint64) msg { return binary.LittleEndian.AppendUint64(m, v) }
-func (m msg) str(s string) msg { return append(m.u16(uint16(len(s))), s...) }
+func (m msg) u8(v uint8) msg      { return append(m, v) }
+func (m msg) u16(v uint16) msg    { return binary.LittleEndian.AppendUint16(m, v) }
+func (m msg) u32(v uint32) msg    { return binary.LittleEndian.AppendUint32(m, v) }
+func (m msg) u64(v uint64) msg    { return binary.LittleEndian.AppendUint64(m, v) }
+func (m msg) str(s string) msg    { return append(m.u16(uint16(len(s))), s...) }
+func (m msg) append(b []byte) msg { return append(m, b...) }
 
 // frame returns the whole message: size[4] type[1] tag[2] body.
 func frame(typ uint8, tag uint16, body msg) []byte {

@@ -144,11 +144,11 @@ func (c *wireConn) sendCopied(frame, buf []byte, r splicedRead, from int) error 
 
 // learn makes fid a direct fid after the library answered its Tread req
 // from the blob file of r, unless the fid was clunked or made again since
-// the request was read (its serial changed).
+// the request was read (its reference changed).
 func (c *wireConn) learn(req request, r splicedRead) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if serial, ok := c.fids[req.fid]; ok && serial == req.serial && req.serial != 0 {
+	if ref := c.fids[req.fid]; ref != nil && ref == req.ref {
 		c.direct[req.fid] = directFile{f: r.f, base: r.base, size: r.size}
 	}
 }
@@ -179,5 +179,9 @@ func (c *wireConn) readDirect(tag uint16, fid uint32, off uint64, count uint32) 
 	frame = append(frame, tRread)
 	frame = binary.LittleEndian.AppendUint16(frame, tag)
 	frame = binary.LittleEndian.AppendUint32(frame, uint32(n))
-	return true, c.sendSpliced(frame, nil, splicedRead{f: d.f, off: d.base + int64(off), n: int(n)})
+	if err := c.sendSpliced(frame, nil, splicedRead{f: d.f, off: d.base + int64(off), n: int(n)}); err != nil {
+		c.failSend(err)
+		return true, err
+	}
+	return true, nil
 }

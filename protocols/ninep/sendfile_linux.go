@@ -3,6 +3,7 @@ package ninep
 import (
 	"syscall"
 
+	"github.com/storefs/storefs/internal/netguard"
 	"github.com/storefs/storefs/protocols/internal/sendfile"
 )
 
@@ -10,6 +11,13 @@ import (
 // kernel can sendfile(2) to (TCP and unix sockets).
 func (c *wireConn) initSendfile() {
 	sc, ok := c.conn.(syscall.Conn)
+	if gc, isGuarded := c.conn.(*netguard.Conn); !ok && isGuarded {
+		// The daemon's listeners wrap each connection in a
+		// netguard.Conn, which does not pass SyscallConn on: reach
+		// the socket under it (deadlines set on the wrapper are the
+		// socket's).
+		sc, ok = gc.Conn.(syscall.Conn)
+	}
 	if !ok {
 		return
 	}
@@ -26,7 +34,7 @@ func (c *wireConn) initSendfile() {
 // library's buffer for the payload (nil for a direct read), used only if
 // sendfile fails.
 func (c *wireConn) sendfileReply(frame, buf []byte, r splicedRead) error {
-	c.sendMu.Lock()
+	c.lockSend()
 	defer c.sendMu.Unlock()
 	res := sendfile.Send(c.raw, frame, r.f, r.off, r.n, nil)
 	switch {

@@ -8,7 +8,7 @@ func (c *wireConn) initSendfile() {}
 
 // sendfileReply is never called without initSendfile; it copies.
 func (c *wireConn) sendfileReply(frame, buf []byte, r splicedRead) error {
-	c.sendMu.Lock()
+	c.lockSend()
 	defer c.sendMu.Unlock()
 	return c.sendCopied(frame, buf, r, 0)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/storefs/storefs/internal/netguard"
 	"github.com/storefs/storefs/protocols/ninep"
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/local"
@@ -32,7 +34,7 @@ const (
 // localFS is vfs over an embedded store in a temporary directory (blobs are
 // files: reads go out with sendfile) holding the fixtures, two big files
 // of odd sizes and a small one, whose contents it returns by root name.
-func localFS(t *testing.T, opts vfs.Options) (*vfs.FS, map[string][]byte) {
+func localFS(t testing.TB, opts vfs.Options) (*vfs.FS, map[string][]byte) {
 	t.Helper()
 	dir := t.TempDir()
 	s, err := local.Open(t.Context(), dir, local.Options{NoSync: true})
@@ -121,7 +123,7 @@ func sendfileServers(t *testing.T, fsys *vfs.FS) (fast, unix *ninep.Server, fast
 
 // openRaw opens a raw session on network/addr at msize with fid 2 open
 // on root name.
-func openRaw(t *testing.T, network, addr string, msize uint32, name string) *rawConn {
+func openRaw(t testing.TB, network, addr string, msize uint32, name string) *rawConn {
 	t.Helper()
 	c := dialRaw(t, network, addr)
 	c.mustVersion(msize)
@@ -513,5 +515,36 @@ func TestSendfileStuckClient(t *testing.T) {
 	case <-closed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return with a client stuck in sendfile")
+	}
+}
+
+// TestSendfileNetguard: reads go out with sendfile on connections from a
+// netguard listener, as the daemon serves them.
+func TestSendfileNetguard(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("sendfile is used on Linux only")
+	}
+	fsys, files := localFS(t, vfs.Options{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	guarded := netguard.New(lis, netguard.Options{Protocol: "ninep", Logger: testLog(t)})
+	defer guarded.Close()
+	srv := ninep.New(fsys, ninep.Options{Logger: testLog(t)})
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(t.Context(), guarded) }()
+	defer func() {
+		srv.Close()
+		<-done
+	}()
+	c := openRaw(t, "tcp", lis.Addr().String(), 1<<20, rootBig1)
+	for _, off := range []uint64{0, 1 << 20} {
+		if b, err := c.read(2, off, 100000); err != nil || !bytes.Equal(b, files[rootBig1][off:off+100000]) {
+			t.Fatalf("read at %d: %d bytes, %v", off, len(b), err)
+		}
+	}
+	if n := ninep.SplicedReplies(srv); n == 0 {
+		t.Error("no Rread went out with sendfile on a netguard connection")
 	}
 }

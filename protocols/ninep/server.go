@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 
+	"github.com/storefs/storefs/internal/clientstr"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -22,9 +25,24 @@ const DefaultAddr = "127.0.0.1:564"
 
 // Defaults for the zero fields of Options.
 const (
-	DefaultMaxMsize    = 1 << 20 // 1 MiB: Linux asks for at most 512 KiB (virtio) or 1 MiB
-	DefaultMaxFids     = 65536
-	DefaultMaxRequests = 256
+	DefaultMaxMsize      = 1 << 20 // 1 MiB: Linux asks for at most 512 KiB (virtio) or 1 MiB
+	DefaultMaxFids       = 65536
+	DefaultMaxServerFids = 1 << 18
+	DefaultMaxRequests   = 256
+	DefaultMaxReadBytes  = 4 << 20
+
+	// DefaultWriteTimeout is how long a reply may wait for the client to
+	// take it. Linux v9fs reads replies in the kernel whatever its
+	// processes do, so a live client takes one within milliseconds and
+	// its socket buffers hold several; only a dead, stopped or hostile
+	// peer leaves a reply waiting this long. A minute also covers a VM
+	// paused briefly (a snapshot, a migration).
+	DefaultWriteTimeout = time.Minute
+
+	// DefaultMessageTimeout is how long the rest of a message may take to
+	// arrive once its first byte has: a 9P client writes each request
+	// whole, so the bytes of one message arrive together.
+	DefaultMessageTimeout = 10 * time.Second
 )
 
 // MinMsize is the smallest msize a client may ask for (Linux's own
@@ -42,15 +60,62 @@ type Options struct {
 	// for more gets this. Default DefaultMaxMsize; at most 4 MiB.
 	MaxMsize uint32
 
-	// MaxFids is how many fids one connection may hold; a request that
-	// would make another gets Rlerror EMFILE. Default DefaultMaxFids (the
-	// Linux client holds one per cached dentry and open file).
+	// MaxFids bounds the fid references one connection holds in the p9
+	// library; a request that would make more gets Rlerror EMFILE. The
+	// library keeps a reference for every name a walk passed through
+	// (each holding its parent) until the fid and every fid walked from
+	// it are clunked: a fid made by a Twalk of n names counts n, a clone
+	// (no names) or an xattr fid 1, a Tattach 1 plus its aname's
+	// components. Linux v9fs walks one name at a time from the parent's
+	// fid and holds one fid per cached dentry and open file, so for it
+	// this is its fid count. Each reference costs about 0.5 KiB of heap
+	// (the library's fidRef, fid table and path-tree entries, this
+	// package's File with its vfs node; measured by TestFidMemory), so the
+	// default DefaultMaxFids, 65 536, is about 32 MiB per connection. It
+	// stays that high because a guest mounting with cache=loose keeps a
+	// fid per cached dentry: tens of thousands after walking a large
+	// closure, and v9fs does not give fids back when refused.
 	MaxFids int
+
+	// MaxServerFids bounds the fid references of all connections
+	// together, counted as MaxFids counts them: beyond it requests that
+	// would make more get EMFILE, so that many connections, each within
+	// MaxFids, cannot hold more than this (about 0.5 KiB each). Each
+	// connection may hold its first 1 024 whatever the others hold, so
+	// that a new mount is served while others hold the rest: the bound is
+	// MaxServerFids plus 1 024 per connection (0.5 MiB each). Default
+	// DefaultMaxServerFids (262 144, about 128 MiB: four connections at
+	// MaxFids, or many mounts of a few thousand fids each).
+	MaxServerFids int
 
 	// MaxRequests is how many requests of one connection are handled at
 	// once; the connection is not read further until one is answered.
 	// Default DefaultMaxRequests.
 	MaxRequests int
+
+	// MaxReadBytes bounds the read buffers of one connection: the p9
+	// library gives every Tread and Treaddir it handles a buffer of msize
+	// bytes until its reply is sent, so at most MaxReadBytes/msize of
+	// them (at least one) are handled at once; the connection is read no
+	// further until one is answered. Reads the wire layer answers itself
+	// with sendfile take no buffer and do not count. Default
+	// DefaultMaxReadBytes (4 MiB: 4 reads of 1 MiB in flight, 64 of
+	// 64 KiB; with MaxRequests alone a client that takes no replies could
+	// pin 256 MiB per connection until WriteTimeout).
+	MaxReadBytes int
+
+	// WriteTimeout bounds how long sending one reply may take; a client
+	// that does not take its replies for this long (its socket buffers
+	// full) loses the connection, which frees the goroutines and buffers
+	// its requests hold. Default DefaultWriteTimeout; negative: none.
+	WriteTimeout time.Duration
+
+	// MessageTimeout bounds how long a message may take to arrive once
+	// its first byte has; a connection stalled in the middle of a message
+	// is closed. Waiting for the next message is not bounded (an idle
+	// mount stays; netguard's idle timeout, off by default for 9P, is the
+	// bound there). Default DefaultMessageTimeout; negative: none.
+	MessageTimeout time.Duration
 
 	// NoSendfile sends every Rread from memory, as read into the p9
 	// library's buffer. By default (on Linux) a read of at least 16 KiB
@@ -75,6 +140,18 @@ func (o Options) withDefaults() Options {
 	if o.MaxRequests <= 0 {
 		o.MaxRequests = DefaultMaxRequests
 	}
+	if o.MaxServerFids <= 0 {
+		o.MaxServerFids = DefaultMaxServerFids
+	}
+	if o.MaxReadBytes <= 0 {
+		o.MaxReadBytes = DefaultMaxReadBytes
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.MessageTimeout == 0 {
+		o.MessageTimeout = DefaultMessageTimeout
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -95,6 +172,7 @@ type Server struct {
 	wg        sync.WaitGroup // connection goroutines
 
 	spliced atomic.Int64 // Rread replies sent with sendfile (tests look)
+	fids    fidBudget    // the library's fid references, all connections
 }
 
 // New returns a Server of fs. It serves nothing until Serve.
@@ -106,6 +184,7 @@ func New(fs *vfs.FS, opts Options) *Server {
 		log:       opts.Logger,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*wireConn]struct{}),
+		fids:      fidBudget{max: int64(opts.MaxServerFids)},
 	}
 }
 
@@ -195,7 +274,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 // handshake and idle deadlines) is the listener's: the daemon wraps every
 // listener in a netguard.Listener.
 func (s *Server) admit(ctx context.Context, conn net.Conn) (*wireConn, bool) {
-	wc := newWireConn(conn, s.fs, s.log.With("client", conn.RemoteAddr().String()), s.opts, &s.spliced)
+	wc := newWireConn(conn, s.fs, s.log.With("client", conn.RemoteAddr().String()), s.opts, &s.spliced, &s.fids)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || ctx.Err() != nil {
@@ -213,6 +292,37 @@ type session struct {
 	ctx     context.Context // done when the connection ends or the server stops
 	log     *slog.Logger
 	spliced *splicedReads // reads for the wire layer to sendfile; nil: none
+	panics  *panicLog
+}
+
+// recoverPanic, deferred by a p9.File method, turns a panic in it (in vfs,
+// the store or this package) into Rlerror EIO for the request, with one
+// log line at Error. The connection goes on: the panic unwound only the
+// method, whose state is its own fid's, and the library sends a whole
+// reply as usual.
+func (s *session) recoverPanic(request string, err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	*err = linux.EIO
+	s.panics.log("ninep: panic in a request; answered EIO", request, v)
+}
+
+// panicLog logs the panics recovered on one connection.
+type panicLog struct {
+	logger *slog.Logger
+	n      atomic.Int32
+}
+
+// log logs a recovered panic at Error, with the stack if it is the
+// connection's first: a client that can cause one can cause many.
+func (p *panicLog) log(msg, request string, v any) {
+	args := []any{"request", request, "panic", clientstr.Quote(fmt.Sprint(v))}
+	if p.n.Add(1) == 1 {
+		args = append(args, "stack", string(debug.Stack()))
+	}
+	p.logger.Error(msg, args...)
 }
 
 // serveConn serves one connection until it ends or ctx is done.
@@ -228,12 +338,13 @@ func (s *Server) serveConn(ctx context.Context, wc *wireConn) {
 		delete(s.conns, wc)
 		s.mu.Unlock()
 	}()
-	sess := &session{fs: s.fs, ctx: ctx, log: wc.log, spliced: wc.spliced}
+	sess := &session{fs: s.fs, ctx: ctx, log: wc.log, spliced: wc.spliced, panics: &wc.panics}
 	sess.log.Debug("ninep: connection")
 	// One p9.Server per connection: its path tree (which p9 never prunes)
 	// and its rename lock then live and die with the connection.
 	srv := p9.NewServer(attacher{sess}, p9.WithServerLogger(libLogger{wc.log}))
 	srv.Handle(wc, wc)
+	wc.release() // the library has closed every fid
 	sess.log.Debug("ninep: connection closed")
 }
 
@@ -255,21 +366,33 @@ func (s *Server) Close() error {
 }
 
 // libLogger takes the p9 library's log lines: its per-message trace at
-// debug level, everything else (handler panics, send failures) as warnings.
+// debug level, a panic it recovered in a handler at error level, anything
+// else (send failures) as warnings. Lines are quoted and cut as clientstr
+// does, since they carry what clients sent (names, the trace's messages).
 type libLogger struct{ log *slog.Logger }
 
 // Printf implements ulog.Logger.
 func (l libLogger) Printf(format string, args ...any) {
-	level := slog.LevelWarn
-	if strings.HasPrefix(format, "send ") || strings.HasPrefix(format, "recv ") || strings.HasPrefix(format, "p9.recv") {
-		// The message trace, and receive errors: a connection that
-		// ended (a protocol violation was logged by the wire layer).
+	level, msg := slog.LevelWarn, "ninep: p9"
+	switch {
+	case strings.HasPrefix(format, "send ") || strings.HasPrefix(format, "recv ") ||
+		strings.HasPrefix(format, "p9.recv") || strings.HasPrefix(format, "p9.send"):
+		// The message trace, and receive and send errors: a
+		// connection that ended (the wire layer logged why).
 		level = slog.LevelDebug
+	case strings.HasPrefix(format, "panic in handler"):
+		// Recovered; the request gets EIO (wireConn.correct).
+		level, msg = slog.LevelError, "ninep: p9: panic in a request; answered EIO"
 	}
 	if !l.log.Enabled(context.Background(), level) {
 		return
 	}
-	l.log.Log(context.Background(), level, "ninep: p9: "+fmt.Sprintf(format, args...))
+	line := fmt.Sprintf(format, args...)
+	if level == slog.LevelError {
+		l.log.Error(msg, "detail", line) // the stack: not client data, kept whole
+		return
+	}
+	l.log.Log(context.Background(), level, msg, "detail", clientstr.Quote(line))
 }
 
 // Print implements ulog.Logger.
