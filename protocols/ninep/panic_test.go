@@ -13,49 +13,10 @@ import (
 	"time"
 
 	"github.com/storefs/storefs/protocols/ninep"
-	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/memory"
 	"github.com/storefs/storefs/storeclient/storetest"
 	"github.com/storefs/storefs/vfs"
 )
-
-// panicStore is a memory store whose calls panic while its switches are
-// on: GetPathInfo (a walk from the root), OpenBlob (Tlopen) and the Close
-// of the blob readers it returned (Tclunk, the end of a connection).
-type panicStore struct {
-	storeclient.Store
-	pathInfo, open, closeReader atomic.Bool
-}
-
-func (s *panicStore) GetPathInfo(ctx context.Context, d storeclient.StorePathDigest) (*storeclient.PathInfo, error) {
-	if s.pathInfo.Load() {
-		panic("injected: GetPathInfo")
-	}
-	return s.Store.GetPathInfo(ctx, d)
-}
-
-func (s *panicStore) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
-	if s.open.Load() {
-		panic("injected: OpenBlob")
-	}
-	r, err := s.Store.OpenBlob(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	return panicReader{r, s}, nil
-}
-
-type panicReader struct {
-	storeclient.BlobReader
-	s *panicStore
-}
-
-func (r panicReader) Close() error {
-	if r.s.closeReader.Load() {
-		panic("injected: BlobReader.Close")
-	}
-	return r.BlobReader.Close()
-}
 
 // logBuffer collects log lines for a test to look at.
 type logBuffer struct {
@@ -89,18 +50,20 @@ func (l *logBuffer) waitFor(t *testing.T, s string, n int) {
 	t.Fatalf("log has %q %d times, want %d:\n%s", s, l.count(s), n, l)
 }
 
-// TestPanicInRequest: a panic under a request (here in the store, through
-// vfs) answers that request EIO, is logged once at Error with the stack,
-// and leaves the connection and the server serving; a panic in a Close at
-// the end of a connection does not end the process either.
+// TestPanicInRequest: a panic under a request (here in vfs's Observer,
+// which vfs calls outside its own recovery of store panics) answers that
+// request EIO, is logged once at Error with the stack, and leaves the
+// connection and the server serving; a panic in a Close at the end of a
+// connection does not end the process either. A panic in the store itself
+// is answered EIO by vfs before it reaches the 9P layer.
 func TestPanicInRequest(t *testing.T) {
 	mem := memory.New()
 	t.Cleanup(func() { mem.Close() })
 	if err := storetest.NewFixtures().Fill(context.Background(), mem, storetest.FillOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	ps := &panicStore{Store: mem}
-	fsys, err := vfs.New(ps, vfs.Options{Logger: testLog(t)})
+	var obs panicObserver
+	fsys, err := vfs.New(mem, vfs.Options{Logger: testLog(t), Observer: &obs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,17 +71,17 @@ func TestPanicInRequest(t *testing.T) {
 	_, addr := startServer(t, fsys, "tcp", ninep.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	c := session(t, addr, 8192)
 
-	ps.pathInfo.Store(true)
+	obs.set(vfs.OpLookup)
 	_, err = c.walk(1, 2, rootA)
-	wantErrno(t, "walk with a panicking store", err, syscall.EIO)
-	ps.pathInfo.Store(false)
+	wantErrno(t, "walk with a panicking vfs", err, syscall.EIO)
+	obs.set()
 	if _, err := c.walk(1, 2, rootA); err != nil {
 		t.Fatalf("walk after the panic: %v", err)
 	}
-	ps.open.Store(true)
+	obs.set(vfs.OpOpen)
 	_, _, err = c.lopen(2, 0)
-	wantErrno(t, "open with a panicking store", err, syscall.EIO)
-	ps.open.Store(false)
+	wantErrno(t, "open with a panicking vfs", err, syscall.EIO)
+	obs.set()
 	if _, _, err := c.lopen(2, 0); err != nil {
 		t.Fatalf("open after the panic: %v", err)
 	}
@@ -135,22 +98,30 @@ func TestPanicInRequest(t *testing.T) {
 		t.Errorf("panic lines without the request or client:\n%s", &logs)
 	}
 
-	// The blob reader's Close panics when the connection ends with the
-	// file open: the library closes it outside any handler.
-	ps.closeReader.Store(true)
+	// A Close panics when the connection ends with the file open: the
+	// library closes it outside any handler.
+	obs.set(vfs.OpClose)
 	c.conn.Close()
 	logs.waitFor(t, "request=Tclunk", 1)
-	ps.closeReader.Store(false)
+	obs.set()
 	stillServes(t, addr)
 }
 
-// panicObserver is a vfs.Observer whose OpStart of reads panics while on
-// is set.
-type panicObserver struct{ on atomic.Bool }
+// panicObserver is a vfs.Observer whose OpStart panics for the operations
+// set (set with none: never).
+type panicObserver struct{ ops atomic.Uint32 }
+
+func (o *panicObserver) set(ops ...vfs.Op) {
+	var m uint32
+	for _, op := range ops {
+		m |= 1 << op
+	}
+	o.ops.Store(m)
+}
 
 func (o *panicObserver) OpStart(_ string, op vfs.Op) {
-	if op == vfs.OpRead && o.on.Load() {
-		panic("injected: Observer.OpStart")
+	if o.ops.Load()&(1<<op) != 0 {
+		panic("injected: Observer.OpStart " + op.String())
 	}
 }
 func (o *panicObserver) OpEnd(string, vfs.Op, time.Duration, int, error) {}
@@ -182,12 +153,12 @@ func TestPanicInWireLayer(t *testing.T) {
 
 	// The library's Rread, sent by the wire layer with sendfile.
 	c := openRaw(t, "tcp", addr, 1<<16, rootBig1)
-	obs.on.Store(true)
+	obs.set(vfs.OpRead)
 	c.send(frame(tread, 1, msg{}.u32(2).u64(0).u32(40000)))
 	if !c.isClosed() {
 		t.Error("panic while sending a reply: connection still open")
 	}
-	obs.on.Store(false)
+	obs.set()
 	logs.waitFor(t, "request=Rread", 1)
 	check()
 
@@ -196,12 +167,12 @@ func TestPanicInWireLayer(t *testing.T) {
 	if _, err := c.read(2, 0, 40000); err != nil {
 		t.Fatal(err)
 	}
-	obs.on.Store(true)
+	obs.set(vfs.OpRead)
 	c.send(frame(tread, 1, msg{}.u32(2).u64(0).u32(40000)))
 	if !c.isClosed() {
 		t.Error("panic while answering a Tread: connection still open")
 	}
-	obs.on.Store(false)
+	obs.set()
 	logs.waitFor(t, "request=Tread", 1)
 	if n := logs.count(`msg="ninep: panic in the wire layer; closing the connection"`); n != 2 {
 		t.Errorf("%d wire-layer panic lines, want 2:\n%s", n, &logs)
@@ -210,9 +181,9 @@ func TestPanicInWireLayer(t *testing.T) {
 
 	// A copied read: vfs.File.ReadAt calls the Observer.
 	c = openRaw(t, "tcp", slowAddr, 1<<16, rootBig1)
-	obs.on.Store(true)
+	obs.set(vfs.OpRead)
 	_, err := c.read(2, 0, 40000)
-	obs.on.Store(false)
+	obs.set()
 	wantErrno(t, "copied read with a panicking Observer", err, syscall.EIO)
 	if b, err := c.read(2, 0, 40000); err != nil || !bytes.Equal(b, files[rootBig1][:40000]) {
 		t.Errorf("read after the panic: %d bytes, %v", len(b), err)

@@ -3,21 +3,13 @@ package ninep
 import (
 	"syscall"
 
-	"github.com/storefs/storefs/internal/netguard"
 	"github.com/storefs/storefs/protocols/internal/sendfile"
 )
 
 // initSendfile enables zero-copy Rread on connections whose socket the
 // kernel can sendfile(2) to (TCP and unix sockets).
 func (c *wireConn) initSendfile() {
-	sc, ok := c.conn.(syscall.Conn)
-	if gc, isGuarded := c.conn.(*netguard.Conn); !ok && isGuarded {
-		// The daemon's listeners wrap each connection in a
-		// netguard.Conn, which does not pass SyscallConn on: reach
-		// the socket under it (deadlines set on the wrapper are the
-		// socket's).
-		sc, ok = gc.Conn.(syscall.Conn)
-	}
+	sc, ok := c.conn.(syscall.Conn) // a netguard.Conn passes it on
 	if !ok {
 		return
 	}
