@@ -114,6 +114,10 @@ type NineP struct {
 	AllowedNetworks []string `yaml:"allowed_networks"`
 	// MaxConnections bounds the open client connections.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxFids bounds the fids one connection holds.
+	MaxFids int `yaml:"max_fids"`
+	// MaxServerFids bounds the fids of all connections together.
+	MaxServerFids int `yaml:"max_server_fids"`
 }
 
 // VirtioFS configures the virtio-fs (vhost-user-fs) back-end that QEMU,
@@ -209,24 +213,26 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 
 // Defaults of the keys that are not off, zero or empty by default.
 const (
-	DefaultMsize          = 1 << 20
-	DefaultNFSMaxRead     = 1 << 20
-	DefaultNFSConnections = 256
-	DefaultNinePConns     = 64
-	DefaultGRPCConns      = 64
-	DefaultMetricsConns   = 16
-	DefaultDirectories    = 10000
-	DefaultVerifiedBlobs  = 100000
-	DefaultNFSHandles     = 4096
-	DefaultBackendTimeout = 30 * time.Second
-	DefaultShutdown       = 10 * time.Second
-	DefaultHandshake      = 5 * time.Second
-	DefaultNFSIdle        = 5 * time.Minute
-	DefaultGRPCIdle       = 5 * time.Minute
-	DefaultMetricsIdle    = time.Minute
-	DefaultScrubRate      = 8 << 20
-	DefaultScrubInterval  = 24 * time.Hour
-	DefaultScrubDelay     = 5 * time.Minute
+	DefaultMsize           = 1 << 20
+	DefaultNFSMaxRead      = 1 << 20
+	DefaultNFSConnections  = 256
+	DefaultNinePConns      = 64
+	DefaultNinePFids       = 65536
+	DefaultNinePServerFids = 1 << 18
+	DefaultGRPCConns       = 64
+	DefaultMetricsConns    = 16
+	DefaultDirectories     = 10000
+	DefaultVerifiedBlobs   = 100000
+	DefaultNFSHandles      = 4096
+	DefaultBackendTimeout  = 30 * time.Second
+	DefaultShutdown        = 10 * time.Second
+	DefaultHandshake       = 5 * time.Second
+	DefaultNFSIdle         = 5 * time.Minute
+	DefaultGRPCIdle        = 5 * time.Minute
+	DefaultMetricsIdle     = time.Minute
+	DefaultScrubRate       = 8 << 20
+	DefaultScrubInterval   = 24 * time.Hour
+	DefaultScrubDelay      = 5 * time.Minute
 )
 
 // Default returns the configuration with every default filled in: the
@@ -250,6 +256,8 @@ func Default() *Config {
 			Msize:           DefaultMsize,
 			AllowedNetworks: []string{},
 			MaxConnections:  DefaultNinePConns,
+			MaxFids:         DefaultNinePFids,
+			MaxServerFids:   DefaultNinePServerFids,
 		},
 		VirtioFS: VirtioFS{Tag: "storefs"},
 		GRPC:     GRPC{AllowedNetworks: []string{}, MaxConnections: DefaultGRPCConns},

@@ -124,6 +124,7 @@ func TestBadConfigs(t *testing.T) {
 		{name: "negative timeout", yaml: "timeouts:\n  shutdown: -1s\n", want: `:2: timeouts.shutdown: must be positive, got -1s`},
 		{name: "zero handshake", yaml: "timeouts:\n  handshake: 0s\n", want: `:2: timeouts.handshake: must be positive, got 0s`},
 		{name: "negative 9P idle", yaml: "timeouts:\n  ninep_idle: -1s\n", want: `:2: timeouts.ninep_idle: must not be negative (0 is off), got -1s`},
+		{name: "few 9P fids", yaml: "ninep:\n  max_fids: 4\n", want: `:2: ninep.max_fids: must be at least 16, got 4`},
 		{name: "zero scrub rate", yaml: "scrub:\n  bytes_per_second: 0\n", want: `:2: scrub.bytes_per_second: must be at least 1, got 0`},
 		{name: "negative scrub interval", yaml: "scrub:\n  interval: -1h\n", want: `:2: scrub.interval: must not be negative, got -1h0m0s`},
 		{name: "zero gRPC connections", yaml: "grpc:\n  max_connections: 0\n", want: `:2: grpc.max_connections: must be at least 1, got 0`},
@@ -267,6 +268,7 @@ nfs:
 ninep:
   listen: unix:rel.sock
   msize: 65536
+  max_fids: 1000
 grpc:
   listen: 127.0.0.1:0
   max_connections: 9
@@ -289,7 +291,7 @@ timeouts: {backend: 1s, shutdown: 2s, handshake: 4s, nfs_idle: 3m, ninep_idle: 1
 		Owner:    Owner{UID: 1000, GID: 100},
 		FUSE:     []FUSEMount{{Mountpoint: dir, AllowOther: true}},
 		NFS:      NFS{Listen: "0.0.0.0:2049", AllowedNetworks: []string{"10.0.2.0/24"}, RequireSecurePort: true, MaxRead: 65536, MaxConnections: 8},
-		NineP:    NineP{Listen: "unix:" + filepath.Join(cwd, "rel.sock"), Msize: 65536, AllowedNetworks: []string{}, MaxConnections: DefaultNinePConns},
+		NineP:    NineP{Listen: "unix:" + filepath.Join(cwd, "rel.sock"), Msize: 65536, AllowedNetworks: []string{}, MaxConnections: DefaultNinePConns, MaxFids: 1000, MaxServerFids: DefaultNinePServerFids},
 		VirtioFS: VirtioFS{Tag: "storefs"},
 		GRPC:     GRPC{Listen: "127.0.0.1:0", AllowedNetworks: []string{}, MaxConnections: 9},
 		Metrics:  Metrics{Listen: "127.0.0.1:9100", AllowedNetworks: []string{}, MaxConnections: 3},

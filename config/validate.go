@@ -190,6 +190,12 @@ func (ld *loader) validate(c *Config) error {
 	if c.NineP.MaxConnections <= 0 {
 		return fail("ninep.max_connections", "must be at least 1, got %d", c.NineP.MaxConnections)
 	}
+	if c.NineP.MaxFids < 16 {
+		return fail("ninep.max_fids", "must be at least 16, got %d", c.NineP.MaxFids)
+	}
+	if c.NineP.MaxServerFids < c.NineP.MaxFids {
+		return fail("ninep.max_server_fids", "must be at least ninep.max_fids (%d), got %d", c.NineP.MaxFids, c.NineP.MaxServerFids)
+	}
 	if c.VirtioFS.Socket != "" {
 		abs, err := filepath.Abs(c.VirtioFS.Socket)
 		if err != nil {

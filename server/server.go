@@ -180,8 +180,10 @@ func (s *Server) frontends(cfg *config.Config) []Frontend {
 		fs = append(fs, &ninepFrontend{cfg: cfg.NineP, fs: s.fs.View(ProtoNineP), m: s.metrics, log: log,
 			guard: s.guard(cfg, ProtoNineP, cfg.NineP.MaxConnections, cfg.Timeouts.NinePIdle.Std(), log),
 			opts: ninep.Options{
-				MaxMsize: cfg.NineP.Msize,
-				Logger:   log,
+				MaxMsize:      cfg.NineP.Msize,
+				MaxFids:       cfg.NineP.MaxFids,
+				MaxServerFids: cfg.NineP.MaxServerFids,
+				Logger:        log,
 			}})
 	}
 	if cfg.VirtioFS.Socket != "" {
