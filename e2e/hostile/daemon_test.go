@@ -95,6 +95,7 @@ type daemon struct {
 func startDaemon(t *testing.T, s *store, sections map[string]string) *daemon {
 	t.Helper()
 	cfg := map[string]string{
+		"store":   "  url: \"local:" + s.dir + "\"\n",
 		"nfs":     "  listen: 127.0.0.1:0\n",
 		"ninep":   "  listen: 127.0.0.1:0\n",
 		"metrics": "  listen: 127.0.0.1:0\n",
@@ -102,7 +103,7 @@ func startDaemon(t *testing.T, s *store, sections map[string]string) *daemon {
 	for k, v := range sections {
 		cfg[k] += v
 	}
-	yaml := "store:\n  url: \"local:" + s.dir + "\"\nlist_root: true\n"
+	yaml := "list_root: true\n"
 	for k, v := range cfg {
 		yaml += k + ":\n" + v
 	}

@@ -3,10 +3,14 @@ package hostile_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"io/fs"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -346,4 +350,157 @@ func TestHostileGRPCAndMetrics(t *testing.T) {
 	checkClosed(t, heldMetrics, "metrics")
 	d.alive()
 	d.stop()
+}
+
+// flipInStore flips one bit of the first copy of data's bytes found in the
+// store's pack and blob files, as bit rot on the disk would.
+func flipInStore(t *testing.T, s *store, data []byte) string {
+	t.Helper()
+	needle := data[1000:1064]
+	var found string
+	filepath.WalkDir(s.dir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() || found != "" || filepath.Base(p) == "meta.db" {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if i := bytes.Index(b, needle); i >= 0 {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				os.Chmod(p, 0o644)
+				f, err = os.OpenFile(p, os.O_WRONLY, 0)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteAt([]byte{b[i] ^ 0x01}, int64(i)); err != nil {
+				t.Fatal(err)
+			}
+			found = p
+		}
+		return nil
+	})
+	if found == "" {
+		t.Fatal("the file's bytes are in no file of the store")
+	}
+	return found
+}
+
+// TestHostileStore damages the store under a running daemon: bit rot in a
+// blob, and a damaged meta.db. Neither is served or crashes the daemon.
+func TestHostileStore(t *testing.T) {
+	t.Run("bit rot found by the scrubber", func(t *testing.T) {
+		s := newStore(t)
+		cfg := baseConfig()
+		cfg["scrub"] = "  bytes_per_second: 104857600\n  start_delay: 0s\n  interval: 1s\n"
+		d := startDaemon(t, s, cfg)
+		file := flipInStore(t, s, s.data)
+		deadline := time.Now().Add(20 * time.Second)
+		for d.metric("storefs_quarantined_blobs") != "1" {
+			if time.Now().After(deadline) {
+				t.Fatalf("the scrubber did not quarantine the blob in %s (flipped a bit in %s); quarantined: %q; stderr:\n%s",
+					20*time.Second, file, d.metric("storefs_quarantined_blobs"), d.stderr)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		checkUnreadable(t, s, d)
+		if !strings.Contains(d.stderr.String(), "quarantined") {
+			t.Errorf("no quarantine line in the log:\n%s", d.stderr)
+		}
+		if v := d.metric("storefs_scrub_corrupt_total"); v != "1" {
+			t.Errorf("storefs_scrub_corrupt_total = %q, want 1", v)
+		}
+		d.alive()
+		d.stop()
+		out, err := exec.Command(storefsBin, "--store", "local:"+s.dir, "verify").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "quarantined blob") {
+			t.Errorf("storefs verify after the quarantine: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("bit rot found at first open", func(t *testing.T) {
+		s := newStore(t)
+		cfg := baseConfig()
+		cfg["store"] = "  verify_on_open: true\n"
+		cfg["scrub"] = "  enabled: false\n"
+		d := startDaemon(t, s, cfg)
+		flipInStore(t, s, s.data)
+		checkUnreadable(t, s, d)
+		d.alive()
+		d.stop()
+	})
+
+	t.Run("damaged meta.db", func(t *testing.T) {
+		s := newStore(t)
+		db := filepath.Join(s.dir, "meta.db")
+		fi, err := os.Stat(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		garbage := make([]byte, fi.Size()-2*4096) // every page but the two meta pages
+		rand.Read(garbage)
+		f, err := os.OpenFile(db, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt(garbage, 2*4096)
+		f.Close()
+		d := startDaemon(t, s, baseConfig())
+		c, err := dialRPC(d.addrs["nfs"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		root, err := c.mountRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := c.call(progNFS, 3, 3, xdr(nil).opaque(root).opaque([]byte(s.basename)), 5*time.Second)
+		if err != nil || status(body) != 5 {
+			t.Errorf("LOOKUP in a store with a damaged meta.db: %x, %v; want NFS3ERR_IO", body, err)
+		}
+		how, _ := answered(t, d.addrs["nfs"], callRecord(3, progMount, 3, procMnt, xdr(nil).opaque([]byte("/"+s.basename))))
+		if !strings.HasPrefix(how, "reply") {
+			t.Errorf("MNT of a store path: %s, want a reply", how)
+		}
+		checkUnreadable(t, s, d)
+		d.alive()
+		if !strings.Contains(d.stderr.String(), "meta.db") {
+			t.Errorf("no log line names meta.db:\n%s", d.stderr)
+		}
+		d.stop()
+		out, err := exec.Command(storefsBin, "--store", "local:"+s.dir, "verify").CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "corrupt database meta.db") {
+			t.Errorf("storefs verify of a damaged meta.db: %v (want exit status 1)\n%s", err, out)
+		}
+	})
+}
+
+// checkUnreadable checks that the file's bytes are not served by NFS or
+// 9P: each read fails.
+func checkUnreadable(t *testing.T, s *store, d *daemon) {
+	t.Helper()
+	nfscat := e2etest.NeedCommand(t, "nfs-cat")
+	diodcat := e2etest.NeedCommand(t, "diodcat")
+	_, port, _ := net.SplitHostPort(d.addrs["nfs"])
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, nfscat, "nfs://127.0.0.1/"+s.basename+"/sub/data.bin?version=3&nfsport="+port+"&mountport="+port).Output()
+	if err == nil || bytes.Equal(out, s.data) {
+		t.Errorf("nfs-cat of the damaged file: %v, %d bytes; want a failure", err, len(out))
+	}
+	if len(out) > 0 && !bytes.Equal(out, s.data[:min(len(out), len(s.data))]) {
+		t.Errorf("nfs-cat served %d bytes that differ from the file's", len(out))
+	}
+	out, err = exec.CommandContext(ctx, diodcat, "-s", d.addrs["ninep"], "-a", s.basename, "sub/data.bin").Output()
+	if err == nil || bytes.Equal(out, s.data) {
+		t.Errorf("diodcat of the damaged file: %v, %d bytes; want a failure", err, len(out))
+	}
+	if len(out) > 0 && !bytes.Equal(out, s.data[:min(len(out), len(s.data))]) {
+		t.Errorf("diodcat served %d bytes that differ from the file's", len(out))
+	}
 }
