@@ -1,6 +1,7 @@
 package netguard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,6 +79,41 @@ type Listener struct {
 	reaperDone          chan struct{}
 
 	accepted, refused, evicted, handshake, idle atomic.Int64
+
+	logMu      sync.Mutex
+	logTokens  float64
+	logLast    time.Duration
+	suppressed int
+}
+
+// The lines a Listener logs about the connections it refuses or closes
+// are rate-limited, so that a flood of connections does not flood the log:
+// a burst of logBurst lines, then logRate a second; the lines left out are
+// counted in the next one logged (suppressed=N) and in Stats.
+const (
+	logBurst = 20
+	logRate  = 5
+)
+
+// logEvent logs one line about a connection, unless the rate is spent.
+func (l *Listener) logEvent(level slog.Level, msg string, args ...any) {
+	now := l.now()
+	l.logMu.Lock()
+	l.logTokens = min(logBurst, l.logTokens+(now-l.logLast).Seconds()*logRate)
+	l.logLast = now
+	if l.logTokens < 1 {
+		l.suppressed++
+		l.logMu.Unlock()
+		return
+	}
+	l.logTokens--
+	suppressed := l.suppressed
+	l.suppressed = 0
+	l.logMu.Unlock()
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
+	l.log.Log(context.Background(), level, msg, args...)
 }
 
 // New wraps lis. If opts has a timeout, a goroutine checks the connections
@@ -87,13 +123,14 @@ func New(lis net.Listener, opts Options) *Listener {
 		opts.Logger = slog.Default()
 	}
 	l := &Listener{
-		inner:   lis,
-		opts:    opts,
-		log:     opts.Logger,
-		epoch:   time.Now(),
-		conns:   make(map[*Conn]struct{}),
-		stopped: make(chan struct{}),
-		closed:  make(chan struct{}),
+		inner:     lis,
+		opts:      opts,
+		log:       opts.Logger,
+		epoch:     time.Now(),
+		conns:     make(map[*Conn]struct{}),
+		logTokens: logBurst,
+		stopped:   make(chan struct{}),
+		closed:    make(chan struct{}),
 	}
 	if tick := reapInterval(opts); tick > 0 {
 		l.reaperDone = make(chan struct{})
@@ -135,7 +172,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		if !l.opts.Allow.Allows(nc.RemoteAddr()) {
 			l.refused.Add(1)
-			l.log.Warn(l.opts.Protocol+": connection refused: client network not allowed",
+			l.logEvent(slog.LevelWarn, l.opts.Protocol+": connection refused: client network not allowed",
 				"client", nc.RemoteAddr().String(), "addr", l.inner.Addr().String())
 			nc.Close()
 			continue
@@ -161,7 +198,7 @@ func (l *Listener) admit(c *Conn) {
 	l.mu.Unlock()
 	if victim != nil {
 		l.evicted.Add(1)
-		l.log.Warn(l.opts.Protocol+": connection closed to admit a new one: too many connections",
+		l.logEvent(slog.LevelWarn, l.opts.Protocol+": connection closed to admit a new one: too many connections",
 			"client", victim.RemoteAddr().String(), "new_client", c.RemoteAddr().String(),
 			"max", l.opts.MaxConns, "idle", (l.now() - time.Duration(victim.last.Load())).Round(time.Millisecond))
 		victim.Conn.Close()
@@ -216,11 +253,11 @@ func (l *Listener) reap(tick time.Duration) {
 			switch reasons[i] {
 			case ReasonHandshake:
 				l.handshake.Add(1)
-				l.log.Info(l.opts.Protocol+": connection closed: no complete message in time",
+				l.logEvent(slog.LevelInfo, l.opts.Protocol+": connection closed: no complete message in time",
 					"client", c.RemoteAddr().String(), "timeout", l.opts.HandshakeTimeout)
 			case ReasonIdle:
 				l.idle.Add(1)
-				l.log.Info(l.opts.Protocol+": connection closed: idle too long",
+				l.logEvent(slog.LevelInfo, l.opts.Protocol+": connection closed: idle too long",
 					"client", c.RemoteAddr().String(), "timeout", l.opts.IdleTimeout)
 			}
 			c.Conn.Close()

@@ -3,6 +3,7 @@ package netguard
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -388,5 +389,37 @@ func TestSyscallConn(t *testing.T) {
 	defer p.Close()
 	if _, err := (&Conn{Conn: p, l: l}).SyscallConn(); !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("SyscallConn of a pipe: %v, want ErrUnsupported", err)
+	}
+}
+
+// A flood of refused connections logs a bounded number of lines, and the
+// next line says how many were left out.
+func TestLogRateLimit(t *testing.T) {
+	fl := newFakeListener()
+	log, logs := logBuffer()
+	l := New(fl, Options{Protocol: "test", Logger: log})
+	defer l.Close()
+	remotes := make([]string, 0, 201)
+	for i := range 200 {
+		remotes = append(remotes, fmt.Sprintf("192.0.2.%d:1", i%250))
+	}
+	remotes = append(remotes, "127.0.0.1:1")
+	fl.dial(t, remotes...)
+	if _, err := l.Accept(); err != nil { // returns after refusing the 200
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "connection refused"); n < logBurst || n > logBurst+5 {
+		t.Errorf("%d lines for 200 refusals in a burst, want about %d", n, logBurst)
+	}
+	if l.Stats().Refused != 200 {
+		t.Errorf("refused %d, want 200", l.Stats().Refused)
+	}
+	time.Sleep(time.Second / logRate)
+	fl.dial(t, "192.0.2.1:2", "127.0.0.1:2")
+	if _, err := l.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "suppressed=") {
+		t.Errorf("no line counts the suppressed ones:\n%s", logs)
 	}
 }
