@@ -17,23 +17,19 @@ import (
 )
 
 // conn is one client connection. Its serve goroutine reads records and
-// dispatches each call: the record layer answers protocol errors itself,
-// runs the procedures the route table gives it in goroutines (at most
-// MaxInFlight at once), and forwards the rest, in order, to go-nfs over an
-// in-memory pipe whose replies it relays back. Replies may leave out of
-// order; RPC matches them by xid.
+// dispatches each call: the record layer answers protocol errors itself
+// and runs the procedure the route table names, inline when nothing else
+// is pending and otherwise in a goroutine (at most MaxInFlight at once).
+// Replies may leave out of order; RPC matches them by xid.
 type conn struct {
-	s      *Server
-	nc     net.Conn
-	log    *slog.Logger
-	port   uint16 // client's source port, for RequireSecurePort
-	wmu    sync.Mutex
-	werr   error
-	slots  chan struct{}  // MaxInFlight
-	calls  sync.WaitGroup // our procedures in progress
-	fwd    chan []byte    // records for go-nfs, owned by the forwarder
-	gonfs  net.Conn       // our end of go-nfs's pipe; nil if go-nfs is gone
-	gclose <-chan struct{}
+	s     *Server
+	nc    net.Conn
+	log   *slog.Logger
+	port  uint16 // client's source port, for RequireSecurePort
+	wmu   sync.Mutex
+	werr  error
+	slots chan struct{}  // MaxInFlight
+	calls sync.WaitGroup // procedures in progress in their own goroutines
 
 	raw         syscall.RawConn // the socket, for sendfile; nil: READ replies are copied
 	sendfileOff atomic.Bool     // sendfile failed on this socket: copy from now on
@@ -58,14 +54,6 @@ func (s *Server) newConn(nc net.Conn) *conn {
 // started has ended.
 func (c *conn) serve() {
 	defer c.nc.Close()
-	var helpers sync.WaitGroup
-	if p, closed, err := c.s.gonfsLis.dial(c.nc.RemoteAddr()); err == nil {
-		c.gonfs, c.gclose = p, closed
-		c.fwd = make(chan []byte, c.s.opts.MaxInFlight)
-		helpers.Add(2)
-		go func() { defer helpers.Done(); c.forward() }()
-		go func() { defer helpers.Done(); c.relay() }()
-	}
 	br := bufio.NewReaderSize(c.nc, 64<<10)
 	for {
 		c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
@@ -79,15 +67,6 @@ func (c *conn) serve() {
 	}
 	c.nc.Close() // unblocks replies being written
 	c.calls.Wait()
-	if c.fwd != nil {
-		close(c.fwd)
-		helpers.Wait()
-		select { // go-nfs closes its end once it has read our EOF
-		case <-c.gclose:
-		case <-time.After(5 * time.Second):
-			c.log.Warn("nfs: go-nfs did not end its connection")
-		}
-	}
 }
 
 // logEnd logs why the connection ended, unless the client just left.
@@ -174,7 +153,7 @@ func (c *conn) dispatch(rec []byte, idle bool) {
 	}
 	r := table[cl.proc]
 	if r.handle == nil {
-		c.forwardCall(cl)
+		c.send(acceptedError(cl.xid, acceptProcUnavail, 0, 0))
 		return
 	}
 	if idle {
@@ -218,44 +197,3 @@ func (c *conn) run(r route, cl *call) {
 // replyBufSize is the capacity of pooled reply buffers: a READ reply of
 // MaxRead bytes, or a READDIR reply of maxReaddirReply, fits.
 func replyBufSize(o Options) int { return max(int(o.MaxRead), maxReaddirReply) + 1024 }
-
-// forwardCall hands a call to go-nfs; SYSTEM_ERR if go-nfs is not there.
-func (c *conn) forwardCall(cl *call) {
-	if c.fwd == nil {
-		c.send(acceptedError(cl.xid, acceptSystemErr, 0, 0))
-		return
-	}
-	c.fwd <- cl.record
-}
-
-// forward writes the records for go-nfs to its pipe, one whole record per
-// write, and closes the pipe when the connection ends so that go-nfs reads
-// a clean EOF between records.
-func (c *conn) forward() {
-	defer c.gonfs.Close()
-	for rec := range c.fwd {
-		buf := make([]byte, 4+len(rec))
-		copy(buf[4:], rec)
-		setRecordMark(buf)
-		if _, err := c.gonfs.Write(buf); err != nil {
-			c.log.Warn("nfs: go-nfs stopped reading", "err", err)
-			for range c.fwd { // drain so that dispatch never blocks
-			}
-			return
-		}
-	}
-}
-
-// relay copies go-nfs's replies to the client.
-func (c *conn) relay() {
-	br := bufio.NewReader(c.gonfs)
-	for {
-		rec, err := readRecord(br, nil, 1<<30)
-		if err != nil {
-			return
-		}
-		reply := make([]byte, 4+len(rec))
-		copy(reply[4:], rec)
-		c.send(reply)
-	}
-}

@@ -56,7 +56,6 @@ type call struct {
 	flavor  uint32 // credential flavor
 	cred    []byte // credential body
 	args    []byte // procedure arguments (aliases the record)
-	record  []byte // the whole record, as forwarded to go-nfs
 }
 
 // errNotCall means a record is a reply or otherwise not a call; the server
@@ -68,7 +67,7 @@ var errNotCall = errors.New("nfs: RPC message is not a call")
 // its xid so that the caller can answer GARBAGE_ARGS.
 func parseCall(rec []byte) (*call, error) {
 	r := xdrReader{b: rec}
-	c := &call{record: rec}
+	c := &call{}
 	c.xid = r.u32()
 	mtype := r.u32()
 	if r.err != nil {
