@@ -93,12 +93,20 @@ func (c *conn) send(reply []byte) {
 	if c.werr != nil {
 		return
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+	c.setWriteDeadline()
 	if _, err := c.nc.Write(reply); err != nil {
 		c.werr = err
 		c.log.Info("nfs: cannot send reply, closing", "err", err)
 		c.nc.Close()
 	}
+}
+
+// setWriteDeadline bounds the reply about to be written: a client that
+// does not take it within IdleTimeout loses its connection, and the
+// goroutine writing it is freed. Every write to the client follows it,
+// under wmu (send, sendWithTail, sendCopied).
+func (c *conn) setWriteDeadline() {
+	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.IdleTimeout))
 }
 
 // dispatch answers or routes one record. idle says that no other call of

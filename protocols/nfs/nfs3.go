@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"syscall"
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
@@ -137,9 +138,12 @@ func refuse(zeros int) func(c *conn, cl *call, w *xdrWriter) error {
 func (c *conn) lookup(cl *call, w *xdrWriter) error {
 	r := xdrReader{b: cl.args}
 	dir, err, garbage := c.node(&r)
-	name := r.opaque(4096)
+	name, tooLong := r.name()
 	if garbage != nil || r.err != nil {
 		return errGarbage
+	}
+	if err == nil && tooLong {
+		err = &vfs.Error{Op: "lookup", Errno: syscall.ENAMETOOLONG}
 	}
 	var n vfs.Node
 	if err == nil {
