@@ -3,11 +3,13 @@ package nfs
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -112,6 +114,15 @@ func (c *conn) setWriteDeadline() {
 // dispatch answers or routes one record. idle says that no other call of
 // the connection is buffered or in progress.
 func (c *conn) dispatch(rec []byte, idle bool) {
+	defer func() {
+		// Procedures recover in run; this is for the header code. With
+		// no call to answer, the connection ends instead of the daemon.
+		if p := recover(); p != nil {
+			c.log.Error("nfs: decoding a call panicked; closing the connection", "bytes", len(rec),
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			c.nc.Close()
+		}
+	}()
 	cl, err := parseCall(rec)
 	switch {
 	case cl == nil:
@@ -181,17 +192,23 @@ func (c *conn) dispatch(rec []byte, idle bool) {
 	}()
 }
 
-// run answers a call with one of our procedures.
+// run answers a call with one of our procedures. It is the one place
+// every call's procedure runs, inline or in its own goroutine, so it is
+// where a panic in a procedure stops: see recoverCall.
 func (c *conn) run(r route, cl *call) {
 	buf := c.s.replyBufs.Get().(*[]byte)
-	defer c.s.replyBufs.Put(buf)
 	w := xdrWriter{b: (*buf)[:0]}
+	replied := false
+	defer c.recoverCall(r, cl, &w, &replied)
 	replyHeader(&w, cl.xid, acceptSuccess)
 	if err := r.handle(c, cl, &w); err != nil {
 		c.log.Debug("nfs: garbage arguments", "proc", r.name, "xid", cl.xid, "err", err)
+		replied = true
 		c.send(acceptedError(cl.xid, acceptGarbageArgs, 0, 0))
+		c.s.replyBufs.Put(buf)
 		return
 	}
+	replied = true
 	if w.tail != nil {
 		c.sendFile(w.b, w.tail)
 	} else {
@@ -200,6 +217,30 @@ func (c *conn) run(r route, cl *call) {
 	if cap(w.b) <= replyBufSize(c.s.opts) {
 		*buf = w.b[:0]
 	}
+	c.s.replyBufs.Put(buf)
+}
+
+// recoverCall stops a panic in run, logs it once with its stack, and
+// answers the call with SYSTEM_ERR, which the Linux client reports as EIO
+// to the one system call that made it; the connection and every other
+// call go on. If the panic came while the reply was being sent, part of it
+// may be out and the stream cannot be trusted: the connection is closed
+// instead. The reply buffer is left to the garbage collector.
+func (c *conn) recoverCall(r route, cl *call, w *xdrWriter, replied *bool) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	c.log.Error("nfs: procedure panicked", "prog", cl.prog, "proc", r.name, "xid", cl.xid,
+		"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	if *replied {
+		c.nc.Close()
+		return
+	}
+	if w.tail != nil { // sendFile would have closed it
+		w.tail.vf.Close()
+	}
+	c.send(acceptedError(cl.xid, acceptSystemErr, 0, 0))
 }
 
 // replyBufSize is the capacity of pooled reply buffers: a READ reply of

@@ -17,6 +17,23 @@
 //     connection): MOUNT NULL, MNT, DUMP, UMNT, UMNTALL and EXPORT
 //     (mount.go), the NFS procedures (nfs3.go).
 //
+// A panic in a procedure is answered with SYSTEM_ERR and logged with its
+// stack; the connection and the daemon go on.
+//
+// # Hostile clients
+//
+// Every length, count and size a client sends is checked before anything
+// is allocated for it or logged: records (MaxRecordSize, read as their
+// bytes arrive), credentials and verifiers (400 bytes; an AUTH_SYS machine
+// name 255, 16 gids), file handles (64), names (255: longer is
+// NFS3ERR_NAMETOOLONG), MNT's dirpath (MNTPATHLEN, 1024: longer is
+// MNT3ERR_NAMETOOLONG), READ counts (clamped to Options.MaxRead) and
+// READDIR counts (clamped to 1 MiB; too small for the reply is
+// NFS3ERR_TOOSMALL). Client strings in log lines are bounded quotes
+// (internal/clientstr). Every reply is written under a write deadline
+// (Options.IdleTimeout), so a client that does not read cannot hold a
+// goroutine.
+//
 // # Handles, attributes, listings
 //
 // An NFS file handle is the vfs handle (vfs.Node.Handle, ≤ 45 bytes): the
