@@ -1,7 +1,6 @@
 package nfs
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"io/fs"
@@ -505,6 +504,3 @@ func (c *conn) pathconf(cl *call, w *xdrWriter) error {
 		return nil
 	})
 }
-
-// appendU64 is binary.BigEndian.AppendUint64, for tests.
-var _ = binary.BigEndian
