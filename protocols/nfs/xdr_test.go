@@ -82,7 +82,9 @@ func TestReadRecordAllocatesAsBytesArrive(t *testing.T) {
 	if rec != nil || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("readRecord = %d bytes, %v; want ErrUnexpectedEOF", len(rec), err)
 	}
-	if got := after.TotalAlloc - before.TotalAlloc; got > 2*readChunk {
+	// The old reader allocated the whole 64 MiB; allow for the bufio
+	// buffer, one chunk and the race detector's overhead.
+	if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
 		t.Errorf("readRecord allocated %d bytes for a record of 4 bytes", got)
 	}
 	// Several fragments make one record; the limit counts them together.
