@@ -3,6 +3,7 @@ package vfs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"syscall"
@@ -19,10 +20,18 @@ type DirEntry struct {
 	Cookie uint64
 }
 
+// ReadDirAll, as ReadDir's max, asks for every remaining entry.
+const ReadDirAll = 0
+
 // ReadDir lists the directory dir in byte order of the names, starting after
 // the entry whose Cookie is cookie (0: from the start), at most max entries
-// (max <= 0: all of them). An empty result means the end. "." and ".." are
+// (ReadDirAll: all of them). An empty result means the end. "." and ".." are
 // not included; frontends whose clients expect them add them.
+//
+// A negative max fails with EINVAL rather than meaning "all": it is what a
+// frontend's batch arithmetic gives when a client's buffer cannot hold one
+// entry, and reading the whole directory then, again and again, is how such
+// a frontend used to loop forever.
 //
 // Below the root, Directories are immutable and the cookie of entry i is
 // i+1. The root's set of names can grow while a client lists it, so its
@@ -44,6 +53,8 @@ func (f *FS) ReadDir(ctx context.Context, dir Node, cookie uint64, max int) ([]D
 
 func (f *FS) readDir(ctx context.Context, dir Node, cookie uint64, max int) ([]DirEntry, error) {
 	switch {
+	case max < 0:
+		return nil, newError("readdir", "", syscall.EINVAL, fmt.Errorf("negative entry count %d", max))
 	case dir.place == placeRoot:
 		return f.readRoot(ctx, cookie, max)
 	case dir.place == placeInvalid:
@@ -60,7 +71,7 @@ func (f *FS) readDir(ctx context.Context, dir Node, cookie uint64, max int) ([]D
 		return nil, nil
 	}
 	es = es[cookie:]
-	if max > 0 && len(es) > max {
+	if max != ReadDirAll && len(es) > max {
 		es = es[:max]
 	}
 	out := make([]DirEntry, len(es))
@@ -124,7 +135,7 @@ func (f *FS) readRoot(ctx context.Context, cookie uint64, max int) ([]DirEntry, 
 		}
 	})
 	snap = snap[i:]
-	if max > 0 && len(snap) > max {
+	if max != ReadDirAll && len(snap) > max {
 		snap = snap[:max]
 	}
 	out := make([]DirEntry, len(snap))

@@ -11,17 +11,15 @@ import (
 	"github.com/storefs/storefs/vfs"
 )
 
-// These benchmarks compare the record layer's procedures with go-nfs
-// v0.0.4's own (goNFSRoutes) over the same vfs and handles: what go-nfs
-// would cost if it answered them.
+// These benchmarks time single calls of the test client against a server
+// on loopback: the record layer and vfs together.
 
-func benchServer(b *testing.B, fsys *vfs.FS, routes routeTable) *testClient {
+func benchServer(b *testing.B, fsys *vfs.FS) *testClient {
 	b.Helper()
 	s, err := New(fsys, Options{Logger: discardLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	s.routes = routes
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -72,49 +70,37 @@ func benchFS(b *testing.B, entries int) *vfs.FS {
 
 const bigDirRoot = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-big"
 
-func routeSets() map[string]routeTable {
-	return map[string]routeTable{"storefs": defaultRoutes(), "go-nfs": goNFSRoutes()}
-}
-
 // BenchmarkRead reads BLOB_B (1 044 480 bytes) with one 1 MiB READ.
 func BenchmarkRead(b *testing.B) {
-	for name, routes := range routeSets() {
-		b.Run(name, func(b *testing.B) {
-			c := benchServer(b, benchFS(b, 1), routes)
-			fh, err := c.Handle(storetest.RootBlobB)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.SetBytes(int64(len(storetest.BlobB)))
-			for b.Loop() {
-				if data, _, err := c.readFH(fh, 0, 1<<20); err != nil || len(data) != len(storetest.BlobB) {
-					b.Fatalf("READ: %d bytes, %v", len(data), err)
-				}
-			}
-		})
+	c := benchServer(b, benchFS(b, 1))
+	fh, err := c.Handle(storetest.RootBlobB)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(storetest.BlobB)))
+	for b.Loop() {
+		if data, _, err := c.readFH(fh, 0, 1<<20); err != nil || len(data) != len(storetest.BlobB) {
+			b.Fatalf("READ: %d bytes, %v", len(data), err)
+		}
 	}
 }
 
 // BenchmarkLookupGetattr looks up a name in a directory and gets the
 // attributes of the result.
 func BenchmarkLookupGetattr(b *testing.B) {
-	for name, routes := range routeSets() {
-		b.Run(name, func(b *testing.B) {
-			c := benchServer(b, benchFS(b, 1), routes)
-			dir, err := c.Handle(storetest.RootComplicated)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for b.Loop() {
-				fh, _, err := c.lookup(dir, "keep")
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := c.getattr(fh); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+	c := benchServer(b, benchFS(b, 1))
+	dir, err := c.Handle(storetest.RootComplicated)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		fh, _, err := c.lookup(dir, "keep")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.getattr(fh); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -122,16 +108,14 @@ func BenchmarkLookupGetattr(b *testing.B) {
 // 8 KiB READDIRPLUS replies, as libnfs asks.
 func BenchmarkReaddirplus(b *testing.B) {
 	for _, n := range []int{1000, 5000} {
-		for name, routes := range routeSets() {
-			b.Run(fmt.Sprintf("%d/%s", n, name), func(b *testing.B) {
-				c := benchServer(b, benchFS(b, n), routes)
-				for b.Loop() {
-					es, err := c.ReadDir(bigDirRoot, 30)
-					if err != nil || len(es) != n+2 {
-						b.Fatalf("%d entries, %v", len(es), err)
-					}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			c := benchServer(b, benchFS(b, n))
+			for b.Loop() {
+				es, err := c.ReadDir(bigDirRoot, 30)
+				if err != nil || len(es) != n+2 {
+					b.Fatalf("%d entries, %v", len(es), err)
 				}
-			})
-		}
+			}
+		})
 	}
 }

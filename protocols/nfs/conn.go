@@ -3,11 +3,13 @@ package nfs
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,23 +19,19 @@ import (
 )
 
 // conn is one client connection. Its serve goroutine reads records and
-// dispatches each call: the record layer answers protocol errors itself,
-// runs the procedures the route table gives it in goroutines (at most
-// MaxInFlight at once), and forwards the rest, in order, to go-nfs over an
-// in-memory pipe whose replies it relays back. Replies may leave out of
-// order; RPC matches them by xid.
+// dispatches each call: the record layer answers protocol errors itself
+// and runs the procedure the route table names, inline when nothing else
+// is pending and otherwise in a goroutine (at most MaxInFlight at once).
+// Replies may leave out of order; RPC matches them by xid.
 type conn struct {
-	s      *Server
-	nc     net.Conn
-	log    *slog.Logger
-	port   uint16 // client's source port, for RequireSecurePort
-	wmu    sync.Mutex
-	werr   error
-	slots  chan struct{}  // MaxInFlight
-	calls  sync.WaitGroup // our procedures in progress
-	fwd    chan []byte    // records for go-nfs, owned by the forwarder
-	gonfs  net.Conn       // our end of go-nfs's pipe; nil if go-nfs is gone
-	gclose <-chan struct{}
+	s     *Server
+	nc    net.Conn
+	log   *slog.Logger
+	port  uint16 // client's source port, for RequireSecurePort
+	wmu   sync.Mutex
+	werr  error
+	slots chan struct{}  // MaxInFlight
+	calls sync.WaitGroup // procedures in progress in their own goroutines
 
 	raw         syscall.RawConn // the socket, for sendfile; nil: READ replies are copied
 	sendfileOff atomic.Bool     // sendfile failed on this socket: copy from now on
@@ -58,14 +56,6 @@ func (s *Server) newConn(nc net.Conn) *conn {
 // started has ended.
 func (c *conn) serve() {
 	defer c.nc.Close()
-	var helpers sync.WaitGroup
-	if p, closed, err := c.s.gonfsLis.dial(c.nc.RemoteAddr()); err == nil {
-		c.gonfs, c.gclose = p, closed
-		c.fwd = make(chan []byte, c.s.opts.MaxInFlight)
-		helpers.Add(2)
-		go func() { defer helpers.Done(); c.forward() }()
-		go func() { defer helpers.Done(); c.relay() }()
-	}
 	br := bufio.NewReaderSize(c.nc, 64<<10)
 	for {
 		c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
@@ -79,15 +69,6 @@ func (c *conn) serve() {
 	}
 	c.nc.Close() // unblocks replies being written
 	c.calls.Wait()
-	if c.fwd != nil {
-		close(c.fwd)
-		helpers.Wait()
-		select { // go-nfs closes its end once it has read our EOF
-		case <-c.gclose:
-		case <-time.After(5 * time.Second):
-			c.log.Warn("nfs: go-nfs did not end its connection")
-		}
-	}
 }
 
 // logEnd logs why the connection ended, unless the client just left.
@@ -114,7 +95,7 @@ func (c *conn) send(reply []byte) {
 	if c.werr != nil {
 		return
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+	c.setWriteDeadline()
 	if _, err := c.nc.Write(reply); err != nil {
 		c.werr = err
 		c.log.Info("nfs: cannot send reply, closing", "err", err)
@@ -122,9 +103,26 @@ func (c *conn) send(reply []byte) {
 	}
 }
 
+// setWriteDeadline bounds the reply about to be written: a client that
+// does not take it within IdleTimeout loses its connection, and the
+// goroutine writing it is freed. Every write to the client follows it,
+// under wmu (send, sendWithTail, sendCopied).
+func (c *conn) setWriteDeadline() {
+	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+}
+
 // dispatch answers or routes one record. idle says that no other call of
 // the connection is buffered or in progress.
 func (c *conn) dispatch(rec []byte, idle bool) {
+	defer func() {
+		// Procedures recover in run; this is for the header code. With
+		// no call to answer, the connection ends instead of the daemon.
+		if p := recover(); p != nil {
+			c.log.Error("nfs: decoding a call panicked; closing the connection", "bytes", len(rec),
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			c.nc.Close()
+		}
+	}()
 	cl, err := parseCall(rec)
 	switch {
 	case cl == nil:
@@ -174,7 +172,7 @@ func (c *conn) dispatch(rec []byte, idle bool) {
 	}
 	r := table[cl.proc]
 	if r.handle == nil {
-		c.forwardCall(cl)
+		c.send(acceptedError(cl.xid, acceptProcUnavail, 0, 0))
 		return
 	}
 	if idle {
@@ -194,17 +192,23 @@ func (c *conn) dispatch(rec []byte, idle bool) {
 	}()
 }
 
-// run answers a call with one of our procedures.
+// run answers a call with one of our procedures. It is the one place
+// every call's procedure runs, inline or in its own goroutine, so it is
+// where a panic in a procedure stops: see recoverCall.
 func (c *conn) run(r route, cl *call) {
 	buf := c.s.replyBufs.Get().(*[]byte)
-	defer c.s.replyBufs.Put(buf)
 	w := xdrWriter{b: (*buf)[:0]}
+	replied := false
+	defer c.recoverCall(r, cl, &w, &replied)
 	replyHeader(&w, cl.xid, acceptSuccess)
 	if err := r.handle(c, cl, &w); err != nil {
 		c.log.Debug("nfs: garbage arguments", "proc", r.name, "xid", cl.xid, "err", err)
+		replied = true
 		c.send(acceptedError(cl.xid, acceptGarbageArgs, 0, 0))
+		c.s.replyBufs.Put(buf)
 		return
 	}
+	replied = true
 	if w.tail != nil {
 		c.sendFile(w.b, w.tail)
 	} else {
@@ -213,49 +217,32 @@ func (c *conn) run(r route, cl *call) {
 	if cap(w.b) <= replyBufSize(c.s.opts) {
 		*buf = w.b[:0]
 	}
+	c.s.replyBufs.Put(buf)
+}
+
+// recoverCall stops a panic in run, logs it once with its stack, and
+// answers the call with SYSTEM_ERR, which the Linux client reports as EIO
+// to the one system call that made it; the connection and every other
+// call go on. If the panic came while the reply was being sent, part of it
+// may be out and the stream cannot be trusted: the connection is closed
+// instead. The reply buffer is left to the garbage collector.
+func (c *conn) recoverCall(r route, cl *call, w *xdrWriter, replied *bool) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	c.log.Error("nfs: procedure panicked", "prog", cl.prog, "proc", r.name, "xid", cl.xid,
+		"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	if *replied {
+		c.nc.Close()
+		return
+	}
+	if w.tail != nil { // sendFile would have closed it
+		w.tail.vf.Close()
+	}
+	c.send(acceptedError(cl.xid, acceptSystemErr, 0, 0))
 }
 
 // replyBufSize is the capacity of pooled reply buffers: a READ reply of
 // MaxRead bytes, or a READDIR reply of maxReaddirReply, fits.
 func replyBufSize(o Options) int { return max(int(o.MaxRead), maxReaddirReply) + 1024 }
-
-// forwardCall hands a call to go-nfs; SYSTEM_ERR if go-nfs is not there.
-func (c *conn) forwardCall(cl *call) {
-	if c.fwd == nil {
-		c.send(acceptedError(cl.xid, acceptSystemErr, 0, 0))
-		return
-	}
-	c.fwd <- cl.record
-}
-
-// forward writes the records for go-nfs to its pipe, one whole record per
-// write, and closes the pipe when the connection ends so that go-nfs reads
-// a clean EOF between records.
-func (c *conn) forward() {
-	defer c.gonfs.Close()
-	for rec := range c.fwd {
-		buf := make([]byte, 4+len(rec))
-		copy(buf[4:], rec)
-		setRecordMark(buf)
-		if _, err := c.gonfs.Write(buf); err != nil {
-			c.log.Warn("nfs: go-nfs stopped reading", "err", err)
-			for range c.fwd { // drain so that dispatch never blocks
-			}
-			return
-		}
-	}
-}
-
-// relay copies go-nfs's replies to the client.
-func (c *conn) relay() {
-	br := bufio.NewReader(c.gonfs)
-	for {
-		rec, err := readRecord(br, nil, 1<<30)
-		if err != nil {
-			return
-		}
-		reply := make([]byte, 4+len(rec))
-		copy(reply[4:], rec)
-		c.send(reply)
-	}
-}

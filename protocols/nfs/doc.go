@@ -3,25 +3,36 @@
 //
 // # Design
 //
-// A small RPC record layer sits in front of github.com/willscott/go-nfs
-// (v0.0.4, unmodified). For each client connection it reads RPC records
-// (RFC 5531 record marking, at most Options.MaxRecordSize, with
-// Options.IdleTimeout), decodes the call header and decides:
+// One record layer answers everything. For each client connection it reads
+// RPC records (RFC 5531 record marking, at most Options.MaxRecordSize,
+// with Options.IdleTimeout), decodes the call header and decides:
 //
 //   - protocol errors it answers itself: RPC version ≠ 2 (RPC_MISMATCH),
 //     credentials other than AUTH_SYS and AUTH_NONE (AUTH_ERROR), unknown
 //     programs such as NFS_ACL 100227 (PROG_UNAVAIL), NFS or MOUNT versions
 //     other than 3 (PROG_MISMATCH with mismatch_info 3..3), unknown
 //     procedures (PROC_UNAVAIL), malformed arguments (GARBAGE_ARGS);
-//   - the procedures of the route table (routes.go) it answers itself from
-//     vfs, concurrently (Options.MaxInFlight per connection);
-//   - the rest — MOUNT NULL, MNT, UMNT and NFS NULL — it forwards in order
-//     to go-nfs, which serves an in-memory pipe per client connection, and
-//     relays go-nfs's replies back.
+//   - every MOUNT v3 and NFSv3 procedure it answers from vfs through the
+//     route table (routes.go), concurrently (Options.MaxInFlight per
+//     connection): MOUNT NULL, MNT, DUMP, UMNT, UMNTALL and EXPORT
+//     (mount.go), the NFS procedures (nfs3.go).
 //
-// routes.go says, procedure by procedure, why go-nfs does not answer the
-// others. go-nfs's Handler is implemented over vfs content handles
-// (gonfs.go): ToHandle/FromHandle need no table.
+// A panic in a procedure is answered with SYSTEM_ERR and logged with its
+// stack; the connection and the daemon go on.
+//
+// # Hostile clients
+//
+// Every length, count and size a client sends is checked before anything
+// is allocated for it or logged: records (MaxRecordSize, read as their
+// bytes arrive), credentials and verifiers (400 bytes; an AUTH_SYS machine
+// name 255, 16 gids), file handles (64), names (255: longer is
+// NFS3ERR_NAMETOOLONG), MNT's dirpath (MNTPATHLEN, 1024: longer is
+// MNT3ERR_NAMETOOLONG), READ counts (clamped to Options.MaxRead) and
+// READDIR counts (clamped to 1 MiB; too small for the reply is
+// NFS3ERR_TOOSMALL). Client strings in log lines are bounded quotes
+// (internal/clientstr). Every reply is written under a write deadline
+// (Options.IdleTimeout), so a client that does not read cannot hold a
+// goroutine.
 //
 // # Handles, attributes, listings
 //

@@ -1,10 +1,11 @@
 package nfs
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"io/fs"
+	"math"
+	"syscall"
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
@@ -136,9 +137,12 @@ func refuse(zeros int) func(c *conn, cl *call, w *xdrWriter) error {
 func (c *conn) lookup(cl *call, w *xdrWriter) error {
 	r := xdrReader{b: cl.args}
 	dir, err, garbage := c.node(&r)
-	name := r.opaque(4096)
+	name, tooLong := r.name()
 	if garbage != nil || r.err != nil {
 		return errGarbage
+	}
+	if err == nil && tooLong {
+		err = &vfs.Error{Op: "lookup", Errno: syscall.ENAMETOOLONG}
 	}
 	var n vfs.Node
 	if err == nil {
@@ -288,7 +292,10 @@ func (c *conn) read(cl *call, w *xdrWriter) error {
 // stay valid whatever happens — Directories are immutable and root cookies
 // resume by name — so the cookie verifier is only an identity the client
 // echoes back: it is never checked and NFS3ERR_BAD_COOKIE never sent.
-// dircount is ignored, as knfsd does: maxcount alone bounds a reply.
+// dircount is ignored, as knfsd does: maxcount alone bounds a reply. A
+// cookie past the end (any cookie, up to 2⁶⁴-1) gets an empty listing with
+// eof; a maxcount too small for the empty listing, or for the first entry
+// due, gets NFS3ERR_TOOSMALL.
 const (
 	cookieDot    = 1
 	cookieDotDot = 2
@@ -297,6 +304,8 @@ const (
 	readdirOverhead = 4 + 4 + fattr3Len + 8 + 4 + 4
 	// maxReaddirReply bounds maxcount, whatever the client asks.
 	maxReaddirReply = 1 << 20
+	// maxReaddirBatch bounds the entries asked of vfs at once.
+	maxReaddirBatch = 4096
 )
 
 func (c *conn) readdir(cl *call, w *xdrWriter) error     { return c.list(cl, w, false) }
@@ -331,7 +340,13 @@ func (c *conn) list(cl *call, w *xdrWriter, plus bool) error {
 		c.postOpAttr(w, dir)
 		return nil
 	}
-	budget := int(min(maxcount, maxReaddirReply)) - readdirOverhead
+	if maxcount < readdirOverhead {
+		// Not even an empty listing fits.
+		w.u32(nfs3ErrTooSmall)
+		c.postOpAttr(w, dir)
+		return nil
+	}
+	budget := int(min(maxcount, maxReaddirReply)) - readdirOverhead // ≥ 0
 	head := len(w.b)
 	w.u32(nfs3OK)
 	c.postOpAttr(w, dir)
@@ -388,8 +403,12 @@ func (c *conn) list(cl *call, w *xdrWriter, plus bool) error {
 	if cookie > cookieDotDot {
 		vcookie = cookie - cookieDotDot
 	}
+	// The loop ends: batch is at least 1, so an empty answer is eof, and
+	// every other round adds batch entries of at least 24 bytes each to a
+	// reply whose budget is at most maxReaddirReply.
 	for !full {
-		batch := min(budget/entryLen("", plus, vfs.MaxHandleLen)+1, 4096)
+		// Ask vfs for about as many entries as can fit, and at least one.
+		batch := min(budget/entryLen("", plus, vfs.MaxHandleLen)+1, maxReaddirBatch)
 		es, err := c.s.fs.ReadDir(c.s.ctx, dir, vcookie, batch)
 		if err != nil {
 			w.b = w.b[:head]
@@ -398,6 +417,15 @@ func (c *conn) list(cl *call, w *xdrWriter, plus bool) error {
 			return nil
 		}
 		for _, e := range es {
+			if e.Cookie > math.MaxUint64-cookieDotDot {
+				// A root cookie so high that the NFS cookie would wrap
+				// to "." (see vfs/doc.go): the client would list forever.
+				c.log.Error("nfs: directory cookie too large for an NFS cookie", "cookie", e.Cookie, "name", e.Name)
+				w.b = w.b[:head]
+				w.u32(nfs3ErrIO)
+				c.postOpAttr(w, dir)
+				return nil
+			}
 			if !add(e.Name, e.Node, e.Cookie+cookieDotDot, true) {
 				full = true
 				break
@@ -476,6 +504,3 @@ func (c *conn) pathconf(cl *call, w *xdrWriter) error {
 		return nil
 	})
 }
-
-// appendU64 is binary.BigEndian.AppendUint64, for tests.
-var _ = binary.BigEndian

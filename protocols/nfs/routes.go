@@ -1,48 +1,35 @@
 package nfs
 
-// route says who answers one procedure: handle, or go-nfs when handle is
-// nil.
+// route names one procedure and says who answers it.
 type route struct {
 	name   string
 	handle func(c *conn, cl *call, w *xdrWriter) error
 }
 
-// routeTable maps MOUNT v3 and NFSv3 procedure numbers to routes.
+// routeTable maps MOUNT v3 and NFSv3 procedure numbers to routes. It is a
+// field of Server, so that tests can replace a route.
 type routeTable struct {
 	mount [6]route
 	nfs   [22]route
 }
 
-// defaultRoutes is who answers what, and why. go-nfs v0.0.4 answers the
-// procedures it gets right: MOUNT NULL, MNT (through gonfsHandler.Mount and
-// ToHandle) and UMNT, and NFS NULL. The record layer answers the rest,
-// because go-nfs v0.0.4:
-//   - MOUNT EXPORT, DUMP, UMNTALL: has no handler, and its PROC_UNAVAIL
-//     answer breaks libnfs's mount (it expects the export list);
-//   - GETATTR, READLINK, FSSTAT: encodes os.FileMode bits into the mode,
-//     reports "used" as the size (symlinks and directories get blocks),
-//     and writes FSSTAT's invarsec as 8 bytes instead of 4;
-//   - LOOKUP, READ: maps every error to NOENT or ACCES, so missing or
-//     corrupt data (EIO) and reads of directories (ISDIR) are misreported;
-//   - ACCESS: grants EXECUTE on every file whatever its mode;
-//   - READDIR, READDIRPLUS: re-reads and sorts the whole directory on every
-//     call (O(n²) for a big directory) instead of resuming at the cookie;
-//   - FSINFO: advertises 1 GiB reads and writes;
-//   - PATHCONF: says chown is not restricted;
-//   - SETATTR: answers NOTSUPP, COMMIT SERVERFAULT, and the other writes
-//     walk the path before they refuse: every write must be ROFS.
+// defaultRoutes answers every MOUNT v3 and NFSv3 procedure from vfs: reads
+// with the store's data, every write with NFS3ERR_ROFS (NFS3ERR_STALE for a
+// handle that names nothing) after decoding the handle it names. The
+// record layer answers the calls that reach no route (other programs,
+// versions, procedures) itself: see dispatch.
 func defaultRoutes() routeTable {
 	var t routeTable
 	t.mount = [6]route{
-		{name: "NULL"},
-		{name: "MNT"},
+		{name: "NULL", handle: (*conn).null},
+		{name: "MNT", handle: (*conn).mount},
 		{name: "DUMP", handle: (*conn).mountDump},
-		{name: "UMNT"},
-		{name: "UMNTALL", handle: (*conn).mountVoid},
+		{name: "UMNT", handle: (*conn).unmount},
+		{name: "UMNTALL", handle: (*conn).null},
 		{name: "EXPORT", handle: (*conn).mountExport},
 	}
 	t.nfs = [22]route{
-		{name: "NULL"},
+		{name: "NULL", handle: (*conn).null},
 		{name: "GETATTR", handle: (*conn).getattr},
 		{name: "SETATTR", handle: refuse(2)},
 		{name: "LOOKUP", handle: (*conn).lookup},
@@ -64,16 +51,6 @@ func defaultRoutes() routeTable {
 		{name: "FSINFO", handle: (*conn).fsinfo},
 		{name: "PATHCONF", handle: (*conn).pathconf},
 		{name: "COMMIT", handle: refuse(2)},
-	}
-	return t
-}
-
-// goNFSRoutes sends every NFS procedure go-nfs implements to go-nfs: for
-// measuring what go-nfs costs, not for serving.
-func goNFSRoutes() routeTable {
-	t := defaultRoutes()
-	for i := range t.nfs {
-		t.nfs[i].handle = nil
 	}
 	return t
 }

@@ -56,7 +56,6 @@ type call struct {
 	flavor  uint32 // credential flavor
 	cred    []byte // credential body
 	args    []byte // procedure arguments (aliases the record)
-	record  []byte // the whole record, as forwarded to go-nfs
 }
 
 // errNotCall means a record is a reply or otherwise not a call; the server
@@ -68,7 +67,7 @@ var errNotCall = errors.New("nfs: RPC message is not a call")
 // its xid so that the caller can answer GARBAGE_ARGS.
 func parseCall(rec []byte) (*call, error) {
 	r := xdrReader{b: rec}
-	c := &call{record: rec}
+	c := &call{}
 	c.xid = r.u32()
 	mtype := r.u32()
 	if r.err != nil {
@@ -181,8 +180,15 @@ func setRecordMarkLen(b []byte, n int) {
 // limit; the connection is then dropped.
 var errRecordTooLarge = errors.New("nfs: RPC record exceeds the maximum record size")
 
+// readChunk is how much of a record readRecord allocates ahead of the
+// bytes that have arrived.
+const readChunk = 64 << 10
+
 // readRecord reads one RPC record (RFC 5531 section 11: fragments, the last
-// marked by the high bit) of at most max bytes into buf's storage.
+// marked by the high bit) of at most max bytes into buf's storage. A
+// fragment's declared length is checked against max before anything is
+// allocated, and the record grows as its bytes arrive: a client that
+// declares a large record and sends nothing costs at most readChunk.
 func readRecord(r *bufio.Reader, buf []byte, max int) ([]byte, error) {
 	rec := buf[:0]
 	var hdr [4]byte
@@ -198,13 +204,17 @@ func readRecord(r *bufio.Reader, buf []byte, max int) ([]byte, error) {
 		if n > max-len(rec) {
 			return nil, fmt.Errorf("%w (%d bytes)", errRecordTooLarge, len(rec)+n)
 		}
-		start := len(rec)
-		rec = slices.Grow(rec, n)[:start+n]
-		if _, err := io.ReadFull(r, rec[start:]); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
+		for n > 0 {
+			chunk := min(n, readChunk)
+			start := len(rec)
+			rec = slices.Grow(rec, chunk)[:start+chunk]
+			if _, err := io.ReadFull(r, rec[start:]); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return nil, err
 			}
-			return nil, err
+			n -= chunk
 		}
 		if mark&(1<<31) != 0 {
 			return rec, nil

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/storefs/storefs/internal/netguard"
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/memory"
 	"github.com/storefs/storefs/storeclient/storetest"
-	"github.com/storefs/storefs/internal/netguard"
 	"github.com/storefs/storefs/vfs"
 )
 

@@ -2,7 +2,6 @@ package nfs
 
 import (
 	"syscall"
-	"time"
 
 	"github.com/storefs/storefs/protocols/internal/sendfile"
 )
@@ -40,7 +39,7 @@ func (c *conn) sendWithTail(head []byte, t *fileTail) error {
 	if c.werr != nil {
 		return c.werr
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+	c.setWriteDeadline() // sendfile waits through the poller, which honours it
 	r := sendfile.Send(c.raw, head, t.f, t.off, t.n, zeros[:t.pad()])
 	switch {
 	case r.FileClosed:

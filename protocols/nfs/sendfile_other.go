@@ -16,5 +16,6 @@ func (c *conn) sendWithTail(head []byte, t *fileTail) error {
 	if c.werr != nil {
 		return c.werr
 	}
+	c.setWriteDeadline()
 	return c.sendFailed(c.sendCopied(head, t, 0))
 }

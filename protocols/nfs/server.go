@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	lru "github.com/hashicorp/golang-lru/v2"
-	gonfs "github.com/willscott/go-nfs"
 
 	"github.com/storefs/storefs/vfs"
 )
@@ -32,9 +31,6 @@ type Server struct {
 	routes    routeTable
 	replyBufs sync.Pool // *[]byte of replyBufSize: READ replies are built in place
 
-	gonfsOnce sync.Once
-	gonfsLis  *pipeListener // go-nfs accepts our in-memory connections here
-	gonfsDone chan struct{} // closed when go-nfs's Serve returns
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	closed    bool
@@ -68,8 +64,6 @@ func New(fsys *vfs.FS, opts Options) (*Server, error) {
 		cancel:    cancel,
 		handles:   handles,
 		routes:    defaultRoutes(),
-		gonfsLis:  newPipeListener(),
-		gonfsDone: make(chan struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 	}, nil
@@ -111,7 +105,6 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.mu.Unlock()
 		lis.Close()
 	}()
-	s.startGoNFS()
 	s.log.Info("nfs: serving", "addr", lis.Addr().String())
 	for {
 		nc, err := lis.Accept()
@@ -173,19 +166,5 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
-	s.gonfsLis.Close()
-	s.gonfsOnce.Do(func() { close(s.gonfsDone) }) // never started: nothing to wait for
-	<-s.gonfsDone
 	return nil
-}
-
-// startGoNFS starts go-nfs's server on the in-memory listener once.
-func (s *Server) startGoNFS() {
-	s.gonfsOnce.Do(func() {
-		srv := &gonfs.Server{Handler: &gonfsHandler{s: s}, Context: s.ctx}
-		go func() {
-			defer close(s.gonfsDone)
-			_ = srv.Serve(s.gonfsLis) // returns when gonfsLis is closed
-		}()
-	})
 }

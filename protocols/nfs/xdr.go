@@ -3,6 +3,8 @@ package nfs
 import (
 	"encoding/binary"
 	"errors"
+
+	"github.com/storefs/storefs/storeclient"
 )
 
 // errGarbage is the cause of every malformed request body: the caller
@@ -39,27 +41,48 @@ func (r *xdrReader) u64() uint64 {
 	return v
 }
 
-// fixed reads n bytes of fixed-length opaque data (padded to 4).
+// fixed reads n bytes of fixed-length opaque data (padded to 4). n is
+// compared with what is left before any arithmetic on it, so that no n
+// overflows.
 func (r *xdrReader) fixed(n int) []byte {
-	p := (n + 3) &^ 3
-	if n < 0 || len(r.b) < p {
+	if n < 0 || n > len(r.b) || n+(-n&3) > len(r.b) {
 		r.fail()
 		return nil
 	}
 	v := r.b[:n:n]
-	r.b = r.b[p:]
+	r.b = r.b[n+(-n&3):]
 	return v
 }
 
-// opaque reads variable-length opaque data of at most max bytes. The result
-// aliases the request buffer.
+// opaque reads variable-length opaque data of at most max bytes (max ≥ 0).
+// The length is checked before anything else; the result aliases the
+// request buffer, so nothing is allocated.
 func (r *xdrReader) opaque(max int) []byte {
 	n := r.u32()
-	if r.err != nil || n > uint32(max) {
+	if r.err != nil || uint64(n) > uint64(max) {
 		r.fail()
 		return nil
 	}
 	return r.fixed(int(n))
+}
+
+// name reads a filename3: a name of at most storeclient.MaxNameLen bytes.
+// A longer name that the request holds is skipped and reported as tooLong,
+// for NFS3ERR_NAMETOOLONG; one longer than the request is malformed.
+func (r *xdrReader) name() (name []byte, tooLong bool) {
+	n := r.u32()
+	if r.err != nil {
+		return nil, false
+	}
+	if n > storeclient.MaxNameLen {
+		if uint64(n) > uint64(len(r.b)) {
+			r.fail()
+			return nil, false
+		}
+		r.fixed(int(n))
+		return nil, r.err == nil
+	}
+	return r.fixed(int(n)), false
 }
 
 // xdrWriter encodes XDR by appending to a byte slice. A READ reply may end
