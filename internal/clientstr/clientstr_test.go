@@ -18,3 +18,17 @@ func TestQuote(t *testing.T) {
 		t.Error("QuoteBytes and Quote differ")
 	}
 }
+
+func TestTrim(t *testing.T) {
+	if got := Trim("a b"); got != "a b" {
+		t.Errorf("Trim(short) = %q", got)
+	}
+	long := strings.Repeat("y", 5000)
+	got := Trim(long)
+	if !strings.HasPrefix(got, strings.Repeat("y", MaxLogged)+"…") || !strings.HasSuffix(got, "(5000 bytes)") || len(got) > MaxLogged+30 {
+		t.Errorf("Trim(5000 bytes) = %q", got)
+	}
+	if TrimBytes([]byte(long)) != got {
+		t.Error("TrimBytes and Trim differ")
+	}
+}

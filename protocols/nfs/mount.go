@@ -39,7 +39,7 @@ func (c *conn) mount(cl *call, w *xdrWriter) error {
 			sent = sent[:n]
 		}
 		err := &vfs.Error{Op: "mount", Errno: syscall.ENAMETOOLONG}
-		c.log.Info("nfs: mount refused: path too long", "path", clientstr.QuoteBytes(sent), "bytes", n, "max", mntPathLen)
+		c.log.Info("nfs: mount refused: path too long", "path", clientstr.TrimBytes(sent), "bytes", n, "max", mntPathLen)
 		w.u32(mountStatusOf(err))
 		return nil
 	}
@@ -52,11 +52,11 @@ func (c *conn) mount(cl *call, w *xdrWriter) error {
 		err = &vfs.Error{Op: "mount", Errno: syscall.ENOTDIR}
 	}
 	if err != nil {
-		c.log.Info("nfs: mount refused", "path", clientstr.Quote(dir), "err", vfs.Errno(err).Error(), errCause(err))
+		c.log.Info("nfs: mount refused", "path", clientstr.Trim(dir), "err", vfs.Errno(err).Error(), errCause(err))
 		w.u32(mountStatusOf(err))
 		return nil
 	}
-	c.log.Info("nfs: mount", "path", clientstr.Quote(dir))
+	c.log.Info("nfs: mount", "path", clientstr.Trim(dir))
 	w.u32(nfs3OK)
 	w.opaque(c.s.handOut(node))
 	w.u32(uint32(len(mountAuthFlavors)))
@@ -74,7 +74,7 @@ func errCause(err error) slog.Attr {
 	if !errors.As(err, &ve) || ve.Err == nil {
 		return slog.Attr{}
 	}
-	return slog.String("cause", clientstr.Quote(ve.Err.Error()))
+	return slog.String("cause", clientstr.Trim(ve.Err.Error()))
 }
 
 // unmount answers UMNT: the server keeps no mount list, so there is

@@ -318,7 +318,7 @@ type panicLog struct {
 // log logs a recovered panic at Error, with the stack if it is the
 // connection's first: a client that can cause one can cause many.
 func (p *panicLog) log(msg, request string, v any) {
-	args := []any{"request", request, "panic", clientstr.Quote(fmt.Sprint(v))}
+	args := []any{"request", request, "panic", clientstr.Trim(fmt.Sprint(v))}
 	if p.n.Add(1) == 1 {
 		args = append(args, "stack", string(debug.Stack()))
 	}
@@ -392,7 +392,7 @@ func (l libLogger) Printf(format string, args ...any) {
 		l.log.Error(msg, "detail", line) // the stack: not client data, kept whole
 		return
 	}
-	l.log.Log(context.Background(), level, msg, "detail", clientstr.Quote(line))
+	l.log.Log(context.Background(), level, msg, "detail", clientstr.Trim(line))
 }
 
 // Print implements ulog.Logger.

@@ -530,7 +530,7 @@ func (c *wireConn) version(tag uint16, frame []byte, b *body) (bool, error) {
 		return false, c.violation("Tversion after the session started")
 	}
 	if string(vb) != version || msize < MinMsize {
-		c.log.Info("ninep: refused version", "version", clientstr.QuoteBytes(vb), "msize", msize)
+		c.log.Info("ninep: refused version", "version", clientstr.TrimBytes(vb), "msize", msize)
 		return false, c.replyVersion(tag, min(msize, c.maxMsize), "unknown")
 	}
 	msize = min(msize, c.maxMsize)
