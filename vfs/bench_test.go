@@ -71,12 +71,12 @@ func BenchmarkReadDir10000(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := fsys.ReadDir(ctx, dir, 0, 0); err != nil {
+	if _, err := fsys.ReadDir(ctx, dir, 0, vfs.ReadDirAll); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		es, err := fsys.ReadDir(ctx, dir, 0, 0)
+		es, err := fsys.ReadDir(ctx, dir, 0, vfs.ReadDirAll)
 		if err != nil || len(es) != 10000 {
 			b.Fatal(len(es), err)
 		}

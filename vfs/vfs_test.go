@@ -297,7 +297,7 @@ func TestLegacySizes(t *testing.T) {
 		want   syscall.Errno
 	}{{false, syscall.EIO}, {true, 0}} {
 		fsys := newFS(t, s, vfs.Options{LegacySizes: tc.legacy, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		_, err := fsys.ReadDir(t.Context(), walk(t, fsys, "77777777777777777777777777777777-old"), 0, 0)
+		_, err := fsys.ReadDir(t.Context(), walk(t, fsys, "77777777777777777777777777777777-old"), 0, vfs.ReadDirAll)
 		if vfs.Errno(err) != tc.want {
 			t.Errorf("LegacySizes %v: %v, want %v", tc.legacy, err, tc.want)
 		}

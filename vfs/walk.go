@@ -20,8 +20,8 @@ const maxSymlinks = 40
 // target under /nix/store/ from the root; any other absolute target is
 // outside the store (ENOENT). More than 40 symlinks: ELOOP.
 //
-// Walk serves tools that take paths (the CLI, path-based frontends such as
-// billy); kernels and protocol clients walk with Lookup themselves.
+// Walk serves what takes paths (the CLI, NFS MOUNT, 9P attach names);
+// kernels and protocol clients walk with Lookup themselves.
 func (f *FS) Walk(ctx context.Context, path string, follow bool) (Node, error) {
 	t0 := f.opStart(OpWalk)
 	n, err := f.walk(ctx, path, follow)

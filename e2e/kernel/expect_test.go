@@ -118,7 +118,7 @@ func (fx *fixture) expectLsLa(ctx context.Context, rel string) (string, error) {
 		}
 		entries = append(entries, e)
 	}
-	list, err := fx.fsys.ReadDir(ctx, dir, 0, 0)
+	list, err := fx.fsys.ReadDir(ctx, dir, 0, vfs.ReadDirAll)
 	if err != nil {
 		return "", fmt.Errorf("vfs readdir %s: %w", rel, err)
 	}

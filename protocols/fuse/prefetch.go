@@ -3,6 +3,7 @@ package fuse
 import (
 	"context"
 	"errors"
+	"github.com/storefs/storefs/vfs"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -191,7 +192,7 @@ func (p *prefetcher) directory(ctx context.Context, dir *dirNode) {
 	if !p.on.Load() {
 		return
 	}
-	es, err := dir.fs.vfs.ReadDir(ctx, dir.n, 0, 0)
+	es, err := dir.fs.vfs.ReadDir(ctx, dir.n, 0, vfs.ReadDirAll)
 	if err != nil {
 		return
 	}

@@ -1,6 +1,6 @@
 // Package vfstest is the conformance suite of docs/../spec conformance.md as
 // a reusable harness, in the manner of testing/fstest.TestFS: every frontend
-// (FUSE, NFS, 9P, the billy facade, vfs itself) runs the same named cases
+// (FUSE, NFS, 9P, virtio-fs, vfs itself) runs the same named cases
 // through its own real client.
 //
 // The suite chooses the store and vfs options of each case (the fixtures of
