@@ -3,7 +3,6 @@ package fuse
 import (
 	"context"
 	"errors"
-	"github.com/storefs/storefs/vfs"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/vfs"
 )
 
 // A cold read of many small files costs one disk access after another,
