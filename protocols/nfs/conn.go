@@ -87,7 +87,7 @@ func (c *conn) logEnd(err error) {
 
 // send writes one reply built with replyHeader (or acceptedError and the
 // like), filling in its record mark. A client that does not take its
-// replies within IdleTimeout loses the connection.
+// replies within WriteTimeout loses the connection.
 func (c *conn) send(reply []byte) {
 	setRecordMark(reply)
 	c.wmu.Lock()
@@ -104,11 +104,11 @@ func (c *conn) send(reply []byte) {
 }
 
 // setWriteDeadline bounds the reply about to be written: a client that
-// does not take it within IdleTimeout loses its connection, and the
+// does not take it within WriteTimeout loses its connection, and the
 // goroutine writing it is freed. Every write to the client follows it,
 // under wmu (send, sendWithTail, sendCopied).
 func (c *conn) setWriteDeadline() {
-	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 }
 
 // dispatch answers or routes one record. idle says that no other call of
@@ -196,6 +196,12 @@ func (c *conn) dispatch(rec []byte, idle bool) {
 // every call's procedure runs, inline or in its own goroutine, so it is
 // where a panic in a procedure stops: see recoverCall.
 func (c *conn) run(r route, cl *call) {
+	select { // a reply buffer of the server-wide budget (MaxReplyMemory)
+	case c.s.replyBudget <- struct{}{}:
+	case <-c.s.ctx.Done():
+		return
+	}
+	defer func() { <-c.s.replyBudget }()
 	buf := c.s.replyBufs.Get().(*[]byte)
 	w := xdrWriter{b: (*buf)[:0]}
 	replied := false

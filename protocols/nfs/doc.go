@@ -31,8 +31,9 @@
 // READDIR counts (clamped to 1 MiB; too small for the reply is
 // NFS3ERR_TOOSMALL). Client strings in log lines are bounded quotes
 // (internal/clientstr). Every reply is written under a write deadline
-// (Options.IdleTimeout), so a client that does not read cannot hold a
-// goroutine.
+// (Options.WriteTimeout), so a client that does not read cannot hold a
+// goroutine, and the reply buffers of all connections together are bounded
+// by Options.MaxReplyMemory.
 //
 // # Handles, attributes, listings
 //

@@ -316,7 +316,7 @@ func TestHostileUnreadReplies(t *testing.T) {
 	fsys, _ := localFS(t, vfs.Options{Logger: discardLogger()})
 	for _, mode := range []SendfileMode{SendfileNever, SendfileAlways} {
 		t.Run(mode.String(), func(t *testing.T) {
-			s, addr := serveTest(t, fsys, Options{IdleTimeout: hostileIdle, Sendfile: mode, Logger: discardLogger()})
+			s, addr := serveTest(t, fsys, Options{IdleTimeout: hostileIdle, WriteTimeout: hostileIdle, Sendfile: mode, Logger: discardLogger()})
 			c := dialT(t, addr)
 			fh, _, err := c.lookup(c.root, rootBig1)
 			if err != nil {
@@ -365,5 +365,61 @@ func TestHostileUnreadReplies(t *testing.T) {
 				t.Errorf("READ after the stuck client: %d bytes, %v", len(b), err)
 			}
 		})
+	}
+}
+
+// TestReplyMemoryBudget: many connections that send READs of 1 MiB and read
+// no reply pin at most MaxReplyMemory of reply buffers between them, not
+// MaxInFlight buffers each; once their writes time out, others are served.
+func TestReplyMemoryBudget(t *testing.T) {
+	fsys, _ := localFS(t, vfs.Options{Logger: discardLogger()})
+	s, addr := serveTest(t, fsys, Options{IdleTimeout: hostileIdle, WriteTimeout: hostileIdle,
+		MaxReplyMemory: 4 << 20, Sendfile: SendfileNever, Logger: discardLogger()})
+	if n := cap(s.replyBudget); n != 3 {
+		t.Fatalf("%d reply buffers for 4 MiB, want 3", n)
+	}
+	c := dialT(t, addr)
+	fh, _, err := c.lookup(c.root, rootBig1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for xid := uint32(10); xid < 26; xid++ { // MaxInFlight of them
+		out = append(out, record(callRecord(xid, rpcVersion, progNFS, 3, 6, authNone, nil, readArgs(fh, 0, 1<<20)))...)
+	}
+	const stuckConns = 8
+	grew := heapPeak(func() {
+		for range stuckConns {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			// A small receive buffer, so that the replies stay in the
+			// server rather than in the kernel.
+			nc.(*net.TCPConn).SetReadBuffer(4096)
+			if _, err := nc.Write(out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		for deadline := time.Now().Add(hostileIdle + hostileDeadline); ; time.Sleep(10 * time.Millisecond) {
+			s.mu.Lock()
+			open := len(s.conns)
+			s.mu.Unlock()
+			if open <= 1 { // c alone, or none if c idled out
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections still open %v after their replies stopped being read", open, hostileIdle+hostileDeadline)
+			}
+		}
+	})
+	t.Logf("heap +%d KiB with %d connections of %d unread 1 MiB READs each", grew>>10, stuckConns, 16)
+	if grew > 24<<20 {
+		t.Errorf("heap grew by %d MiB; the budget is 4 MiB (without it: %d MiB)", grew>>20, stuckConns*16)
+	}
+	if b, _, err := dialT(t, addr).readFH(fh, 0, 1<<20); err != nil || len(b) != 1<<20 {
+		t.Errorf("READ after the stuck clients: %d bytes, %v", len(b), err)
 	}
 }

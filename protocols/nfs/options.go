@@ -15,6 +15,8 @@ const (
 	DefaultMaxRead       = 1 << 20
 	DefaultIdleTimeout   = 5 * time.Minute
 	DefaultMaxInFlight   = 16
+	DefaultWriteTimeout  = time.Minute
+	DefaultReplyMemory   = 256 << 20
 	DefaultHandleCache   = 4096
 )
 
@@ -49,6 +51,20 @@ type Options struct {
 	// Default DefaultIdleTimeout.
 	IdleTimeout time.Duration
 
+	// WriteTimeout bounds how long one reply may take to be written: a
+	// client that does not take its replies loses the connection. Default
+	// DefaultWriteTimeout.
+	WriteTimeout time.Duration
+
+	// MaxReplyMemory bounds the reply buffers of all connections
+	// together: each call being answered holds one buffer of MaxRead (and
+	// a little) until its reply is written, so without a bound clients
+	// that do not read their replies could pin MaxInFlight of them per
+	// connection. A call waits for a free buffer (its connection is read
+	// no further meanwhile). Default DefaultReplyMemory (256 MiB: 255
+	// buffers at the default MaxRead); at least one buffer.
+	MaxReplyMemory int
+
 	// MaxInFlight bounds the calls of one connection the server works on
 	// at once; further calls wait in the client's socket buffer. Default
 	// DefaultMaxInFlight.
@@ -82,6 +98,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.MaxReplyMemory <= 0 {
+		o.MaxReplyMemory = DefaultReplyMemory
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight

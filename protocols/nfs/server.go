@@ -30,6 +30,9 @@ type Server struct {
 	handles   *lru.Cache[string, vfs.Node]
 	routes    routeTable
 	replyBufs sync.Pool // *[]byte of replyBufSize: READ replies are built in place
+	// replyBudget holds one token per reply buffer in use, at most
+	// MaxReplyMemory/replyBufSize of them.
+	replyBudget chan struct{}
 
 	wg        sync.WaitGroup
 	mu        sync.Mutex
@@ -57,15 +60,16 @@ func New(fsys *vfs.FS, opts Options) (*Server, error) {
 			b := make([]byte, 0, bufSize)
 			return &b
 		}},
-		fs:        fsys,
-		opts:      opts,
-		log:       opts.Logger,
-		ctx:       ctx,
-		cancel:    cancel,
-		handles:   handles,
-		routes:    defaultRoutes(),
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
+		replyBudget: make(chan struct{}, max(opts.MaxReplyMemory/bufSize, 1)),
+		fs:          fsys,
+		opts:        opts,
+		log:         opts.Logger,
+		ctx:         ctx,
+		cancel:      cancel,
+		handles:     handles,
+		routes:      defaultRoutes(),
+		listeners:   make(map[net.Listener]struct{}),
+		conns:       make(map[*conn]struct{}),
 	}, nil
 }
 
