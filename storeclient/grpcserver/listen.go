@@ -44,27 +44,21 @@ func Listen(addr string, allow []netip.Prefix, logger *slog.Logger) (net.Listene
 		}
 		return lis, nil
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("grpc: listen address %q: %w (want HOST:PORT, :PORT or unix:PATH)", addr, err)
-	}
-	if len(allow) == 0 {
-		ip, err := netip.ParseAddr(host)
-		if host == "localhost" {
-			ip, err = netip.MustParseAddr("127.0.0.1"), nil
-			addr = "127.0.0.1" + addr[len(host):]
-		}
-		if err != nil || !ip.IsLoopback() {
-			return nil, fmt.Errorf("grpc: listen address %q is not loopback: serving other hosts needs an allow-list of client networks", addr)
-		}
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("grpc: listen on %s: %w", addr, err)
 	}
+	allowed := netguard.NewAllowList(allow)
+	if err := netguard.CheckListenAddr(lis.Addr(), allowed); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("grpc: %w", err)
+	}
 	return netguard.New(lis, netguard.Options{
 		Protocol:     "grpc",
-		Allow:        netguard.NewAllowList(allow),
+		Allow:        allowed,
 		ActiveOnRead: true,
 		Logger:       logger,
 	}), nil
