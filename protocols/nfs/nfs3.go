@@ -5,7 +5,6 @@ import (
 	"io"
 	"io/fs"
 	"math"
-	"syscall"
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
@@ -137,12 +136,11 @@ func refuse(zeros int) func(c *conn, cl *call, w *xdrWriter) error {
 func (c *conn) lookup(cl *call, w *xdrWriter) error {
 	r := xdrReader{b: cl.args}
 	dir, err, garbage := c.node(&r)
-	name, tooLong := r.name()
+	// Any length the record holds (it aliases the record: nothing is
+	// allocated); vfs decides what is too long (ENAMETOOLONG).
+	name := r.opaque(len(r.b))
 	if garbage != nil || r.err != nil {
 		return errGarbage
-	}
-	if err == nil && tooLong {
-		err = &vfs.Error{Op: "lookup", Errno: syscall.ENAMETOOLONG}
 	}
 	var n vfs.Node
 	if err == nil {

@@ -3,8 +3,6 @@ package nfs
 import (
 	"encoding/binary"
 	"errors"
-
-	"github.com/storefs/storefs/storeclient"
 )
 
 // errGarbage is the cause of every malformed request body: the caller
@@ -64,25 +62,6 @@ func (r *xdrReader) opaque(max int) []byte {
 		return nil
 	}
 	return r.fixed(int(n))
-}
-
-// name reads a filename3: a name of at most storeclient.MaxNameLen bytes.
-// A longer name that the request holds is skipped and reported as tooLong,
-// for NFS3ERR_NAMETOOLONG; one longer than the request is malformed.
-func (r *xdrReader) name() (name []byte, tooLong bool) {
-	n := r.u32()
-	if r.err != nil {
-		return nil, false
-	}
-	if n > storeclient.MaxNameLen {
-		if uint64(n) > uint64(len(r.b)) {
-			r.fail()
-			return nil, false
-		}
-		r.fixed(int(n))
-		return nil, r.err == nil
-	}
-	return r.fixed(int(n)), false
 }
 
 // xdrWriter encodes XDR by appending to a byte slice. A READ reply may end

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"runtime"
-	"strings"
 	"testing"
 )
 
@@ -37,34 +36,6 @@ func TestXDRLengths(t *testing.T) {
 
 // TestXDRName checks filename3 decoding: up to 255 bytes a name, longer
 // and present too long, longer than the request malformed.
-func TestXDRName(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		arg     []byte
-		tooLong bool
-		bad     bool
-	}{
-		{"255 bytes", (&xdrWriter{}).stringArg(strings.Repeat("a", 255)), false, false},
-		{"256 bytes", (&xdrWriter{}).stringArg(strings.Repeat("a", 256)), true, false},
-		{"4096 bytes", (&xdrWriter{}).stringArg(strings.Repeat("a", 4096)), true, false},
-		{"256 declared, 4 sent", []byte{0, 0, 1, 0, 'a', 'b', 'c', 'd'}, false, true},
-		{"4 GiB declared", []byte{0xff, 0xff, 0xff, 0xff, 'a', 'b', 'c', 'd'}, false, true},
-		{"no length", []byte{0, 0}, false, true},
-	} {
-		r := xdrReader{b: tc.arg}
-		name, tooLong := r.name()
-		if tooLong != tc.tooLong || (r.err != nil) != tc.bad {
-			t.Errorf("%s: tooLong %v, err %v", tc.name, tooLong, r.err)
-		}
-		if !tc.bad && !tc.tooLong && len(name) != 255 {
-			t.Errorf("%s: name of %d bytes", tc.name, len(name))
-		}
-		if !tc.bad && len(r.b) != 0 {
-			t.Errorf("%s: %d bytes left", tc.name, len(r.b))
-		}
-	}
-}
-
 func (w *xdrWriter) stringArg(s string) []byte {
 	w.string(s)
 	return w.b
