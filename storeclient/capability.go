@@ -1,0 +1,76 @@
+package storeclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Optional store capabilities. Each is an interface a store may implement
+// besides Store, and a function that finds it by type assertion and falls
+// back to what every store can do, as io/fs does. Wrapping stores forward
+// the capabilities of what they wrap only where that stays true of the
+// wrapper.
+
+// TrustedStore is implemented by stores whose data was verified when it
+// was written and is kept where nothing but storefs writes it (the
+// embedded local store, the memory store): their blobs are served without
+// re-hashing.
+type TrustedStore interface {
+	TrustedLocal() bool
+}
+
+// IsTrustedLocal reports whether s implements TrustedStore and reports
+// true. Every other store's data is verified before it is served.
+func IsTrustedLocal(s BlobService) bool {
+	t, ok := s.(TrustedStore)
+	return ok && t.TrustedLocal()
+}
+
+// OutboardStore is implemented by stores that can give a blob's bao
+// outboard (see bao.go for the format), so that a reader can verify any
+// range of the blob as it arrives.
+type OutboardStore interface {
+	// BlobOutboard returns the outboard of blob d, or an error wrapping
+	// ErrNoOutboard when there is none, or ErrNotFound when the blob is
+	// absent. The outboard is not trusted by the caller: it is checked
+	// against d (ParseOutboard) and every range against it.
+	BlobOutboard(ctx context.Context, d Digest) ([]byte, error)
+}
+
+// BlobOutboard returns s's outboard of blob d, or an error wrapping
+// ErrNoOutboard when s does not offer one.
+func BlobOutboard(ctx context.Context, s BlobService, d Digest) ([]byte, error) {
+	o, ok := s.(OutboardStore)
+	if !ok {
+		return nil, fmt.Errorf("blob %s: %w", d, ErrNoOutboard)
+	}
+	return o.BlobOutboard(ctx, d)
+}
+
+// SizedBlobOpener is implemented by stores that can open a blob whose size
+// the caller already knows (from a verified Directory) without asking the
+// server for it first.
+type SizedBlobOpener interface {
+	// OpenBlobSized opens blob d, which has size bytes. The reader's Size
+	// is size; a blob that turns out longer or shorter fails its reads
+	// with an error wrapping ErrCorrupt.
+	OpenBlobSized(ctx context.Context, d Digest, size int64) (BlobReader, error)
+}
+
+// OpenBlobSized opens blob d of size bytes through s's SizedBlobOpener, or
+// with OpenBlob, failing with ErrCorrupt when the store's size differs.
+func OpenBlobSized(ctx context.Context, s BlobService, d Digest, size int64) (BlobReader, error) {
+	if o, ok := s.(SizedBlobOpener); ok {
+		return o.OpenBlobSized(ctx, d, size)
+	}
+	r, err := s.OpenBlob(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	if r.Size() != size {
+		got := r.Size()
+		return nil, errors.Join(fmt.Errorf("blob %s has %d bytes, %d expected: %w", d, got, size, ErrCorrupt), r.Close())
+	}
+	return r, nil
+}
