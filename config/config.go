@@ -57,6 +57,11 @@ type Store struct {
 	// VerifyOnOpen hashes each blob of an embedded (local) store in full at
 	// its first open by the daemon.
 	VerifyOnOpen bool `yaml:"verify_on_open"`
+	// SpoolDir holds remote blobs that come without a bao outboard while
+	// they are read; "" is the system's temporary directory.
+	SpoolDir string `yaml:"spool_dir"`
+	// SpoolSize bounds the bytes in SpoolDir. Reloaded on SIGHUP.
+	SpoolSize int64 `yaml:"spool_size"`
 }
 
 // Scrub configures the background scrubber of an embedded (local) store.
@@ -161,12 +166,16 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Cache sizes the caches, in entries. Directories and VerifiedBlobs are
-// reloaded on SIGHUP.
+// Cache sizes the caches. Directories and RemoteMemory are reloaded on
+// SIGHUP.
 type Cache struct {
-	Directories   int `yaml:"directories"`
-	VerifiedBlobs int `yaml:"verified_blobs"`
-	NFSHandles    int `yaml:"nfs_handles"`
+	// Directories is how many Directories are kept in memory.
+	Directories int `yaml:"directories"`
+	// RemoteMemory bounds the bytes of bao outboards and verified chunk
+	// groups kept for blobs of remote stores.
+	RemoteMemory int64 `yaml:"remote_memory"`
+	// NFSHandles is how many NFS file handles are remembered.
+	NFSHandles int `yaml:"nfs_handles"`
 }
 
 // Timeouts bound waits.
@@ -222,7 +231,8 @@ const (
 	DefaultGRPCConns       = 64
 	DefaultMetricsConns    = 16
 	DefaultDirectories     = 10000
-	DefaultVerifiedBlobs   = 100000
+	DefaultRemoteMemory    = 64 << 20
+	DefaultSpoolSize       = 4 << 30
 	DefaultNFSHandles      = 4096
 	DefaultBackendTimeout  = 30 * time.Second
 	DefaultShutdown        = 10 * time.Second
@@ -239,6 +249,7 @@ const (
 // embedded store, no frontend, logging at info in text.
 func Default() *Config {
 	return &Config{
+		Store: Store{SpoolSize: DefaultSpoolSize},
 		Scrub: Scrub{
 			Enabled:        true,
 			BytesPerSecond: DefaultScrubRate,
@@ -264,9 +275,9 @@ func Default() *Config {
 		Metrics:  Metrics{AllowedNetworks: []string{}, MaxConnections: DefaultMetricsConns},
 		Log:      Log{Level: "info", Format: "text"},
 		Cache: Cache{
-			Directories:   DefaultDirectories,
-			VerifiedBlobs: DefaultVerifiedBlobs,
-			NFSHandles:    DefaultNFSHandles,
+			Directories:  DefaultDirectories,
+			RemoteMemory: DefaultRemoteMemory,
+			NFSHandles:   DefaultNFSHandles,
 		},
 		Timeouts: Timeouts{
 			Backend:     Duration(DefaultBackendTimeout),

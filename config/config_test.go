@@ -81,6 +81,9 @@ func TestBadConfigs(t *testing.T) {
 			want: ":3: nfss: unknown key (valid: store, scrub, list_root, xattrs, owner, fuse, nfs, ninep, virtiofs, grpc, metrics, log, cache, timeouts)"},
 		{name: "unknown nested key", yaml: "nfs:\n  listen: 127.0.0.1:2049\n  alowed_networks: [10.0.0.0/8]\n",
 			want: ":3: nfs.alowed_networks: unknown key in nfs (valid: listen, allowed_networks, require_secure_port, max_read, max_connections)"},
+		{name: "removed key", yaml: "cache:\n  verified_blobs: 10\n",
+			want: ":2: cache.verified_blobs: was removed: blobs of remote stores are verified per chunk group as they stream"},
+		{name: "spool too small", yaml: "store:\n  spool_size: 1000\n", want: ":2: store.spool_size: must be at least 1048576 (1 MiB), got 1000"},
 		{name: "upper-case key", yaml: "NFS:\n  listen: 127.0.0.1:2049\n", want: ":1: NFS: unknown key"},
 		{name: "unknown key in a list element", yaml: "fuse:\n  - mountpoint: /mnt/a\n    allow_others: true\n",
 			want: ":3: fuse[0].allow_others: unknown key in fuse[0]"},
@@ -276,7 +279,7 @@ metrics:
   listen: 127.0.0.1:9100
   max_connections: 3
 log: {level: warn, format: json}
-cache: {directories: 5, verified_blobs: 6, nfs_handles: 7}
+cache: {directories: 5, remote_memory: 2097152, nfs_handles: 7}
 timeouts: {backend: 1s, shutdown: 2s, handshake: 4s, nfs_idle: 3m, ninep_idle: 1h, grpc_idle: 2m, metrics_idle: 30s}
 `)}
 	c, err := Load(src)
@@ -285,7 +288,7 @@ timeouts: {backend: 1s, shutdown: 2s, handshake: 4s, nfs_idle: 3m, ninep_idle: 1
 	}
 	cwd, _ := os.Getwd()
 	want := &Config{
-		Store:    Store{URL: "local:/var/lib/storefs", VerifyOnOpen: true},
+		Store:    Store{URL: "local:/var/lib/storefs", VerifyOnOpen: true, SpoolSize: DefaultSpoolSize},
 		Scrub:    Scrub{BytesPerSecond: 1000, Interval: Duration(time.Hour)},
 		ListRoot: true,
 		Owner:    Owner{UID: 1000, GID: 100},
@@ -296,7 +299,7 @@ timeouts: {backend: 1s, shutdown: 2s, handshake: 4s, nfs_idle: 3m, ninep_idle: 1
 		GRPC:     GRPC{Listen: "127.0.0.1:0", AllowedNetworks: []string{}, MaxConnections: 9},
 		Metrics:  Metrics{Listen: "127.0.0.1:9100", AllowedNetworks: []string{}, MaxConnections: 3},
 		Log:      Log{Level: "warn", Format: "json"},
-		Cache:    Cache{Directories: 5, VerifiedBlobs: 6, NFSHandles: 7},
+		Cache:    Cache{Directories: 5, RemoteMemory: 2097152, NFSHandles: 7},
 		Timeouts: Timeouts{Backend: Duration(time.Second), Shutdown: Duration(2 * time.Second), Handshake: Duration(4 * time.Second),
 			NFSIdle: Duration(3 * time.Minute), NinePIdle: Duration(time.Hour), GRPCIdle: Duration(2 * time.Minute), MetricsIdle: Duration(30 * time.Second)},
 	}
@@ -398,5 +401,20 @@ func TestChanged(t *testing.T) {
 	want := []string{"fuse", "nfs.allowed_networks", "log.level"}
 	if got := Changed(a, b); !reflect.DeepEqual(got, want) {
 		t.Errorf("Changed = %v, want %v", got, want)
+	}
+}
+
+// STOREFS_STORE sets store.url and hides no other key of the store section.
+func TestStoreAliasKeepsStoreKeys(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("STOREFS_STORE", "memory:")
+	src := flags(t)
+	src.File = writeFile(t, "store:\n  verify_on_open: true\n  spool_size: 2097152\n")
+	c, err := Load(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.URL != "memory:" || !c.Store.VerifyOnOpen || c.Store.SpoolSize != 2097152 {
+		t.Errorf("store = %+v, want memory:, verify_on_open and spool_size from the file", c.Store)
 	}
 }

@@ -133,8 +133,14 @@ func Load(src Sources) (*Config, error) {
 		}
 	}
 
-	v.SetEnvPrefix(EnvPrefix)
-	v.AutomaticEnv()
+	// Each key is bound to its own variable: viper's AutomaticEnv would
+	// take a set STOREFS_STORE as the whole store section and hide
+	// store.spool_size and the other store keys from the file.
+	for _, f := range fields {
+		if err := v.BindEnv(f.key, EnvNames(f.key)[0]); err != nil {
+			return nil, fmt.Errorf("config: bind %s: %w", f.key, err)
+		}
+	}
 	for key, fl := range src.Flags {
 		if err := v.BindPFlag(key, fl); err != nil {
 			return nil, fmt.Errorf("config: bind flag --%s to %s: %w", fl.Name, key, err)

@@ -235,7 +235,7 @@ func (ld *loader) validate(c *Config) error {
 	for _, e := range []struct {
 		key string
 		n   int
-	}{{"cache.directories", c.Cache.Directories}, {"cache.verified_blobs", c.Cache.VerifiedBlobs}, {"cache.nfs_handles", c.Cache.NFSHandles}} {
+	}{{"cache.directories", c.Cache.Directories}, {"cache.nfs_handles", c.Cache.NFSHandles}} {
 		if e.n <= 0 {
 			return fail(e.key, "must be at least 1, got %d", e.n)
 		}
@@ -250,6 +250,14 @@ func (ld *loader) validate(c *Config) error {
 	} {
 		if e.d <= 0 {
 			return fail(e.key, "must be positive, got %s", e.d.Std())
+		}
+	}
+	for _, e := range []struct {
+		key string
+		n   int64
+	}{{"cache.remote_memory", c.Cache.RemoteMemory}, {"store.spool_size", c.Store.SpoolSize}} {
+		if e.n < 1<<20 {
+			return fail(e.key, "must be at least 1048576 (1 MiB), got %d", e.n)
 		}
 	}
 	if c.Scrub.BytesPerSecond <= 0 {

@@ -45,6 +45,11 @@ func (c *checker) errorf(n *yaml.Node, key, format string, args ...any) error {
 	return &Error{Where: fmt.Sprintf("%s:%d", c.file, n.Line), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
+// removedKeys are keys earlier versions accepted, with what to do instead.
+var removedKeys = map[string]string{
+	"cache.verified_blobs": "blobs of remote stores are verified per chunk group as they stream; delete the key (cache.remote_memory bounds that memory)",
+}
+
 // section checks a mapping against the section type t; path is its key
 // ("" for the top level).
 func (c *checker) section(n *yaml.Node, t reflect.Type, path string) error {
@@ -65,6 +70,9 @@ func (c *checker) section(n *yaml.Node, t reflect.Type, path string) error {
 		seen[kn.Value] = kn.Line
 		sf, ok := fieldByKey(t, kn.Value)
 		if !ok {
+			if why, gone := removedKeys[key]; gone {
+				return c.errorf(kn, key, "was removed: %s", why)
+			}
 			msg := "unknown key"
 			if path == "" {
 				msg += " (valid: " + strings.Join(sectionKeys(t), ", ") + ")"

@@ -22,7 +22,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,15 +107,18 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Server, erro
 	}
 	s.store = store
 	s.fs, err = vfs.New(store, vfs.Options{
-		ListRoot:              cfg.ListRoot,
-		NoXAttrs:              !cfg.XAttrs,
-		UID:                   cfg.Owner.UID,
-		GID:                   cfg.Owner.GID,
-		DirectoryCacheSize:    cfg.Cache.Directories,
-		VerifiedBlobCacheSize: cfg.Cache.VerifiedBlobs,
-		Timeout:               cfg.Timeouts.Backend.Std(),
-		Logger:                s.log,
-		Observer:              s.metrics,
+		ListRoot:           cfg.ListRoot,
+		NoXAttrs:           !cfg.XAttrs,
+		UID:                cfg.Owner.UID,
+		GID:                cfg.Owner.GID,
+		DirectoryCacheSize: cfg.Cache.Directories,
+		RemoteCacheBytes:   cfg.Cache.RemoteMemory,
+		SpoolDir:           cfg.Store.SpoolDir,
+		SpoolSize:          cfg.Store.SpoolSize,
+		StoreName:          storeName(cfg.Store.URL),
+		Timeout:            cfg.Timeouts.Backend.Std(),
+		Logger:             s.log,
+		Observer:           s.metrics,
 	})
 	if err != nil {
 		store.Close()
@@ -240,13 +245,12 @@ type ReloadReport struct {
 var reloadable = []string{
 	"log.level",
 	"nfs.allowed_networks", "ninep.allowed_networks", "grpc.allowed_networks", "metrics.allowed_networks",
-	"cache.directories", "cache.verified_blobs",
+	"cache.directories", "cache.remote_memory", "store.spool_size",
 }
 
 // Reload applies the reloadable keys of cfg (log.level if Options.LogLevel
-// was given, the nfs, ninep and metrics allow-lists, the Directory and
-// verified-blob cache sizes) and reports the other changed keys as needing
-// a restart. cfg must be a checked configuration (config.Load).
+// was given, the allow-lists, the Directory cache, remote-blob memory and
+// spool sizes) and reports the other changed keys as needing a restart. cfg must be a checked configuration (config.Load).
 func (s *Server) Reload(cfg *config.Config) (ReloadReport, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -287,11 +291,14 @@ func (s *Server) Reload(cfg *config.Config) (ReloadReport, error) {
 			}
 			s.allow[section].Set(p)
 		case "cache.directories":
-			s.fs.SetCacheSizes(cfg.Cache.Directories, 0)
+			s.fs.SetCacheSizes(cfg.Cache.Directories, 0, 0)
 			next.Cache.Directories = cfg.Cache.Directories
-		case "cache.verified_blobs":
-			s.fs.SetCacheSizes(0, cfg.Cache.VerifiedBlobs)
-			next.Cache.VerifiedBlobs = cfg.Cache.VerifiedBlobs
+		case "cache.remote_memory":
+			s.fs.SetCacheSizes(0, cfg.Cache.RemoteMemory, 0)
+			next.Cache.RemoteMemory = cfg.Cache.RemoteMemory
+		case "store.spool_size":
+			s.fs.SetCacheSizes(0, 0, cfg.Store.SpoolSize)
+			next.Store.SpoolSize = cfg.Store.SpoolSize
 		}
 	}
 	s.cfg = &next
@@ -373,4 +380,19 @@ func noneIfZero(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// storeName is the store URL as log lines show it: passwords in it
+// replaced by url.URL.Redacted's "xxxxx"; "" is the embedded store.
+func storeName(raw string) string {
+	if raw == "" {
+		return "embedded store"
+	}
+	parts := strings.Split(raw, "|")
+	for i, p := range parts {
+		if u, err := url.Parse(p); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, "|")
 }

@@ -9,19 +9,13 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/storefs/storefs/storeclient"
 )
-
-// trustedLocal is implemented by stores whose data was verified when it was
-// written (the embedded local store, the memory store). Their blobs and
-// Directories are served without re-hashing.
-type trustedLocal interface {
-	TrustedLocal() bool
-}
 
 // FS is the read-only filesystem over one store. All its methods may be
 // called concurrently. It starts no goroutines of its own that outlive a
@@ -37,16 +31,24 @@ type FS struct {
 
 // fsState is what every view of an FS shares.
 type fsState struct {
-	store   storeclient.Store
-	opts    Options
-	trusted bool
-	log     *slog.Logger
+	store     storeclient.Store
+	storeName string // for log lines
+	opts      Options
+	trusted   bool
+	log       *slog.Logger
 
 	dirs      *lru.Cache[storeclient.Digest, *cachedDir]
 	dirFlight singleflight.Group
 
-	verified   *lru.Cache[storeclient.Digest, struct{}]
-	blobFlight singleflight.Group
+	// remote holds the bao outboards and verified chunk groups of remote
+	// blobs; spool the remote blobs without an outboard (see source.go).
+	remote       *byteCache[any]
+	remoteFlight singleflight.Group
+	spool        *spool
+
+	// reported remembers when each blob's failure was last logged.
+	reportedMu sync.Mutex
+	reported   *lru.Cache[string, time.Time]
 
 	rootMu   sync.Mutex
 	rootSnap []rootEntry // the latest sorted root listing; see readdir.go
@@ -60,8 +62,8 @@ type cachedDir struct {
 	legacyOK   bool
 }
 
-// New returns an FS over store. A store that does not implement
-// TrustedLocal() bool returning true gets every blob and Directory verified
+// New returns an FS over store. A store that is not trusted local data
+// (storeclient.IsTrustedLocal) gets every blob and Directory verified
 // against its digest before anything that depends on it is served.
 func New(store storeclient.Store, opts Options) (*FS, error) {
 	opts = opts.withDefaults()
@@ -69,18 +71,24 @@ func New(store storeclient.Store, opts Options) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vfs: directory cache: %w", err)
 	}
-	verified, err := lru.New[storeclient.Digest, struct{}](opts.VerifiedBlobCacheSize)
+	reported, err := lru.New[string, time.Time](1024)
 	if err != nil {
-		return nil, fmt.Errorf("vfs: verified blob cache: %w", err)
+		return nil, fmt.Errorf("vfs: failure log: %w", err)
 	}
-	tl, ok := store.(trustedLocal)
+	name := opts.StoreName
+	if name == "" {
+		name = fmt.Sprintf("%T", store)
+	}
 	return &FS{fsState: &fsState{
-		store:    store,
-		opts:     opts,
-		trusted:  ok && tl.TrustedLocal(),
-		log:      opts.Logger,
-		dirs:     dirs,
-		verified: verified,
+		store:     store,
+		storeName: name,
+		opts:      opts,
+		trusted:   storeclient.IsTrustedLocal(store),
+		log:       opts.Logger,
+		dirs:      dirs,
+		remote:    newByteCache[any](opts.RemoteCacheBytes),
+		spool:     newSpool(opts.SpoolDir, opts.SpoolSize),
+		reported:  reported,
 	}}, nil
 }
 

@@ -51,14 +51,16 @@ func (o Op) String() string {
 
 // The caches and backend calls an Observer is told about.
 const (
-	CacheDirectory    = "directory"     // Directories by digest
-	CacheVerifiedBlob = "verified_blob" // blobs hashed recently (untrusted stores only)
+	CacheDirectory     = "directory"      // Directories by digest
+	CacheOutboard      = "outboard"       // bao outboards of remote blobs
+	CacheVerifiedGroup = "verified_group" // verified chunk groups of remote blobs
 
 	BackendGetPathInfo   = "get_path_info"
 	BackendListPathInfos = "list_path_infos"
 	BackendGetDirectory  = "get_directory"
 	BackendOpenBlob      = "open_blob"
 	BackendStatBlob      = "stat_blob"
+	BackendBlobOutboard  = "blob_outboard"
 )
 
 // Observer watches an FS: metrics, tracing. It is set in Options.Observer
@@ -75,7 +77,7 @@ type Observer interface {
 	// (nil on success; io.EOF at the end of a file is not an error).
 	OpEnd(protocol string, op Op, elapsed time.Duration, bytes int, err error)
 	// CacheLookup is called for each lookup in one of the FS's caches
-	// (CacheDirectory, CacheVerifiedBlob).
+	// (CacheDirectory, CacheOutboard, CacheVerifiedGroup).
 	CacheLookup(cache string, hit bool)
 	// BackendCall is called after each call to the store (BackendGetPathInfo
 	// …), with its duration and error.
@@ -93,17 +95,28 @@ func (f *FS) View(protocol string) *FS {
 // Protocol returns the label of this view ("" for the FS New returned).
 func (f *FS) Protocol() string { return f.protocol }
 
-// SetCacheSizes changes the capacity of the Directory cache and of the
-// verified-blob cache, for every view of the FS, dropping the least
-// recently used entries if they shrink. Zero or less keeps a size as it
-// is. Options keeps reporting the sizes New was given.
-func (f *FS) SetCacheSizes(directories, verifiedBlobs int) {
+// SetCacheSizes changes the capacity of the Directory cache (entries), of
+// the remote-blob memory (bytes) and of the spool (bytes), for every view
+// of the FS, dropping the least recently used entries if they shrink. Zero
+// or less keeps a size as it is. Options keeps reporting the sizes New was
+// given.
+func (f *FS) SetCacheSizes(directories int, remoteBytes, spoolBytes int64) {
 	if directories > 0 {
 		f.dirs.Resize(directories)
 	}
-	if verifiedBlobs > 0 {
-		f.verified.Resize(verifiedBlobs)
+	if remoteBytes > 0 {
+		f.remote.resize(remoteBytes)
 	}
+	if spoolBytes > 0 {
+		f.spool.setLimit(spoolBytes)
+	}
+}
+
+// RemoteUsage reports what the FS holds for remote blobs: the bytes of bao
+// outboards and verified chunk groups in memory, and the bytes spooled.
+func (f *FS) RemoteUsage() (memory, spooled int64) {
+	spooled, _ = f.spool.usage()
+	return f.remote.bytes(), spooled
 }
 
 // opStart tells the observer that op starts and returns the start time (the

@@ -148,7 +148,7 @@ func TestSetCacheSizes(t *testing.T) {
 	if _, err := fsys.ReadDir(ctx, dir, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	fsys.SetCacheSizes(1, 1)
+	fsys.SetCacheSizes(1, 1, 1)
 	other := walk(t, fsys, storetest.RootWithKeep)
 	for _, d := range []vfs.Node{other, dir} {
 		if _, err := fsys.ReadDir(ctx, d, 0, 0); err != nil {

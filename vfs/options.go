@@ -2,14 +2,16 @@ package vfs
 
 import (
 	"log/slog"
+	"os"
 	"time"
 )
 
 // Defaults for the zero fields of Options.
 const (
-	DefaultDirectoryCacheSize    = 10000
-	DefaultVerifiedBlobCacheSize = 100000
-	DefaultTimeout               = 30 * time.Second
+	DefaultDirectoryCacheSize = 10000
+	DefaultRemoteCacheBytes   = 64 << 20
+	DefaultSpoolSize          = 4 << 30
+	DefaultTimeout            = 30 * time.Second
 )
 
 // Options configure an FS. The zero value is the documented default of
@@ -32,11 +34,26 @@ type Options struct {
 	// recently used dropped first. Default DefaultDirectoryCacheSize.
 	DirectoryCacheSize int
 
-	// VerifiedBlobCacheSize is how many blob digests are remembered as
-	// verified (32 bytes each, plus LRU overhead), so a blob from an
-	// untrusted store is hashed once rather than on every open. Default
-	// DefaultVerifiedBlobCacheSize.
-	VerifiedBlobCacheSize int
+	// RemoteCacheBytes bounds the memory that keeps the bao outboards and
+	// the verified chunk groups of blobs from stores that are not trusted
+	// local data, shared by every File (config cache.remote_memory).
+	// Default DefaultRemoteCacheBytes.
+	RemoteCacheBytes int64
+
+	// SpoolDir is where remote blobs that come without a bao outboard are
+	// kept, whole and verified, while they are read (config
+	// store.spool_dir). The files are unlinked at once. Default
+	// os.TempDir().
+	SpoolDir string
+
+	// SpoolSize bounds the bytes in SpoolDir (config store.spool_size). A
+	// blob that does not fit beside the blobs open files hold cannot be
+	// opened (EIO). Default DefaultSpoolSize.
+	SpoolSize int64
+
+	// StoreName names the store in log lines (its URL). Default: its Go
+	// type.
+	StoreName string
 
 	// Timeout bounds every backend call (and every blob read from an
 	// untrusted store). A call that takes longer fails with EIO. Default
@@ -60,8 +77,14 @@ func (o Options) withDefaults() Options {
 	if o.DirectoryCacheSize <= 0 {
 		o.DirectoryCacheSize = DefaultDirectoryCacheSize
 	}
-	if o.VerifiedBlobCacheSize <= 0 {
-		o.VerifiedBlobCacheSize = DefaultVerifiedBlobCacheSize
+	if o.RemoteCacheBytes <= 0 {
+		o.RemoteCacheBytes = DefaultRemoteCacheBytes
+	}
+	if o.SpoolDir == "" {
+		o.SpoolDir = os.TempDir()
+	}
+	if o.SpoolSize <= 0 {
+		o.SpoolSize = DefaultSpoolSize
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout

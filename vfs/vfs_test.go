@@ -265,14 +265,22 @@ func TestParallelReads(t *testing.T) {
 	}
 }
 
-// Corruption is logged once per detection, with the digest.
+// Corruption is EIO at the first read and logged once per blob, with the
+// digest, however often it is read.
 func TestCorruptionLogged(t *testing.T) {
 	var logs bytes.Buffer
 	d := storeclient.HashBytes(storetest.BlobA)
 	fsys := newFS(t, vfstest.Corrupt(fixtures(t), d), vfs.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	_, err := fsys.Open(t.Context(), walk(t, fsys, storetest.RootBlobA))
-	if vfs.Errno(err) != syscall.EIO || !errors.Is(err, storeclient.ErrCorrupt) {
+	f, err := fsys.Open(t.Context(), walk(t, fsys, storetest.RootBlobA))
+	if err != nil {
 		t.Fatalf("open corrupt blob: %v", err)
+	}
+	defer f.Close()
+	for range 3 {
+		n, err := f.ReadAt(make([]byte, 10), 0)
+		if n != 0 || vfs.Errno(err) != syscall.EIO || !errors.Is(err, storeclient.ErrCorrupt) {
+			t.Fatalf("read corrupt blob: %d bytes, %v", n, err)
+		}
 	}
 	if lines := strings.Count(logs.String(), "\n"); lines != 1 || !strings.Contains(logs.String(), d.String()) {
 		t.Errorf("log: %q, want one line with %s", logs.String(), d)
@@ -388,16 +396,13 @@ func TestStorePanicsAreEIO(t *testing.T) {
 
 		reads := newFS(t, vfstest.PanickingReads(fixtures(t), trusted), vfs.Options{Logger: log})
 		f, err := reads.Open(t.Context(), walk(t, reads, storetest.RootBlobA))
-		if !trusted {
-			eio("open of an untrusted blob (ReadAt while verifying)", err)
-		} else if err != nil {
+		if err != nil {
 			t.Fatalf("open: %v", err)
-		} else {
-			_, err = f.ReadAt(make([]byte, 10), 0)
-			eio("read (ReadAt)", err)
-			if err := f.Close(); err == nil {
-				t.Error("close (Close panics): no error")
-			}
+		}
+		_, err = f.ReadAt(make([]byte, 10), 0)
+		eio("read (ReadAt)", err)
+		if err := f.Close(); err == nil {
+			t.Error("close (Close panics): no error")
 		}
 		if !strings.Contains(logs.String(), "the store panicked") || !strings.Contains(logs.String(), "goroutine") {
 			t.Errorf("trusted=%v: no log line with the panic and its stack:\n%s", trusted, logs.String())

@@ -1,0 +1,344 @@
+package vfs
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/storefs/storefs/storeclient"
+)
+
+// blobSource is where an open File's bytes come from, each kind verified
+// its own way: a trusted store's reader as it is, a remote blob per chunk
+// group through its bao outboard, a remote blob without one from the spool.
+type blobSource interface {
+	// readAt fills p from off; p lies within the blob. Fewer bytes come
+	// only with an error.
+	readAt(p []byte, off int64) (int, error)
+	// file returns a local file holding the blob's verified bytes at off,
+	// if there is one (see File.BlobFile).
+	file(size int64) (*os.File, int64, bool)
+	close() error
+}
+
+// openSource opens blob d of size bytes (size > 0) for reading.
+func (f *FS) openSource(ctx context.Context, d storeclient.Digest, size int64) (blobSource, error) {
+	if f.trusted {
+		r, err := f.openBlob(ctx, d, size)
+		if err != nil {
+			return nil, err
+		}
+		return &trustedSource{f: f.fsState, r: r, size: size}, nil
+	}
+	ob, err := f.outboard(ctx, d, size)
+	if errors.Is(err, storeclient.ErrNoOutboard) {
+		return f.spooled(ctx, d, size)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := f.openBlob(ctx, d, size)
+	if err != nil {
+		return nil, err
+	}
+	return &baoSource{f: f, d: d, ob: ob, r: r}, nil
+}
+
+// openBlob opens blob d in the store, bounded by the timeout; an
+// untrusted store's reader also gets every ReadAt bounded.
+func (f *FS) openBlob(ctx context.Context, d storeclient.Digest, size int64) (storeclient.BlobReader, error) {
+	octx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+	defer cancel()
+	tb := f.backendStart()
+	br, err := storeCall(f.fsState, BackendOpenBlob, func() (storeclient.BlobReader, error) {
+		return storeclient.OpenBlobSized(octx, f.store, d, size)
+	})
+	f.backendEnd(BackendOpenBlob, tb, err)
+	if err != nil {
+		f.blobFailed(d, err)
+		return nil, backendError("open", d.String(), err)
+	}
+	if br.Size() != size {
+		f.closeStore(br)
+		return nil, f.corrupt("open", d, fmt.Errorf("blob has %d bytes, the node records %d", br.Size(), size))
+	}
+	if f.trusted {
+		return br, nil
+	}
+	return &boundedReader{r: br, timeout: f.opts.Timeout}, nil
+}
+
+// corrupt logs corrupt content (once a minute per blob) and returns its
+// EIO error.
+func (f *fsState) corrupt(op string, d storeclient.Digest, cause error) error {
+	err := fmt.Errorf("%w: %w", storeclient.ErrCorrupt, cause)
+	f.blobFailed(d, err)
+	return backendError(op, d.String(), err)
+}
+
+// blobFailed logs why blob d could not be served: one line per blob and
+// kind of failure a minute, so a client retrying a bad blob does not flood
+// the log.
+func (f *fsState) blobFailed(d storeclient.Digest, err error) {
+	kind, msg := "backend", "vfs: blob read failed"
+	switch {
+	case errors.Is(err, storeclient.ErrCorrupt):
+		kind, msg = "corrupt", "vfs: corrupt blob"
+	case errors.Is(err, context.Canceled):
+		return // the caller gave up; nothing is wrong
+	case errors.Is(err, context.DeadlineExceeded):
+		kind = "timeout"
+	}
+	key := kind + string(d[:])
+	now := time.Now()
+	f.reportedMu.Lock()
+	last, seen := f.reported.Get(key)
+	if seen && now.Sub(last) < time.Minute {
+		f.reportedMu.Unlock()
+		return
+	}
+	f.reported.Add(key, now)
+	f.reportedMu.Unlock()
+	f.log.Error(msg, "digest", d.String(), "store", f.storeName, "err", err)
+}
+
+// outboard returns the checked bao outboard of remote blob d, or an error
+// wrapping storeclient.ErrNoOutboard when the store has none. A blob of at
+// most one chunk group needs nothing from the store: its outboard is its
+// length, and its one group is checked against its digest.
+func (f *FS) outboard(ctx context.Context, d storeclient.Digest, size int64) (*storeclient.Outboard, error) {
+	if size <= storeclient.BaoGroupSize {
+		enc := binary.LittleEndian.AppendUint64(nil, uint64(size))
+		return storeclient.ParseOutboard(d, size, enc)
+	}
+	key := "o" + string(d[:])
+	if ob, ok := f.remote.get(key); ok {
+		f.cacheLookup(CacheOutboard, true)
+		return ob.(*storeclient.Outboard), nil
+	}
+	f.cacheLookup(CacheOutboard, false)
+	if storeclient.OutboardSize(size) > storeclient.MaxOutboardSize {
+		return nil, fmt.Errorf("blob %s of %d bytes: %w (larger than any outboard)", d, size, storeclient.ErrNoOutboard)
+	}
+	v, err := shared(ctx, &f.remoteFlight, key, func(ctx context.Context) (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+		defer cancel()
+		t0 := f.backendStart()
+		enc, err := storeCall(f.fsState, BackendBlobOutboard, func() ([]byte, error) { return storeclient.BlobOutboard(ctx, f.store, d) })
+		f.backendEnd(BackendBlobOutboard, t0, err)
+		if err != nil {
+			return nil, err
+		}
+		ob, err := storeclient.ParseOutboard(d, size, enc)
+		if err != nil {
+			return nil, err
+		}
+		f.remote.add(key, ob, int64(len(enc)))
+		return ob, nil
+	})
+	switch {
+	case errors.Is(err, storeclient.ErrNoOutboard):
+		return nil, err
+	case errors.Is(err, storeclient.ErrCorrupt):
+		return nil, f.corrupt("open", d, err)
+	case err != nil:
+		f.blobFailed(d, err)
+		return nil, backendError("open", d.String(), err)
+	}
+	return v.(*storeclient.Outboard), nil
+}
+
+// spooled returns remote blob d, which has no outboard, from the spool,
+// fetching it whole first if it is not there.
+func (f *FS) spooled(ctx context.Context, d storeclient.Digest, size int64) (blobSource, error) {
+	b, err := f.spool.acquire(ctx, d, size, func(ctx context.Context, w io.Writer) error {
+		return f.fetchWhole(ctx, d, size, w)
+	})
+	if err != nil {
+		var ve *Error
+		if errors.As(err, &ve) {
+			return nil, err
+		}
+		f.blobFailed(d, err)
+		return nil, backendError("open", d.String(), err)
+	}
+	return &spoolSource{s: f.spool, b: b}, nil
+}
+
+// fetchChunk is how much of a blob one read of a whole-blob fetch asks for.
+const fetchChunk = 1 << 20
+
+// fetchWhole streams blob d into w, hashing it, and fails unless it hashes
+// to d. Every read is bounded by the timeout.
+func (f *FS) fetchWhole(ctx context.Context, d storeclient.Digest, size int64, w io.Writer) error {
+	r, err := f.openBlob(ctx, d, size)
+	if err != nil {
+		return err
+	}
+	defer f.closeStore(r)
+	h := storeclient.NewHasher()
+	buf := make([]byte, min(fetchChunk, size))
+	for off := int64(0); off < size; {
+		p := buf[:min(int64(len(buf)), size-off)]
+		n, err := f.readStore(r, p, off)
+		if n == len(p) {
+			err = nil
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return f.corrupt("open", d, fmt.Errorf("blob ends at %d of %d bytes", off+int64(n), size))
+			}
+			f.blobFailed(d, err)
+			return backendError("open", d.String(), err)
+		}
+		h.Write(p)
+		if _, err := w.Write(p); err != nil {
+			return backendError("open", d.String(), fmt.Errorf("spool: %w", err))
+		}
+		off += int64(n)
+	}
+	if got := storeclient.Digest(h.Sum(nil)); got != d {
+		return f.corrupt("open", d, fmt.Errorf("content hashes to %s", got))
+	}
+	return nil
+}
+
+// trustedSource reads a trusted-local store's blob as it is.
+type trustedSource struct {
+	f    *fsState
+	r    storeclient.BlobReader
+	size int64
+}
+
+func (s *trustedSource) readAt(p []byte, off int64) (int, error) {
+	return s.f.readStore(s.r, p, off)
+}
+
+func (s *trustedSource) close() error { return s.f.closeStore(s.r) }
+
+// blobFile is implemented by the readers of stores that keep each blob as
+// the range [FileOffset(), FileOffset()+Size()) of a local file (the
+// embedded store: a blob file of its own at offset 0, or a range of a
+// pack). The file belongs to the reader.
+type blobFile interface {
+	File() *os.File
+	FileOffset() int64
+}
+
+func (s *trustedSource) file(size int64) (*os.File, int64, bool) {
+	bf, isFile := s.r.(blobFile)
+	if !isFile || bf.File() == nil {
+		return nil, 0, false
+	}
+	f, off := bf.File(), bf.FileOffset()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() < off+size {
+		s.f.log.Warn("vfs: blob file shorter than its blob; reading it through vfs", "file", f.Name(), "offset", off, "size", size, "err", err)
+		return nil, 0, false
+	}
+	return f, off, true
+}
+
+// spoolSource reads a remote blob verified whole into the spool.
+type spoolSource struct {
+	s    *spool
+	b    *spooledBlob
+	once sync.Once
+}
+
+func (s *spoolSource) readAt(p []byte, off int64) (int, error) { return s.b.f.ReadAt(p, off) }
+
+func (s *spoolSource) file(int64) (*os.File, int64, bool) { return s.b.f, 0, true }
+
+func (s *spoolSource) close() error {
+	s.once.Do(func() { s.s.release(s.b) })
+	return nil
+}
+
+// baoSource reads a remote blob through its bao outboard: every read asks
+// the store for the whole chunk groups it touches, checks them against the
+// outboard, and keeps them in the FS's verified-group cache, which every
+// File of the blob shares. Bytes leave only after their group verified.
+type baoSource struct {
+	f  *FS
+	d  storeclient.Digest
+	ob *storeclient.Outboard
+	r  storeclient.BlobReader
+}
+
+func (s *baoSource) file(int64) (*os.File, int64, bool) { return nil, 0, false }
+
+func (s *baoSource) close() error { return s.f.closeStore(s.r) }
+
+// groupKey names chunk group at off of blob d in the verified-group cache.
+func groupKey(d storeclient.Digest, off int64) string {
+	return "g" + string(binary.BigEndian.AppendUint64(d[:], uint64(off)))
+}
+
+func (s *baoSource) readAt(p []byte, off int64) (int, error) {
+	start, end := s.ob.GroupSpan(off, int64(len(p)))
+	n := 0
+	for g := start; g < end; {
+		data, ok := s.f.remote.get(groupKey(s.d, g))
+		s.f.cacheLookup(CacheVerifiedGroup, ok)
+		var run []byte
+		if ok {
+			run = data.([]byte)
+		} else {
+			// Fetch every missing group up to the next cached one in
+			// one read.
+			stop := g + storeclient.BaoGroupSize
+			for stop < end && !s.f.remote.contains(groupKey(s.d, stop)) {
+				stop += storeclient.BaoGroupSize
+			}
+			stop = min(stop, s.ob.Size())
+			var err error
+			if run, err = s.fetch(g, stop); err != nil {
+				return n, err
+			}
+		}
+		// run holds verified bytes from g; copy what p wants of them.
+		lo := max(off, g)
+		hi := min(off+int64(len(p)), g+int64(len(run)))
+		n += copy(p[lo-off:hi-off], run[lo-g:hi-g])
+		g += int64(len(run))
+	}
+	return n, nil
+}
+
+// fetch reads and verifies groups [start, stop), once for every File that
+// asks for the same run at the same time, and caches them one by one.
+func (s *baoSource) fetch(start, stop int64) ([]byte, error) {
+	key := groupKey(s.d, start) + string(binary.BigEndian.AppendUint64(nil, uint64(stop)))
+	v, err := shared(context.Background(), &s.f.remoteFlight, key, func(context.Context) (any, error) {
+		buf := make([]byte, stop-start)
+		n, err := s.f.readStore(s.r, buf, start)
+		if n == len(buf) {
+			err = nil
+		} else if err == nil || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("blob ended at %d of %d bytes: %w", start+int64(n), s.ob.Size(), storeclient.ErrCorrupt)
+		}
+		if err != nil {
+			s.f.blobFailed(s.d, err)
+			return nil, err
+		}
+		if err := s.ob.Verify(buf, start); err != nil {
+			s.f.blobFailed(s.d, err)
+			return nil, err
+		}
+		for g := start; g < stop; g += storeclient.BaoGroupSize {
+			e := min(g+storeclient.BaoGroupSize, stop)
+			s.f.remote.add(groupKey(s.d, g), buf[g-start:e-start:e-start], e-g)
+		}
+		return buf, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]byte), nil
+}
