@@ -120,7 +120,7 @@ func (fl *File) readAt(p []byte, off int64) (int, error) {
 		return 0, eof
 	}
 	n, err := fl.src.readAt(p, off)
-	if n == len(p) && err == nil {
+	if n == len(p) { // io.ReaderAt may say io.EOF with the last bytes
 		return n, eof
 	}
 	if err == nil || errors.Is(err, io.EOF) {

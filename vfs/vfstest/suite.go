@@ -54,7 +54,7 @@ func Run(t *testing.T, fe Frontend) {
 			} else {
 				s = fixtureStore(t, storetest.FillOptions{})
 			}
-			e := &env{fe: fe, store: s, opts: c.opts}
+			e := &env{fe: fe, store: s, opts: c.opts, logs: &logBuffer{}}
 			if !c.servesItself {
 				e.c = e.serve(t)
 			}
@@ -91,6 +91,7 @@ type env struct {
 	store storeclient.Store
 	opts  vfs.Options
 	c     Client
+	logs  *logBuffer // what vfs logged
 }
 
 // serve builds a fresh vfs over the case's store and serves it.
@@ -98,7 +99,7 @@ func (e *env) serve(t *testing.T) Client {
 	t.Helper()
 	opts := e.opts
 	if opts.Logger == nil {
-		opts.Logger = testLogger(t)
+		opts.Logger = testLogger(t, e.logs)
 	}
 	fsys, err := vfs.New(e.store, opts)
 	if err != nil {
@@ -247,7 +248,9 @@ func checkAttr(t *testing.T, path string, st Stat, mode fs.FileMode, size int64,
 	}
 }
 
-var cases = []testCase{
+var cases = append(baseCases, remoteCases()...)
+
+var baseCases = []testCase{
 	{name: "01-serve-stop", servesItself: true, run: func(t *testing.T, e *env) {
 		// Serve a second time inside a subtest, so its cleanup (the stop)
 		// runs before we look for leaked goroutines.
