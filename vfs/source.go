@@ -42,11 +42,7 @@ func (f *FS) openSource(ctx context.Context, d storeclient.Digest, size int64) (
 	if err != nil {
 		return nil, err
 	}
-	r, err := f.openBlob(ctx, d, size)
-	if err != nil {
-		return nil, err
-	}
-	return &baoSource{f: f, d: d, ob: ob, r: r}, nil
+	return &baoSource{f: f, d: d, ob: ob}, nil
 }
 
 // openBlob opens blob d in the store, bounded by the timeout; an
@@ -264,16 +260,46 @@ func (s *spoolSource) close() error {
 // the store for the whole chunk groups it touches, checks them against the
 // outboard, and keeps them in the FS's verified-group cache, which every
 // File of the blob shares. Bytes leave only after their group verified.
+// The store's reader is opened at the first group not in the cache, so an
+// open of a blob whose groups are cached costs nothing.
 type baoSource struct {
 	f  *FS
 	d  storeclient.Digest
 	ob *storeclient.Outboard
-	r  storeclient.BlobReader
+
+	mu     sync.Mutex
+	r      storeclient.BlobReader
+	closed bool
 }
 
 func (s *baoSource) file(int64) (*os.File, int64, bool) { return nil, 0, false }
 
-func (s *baoSource) close() error { return s.f.closeStore(s.r) }
+func (s *baoSource) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.r == nil {
+		return nil
+	}
+	return s.f.closeStore(s.r)
+}
+
+// reader returns the store's reader of the blob, opening it if needed.
+func (s *baoSource) reader() (storeclient.BlobReader, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("blob %s: read after close", s.d)
+	}
+	if s.r == nil {
+		r, err := s.f.openBlob(context.Background(), s.d, s.ob.Size())
+		if err != nil {
+			return nil, err
+		}
+		s.r = r
+	}
+	return s.r, nil
+}
 
 // groupKey names chunk group at off of blob d in the verified-group cache.
 func groupKey(d storeclient.Digest, off int64) string {
@@ -316,8 +342,12 @@ func (s *baoSource) readAt(p []byte, off int64) (int, error) {
 func (s *baoSource) fetch(start, stop int64) ([]byte, error) {
 	key := groupKey(s.d, start) + string(binary.BigEndian.AppendUint64(nil, uint64(stop)))
 	v, err := shared(context.Background(), &s.f.remoteFlight, key, func(context.Context) (any, error) {
+		r, err := s.reader()
+		if err != nil {
+			return nil, err
+		}
 		buf := make([]byte, stop-start)
-		n, err := s.f.readStore(s.r, buf, start)
+		n, err := s.f.readStore(r, buf, start)
 		if n == len(buf) {
 			err = nil
 		} else if err == nil || errors.Is(err, io.EOF) {

@@ -387,8 +387,14 @@ func TestStorePanicsAreEIO(t *testing.T) {
 		dir := walk(t, good, storetest.RootComplicated+"/keep")
 		_, err = fsys.ReadDir(t.Context(), dir, 0, 100)
 		eio("readdir (GetDirectory)", err)
-		_, err = fsys.Open(t.Context(), walk(t, good, storetest.RootBlobA))
-		eio("open (OpenBlob)", err)
+		// A remote (untrusted) blob's reader is opened at its first read.
+		if f, err := fsys.Open(t.Context(), walk(t, good, storetest.RootBlobA)); err == nil && !trusted {
+			_, err = f.ReadAt(make([]byte, 10), 0)
+			eio("first read (OpenBlob)", err)
+			f.Close()
+		} else {
+			eio("open (OpenBlob)", err)
+		}
 		_, err = fsys.ResolveHandle(t.Context(), walk(t, good, storetest.RootBlobA).Handle())
 		if vfs.Errno(err) != syscall.ESTALE && vfs.Errno(err) != syscall.EIO {
 			t.Errorf("trusted=%v: resolve a file handle (StatBlob): %v, want ESTALE or EIO", trusted, err)
