@@ -71,6 +71,34 @@ func TestPrintTableMedianColumns(t *testing.T) {
 	}
 }
 
+func TestPrintTableNoteColumn(t *testing.T) {
+	ms := time.Millisecond
+	peer := rounds{100 * ms}.result("remote seq", "raw", true, 1e8, 1)
+	peer.Note = "sent 1.00× the blob"
+	rs := []Result{peer, rounds{200 * ms}.result("remote seq", "mount", false, 1e8, 1), {Workload: "remote seq", System: "other", Skipped: "no fuse"}}
+	var b strings.Builder
+	printTable(&b, rs)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("table has %d lines, want 5:\n%s", len(lines), b.String())
+	}
+	if want := "| remote seq | raw | 100ms | 1000 | 10 | 1.00 (peer) | sent 1.00× the blob |"; lines[2] != want {
+		t.Errorf("noted row:\n got %s\nwant %s", lines[2], want)
+	}
+	for i, l := range lines {
+		if n := strings.Count(l, "|"); n != 8 {
+			t.Errorf("line %d has %d cell borders, want 8: %s", i, n, l)
+		}
+	}
+
+	// Without notes the column is left out.
+	b.Reset()
+	printTable(&b, rs[1:2])
+	if strings.Contains(b.String(), "note") {
+		t.Errorf("table without notes has a note column:\n%s", b.String())
+	}
+}
+
 func TestInterleaveVirtiofsChecks(t *testing.T) {
 	got := interleave(3, 3)
 	want := []timedCheck{{0, 0}, {1, 0}, {1, 1}, {0, 1}, {0, 2}, {1, 2}, {2, 0}}
