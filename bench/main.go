@@ -60,7 +60,7 @@ type Workload struct {
 
 // allWorkloads lists every workload in the order they run.
 func allWorkloads() []Workload {
-	return []Workload{importWorkload(), blobReadWorkload(), nfsWorkload(), binaryCacheWorkload(), ninepWorkload(), fuseWorkload(), daemonWorkload(), virtiofsWorkload()}
+	return []Workload{importWorkload(), blobReadWorkload(), nfsWorkload(), binaryCacheWorkload(), ninepWorkload(), fuseWorkload(), daemonWorkload(), virtiofsWorkload(), remoteWorkload()}
 }
 
 func main() {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -137,6 +138,52 @@ func TestFindInWalksRelativePaths(t *testing.T) {
 		}
 		if walk != "find ." {
 			t.Errorf("findIn(%q) walks with %q, want %q", root, walk, "find .")
+		}
+	}
+}
+
+func TestParseCounter(t *testing.T) {
+	text := `# HELP storefs_grpc_blob_sent_bytes_total Blob bytes sent.
+# TYPE storefs_grpc_blob_sent_bytes_total counter
+storefs_grpc_blob_sent_bytes_total{package="snix"} 1.5e+06
+storefs_grpc_blob_sent_bytes_total{package="tvix"} 500000
+storefs_grpc_blob_sent_bytes_total_created 1.7e+09
+storefs_grpc_blob_sent 7
+`
+	got, err := parseCounter(strings.NewReader(text), sentBytesMetric)
+	if err != nil || !got.ok || got.bytes != 2e6 {
+		t.Errorf("parseCounter = %+v, %v; want 2e6 bytes, ok", got, err)
+	}
+	got, err = parseCounter(strings.NewReader("storefs_connections{protocol=\"grpc\"} 1\n"), sentBytesMetric)
+	if err != nil || got.ok {
+		t.Errorf("parseCounter without the counter = %+v, %v; want not ok", got, err)
+	}
+	if s := sentPer([]sentBytes{got}, 1, "×", "the blob"); !strings.HasPrefix(s, "n/a") {
+		t.Errorf("sentPer without the counter = %q, want n/a", s)
+	}
+	if s := sentPer([]sentBytes{{3 << 20, true}, {2 << 20, true}}, 2<<20, "×", "the blob"); s != "1.50× the blob (most of 2 runs)" {
+		t.Errorf("sentPer = %q", s)
+	}
+}
+
+func TestDistinctPages(t *testing.T) {
+	for _, tc := range []struct {
+		pages int64
+		n     int
+	}{{262144, 2000}, {2048, 200}, {10, 10}, {5, 20}} {
+		offs := distinctPages(rand.New(rand.NewPCG(1, 2)), tc.pages, tc.n)
+		if want := int(min(int64(tc.n), tc.pages)); len(offs) != want {
+			t.Errorf("distinctPages(%d, %d) gave %d offsets, want %d", tc.pages, tc.n, len(offs), want)
+		}
+		seen := map[int64]bool{}
+		for _, off := range offs {
+			if off%pageSize != 0 || off < 0 || off >= tc.pages*pageSize || seen[off] {
+				t.Fatalf("distinctPages(%d, %d): bad or repeated offset %d", tc.pages, tc.n, off)
+			}
+			seen[off] = true
+		}
+		if again := distinctPages(rand.New(rand.NewPCG(1, 2)), tc.pages, tc.n); !slices.Equal(offs, again) {
+			t.Errorf("distinctPages(%d, %d) differs for the same seed", tc.pages, tc.n)
 		}
 	}
 }
