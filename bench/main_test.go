@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -71,6 +72,34 @@ func TestPrintTableMedianColumns(t *testing.T) {
 	}
 }
 
+func TestPrintTableNoteColumn(t *testing.T) {
+	ms := time.Millisecond
+	peer := rounds{100 * ms}.result("remote seq", "raw", true, 1e8, 1)
+	peer.Note = "sent 1.00× the blob"
+	rs := []Result{peer, rounds{200 * ms}.result("remote seq", "mount", false, 1e8, 1), {Workload: "remote seq", System: "other", Skipped: "no fuse"}}
+	var b strings.Builder
+	printTable(&b, rs)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("table has %d lines, want 5:\n%s", len(lines), b.String())
+	}
+	if want := "| remote seq | raw | 100ms | 1000 | 10 | 1.00 (peer) | sent 1.00× the blob |"; lines[2] != want {
+		t.Errorf("noted row:\n got %s\nwant %s", lines[2], want)
+	}
+	for i, l := range lines {
+		if n := strings.Count(l, "|"); n != 8 {
+			t.Errorf("line %d has %d cell borders, want 8: %s", i, n, l)
+		}
+	}
+
+	// Without notes the column is left out.
+	b.Reset()
+	printTable(&b, rs[1:2])
+	if strings.Contains(b.String(), "note") {
+		t.Errorf("table without notes has a note column:\n%s", b.String())
+	}
+}
+
 func TestInterleaveVirtiofsChecks(t *testing.T) {
 	got := interleave(3, 3)
 	want := []timedCheck{{0, 0}, {1, 0}, {1, 1}, {0, 1}, {0, 2}, {1, 2}, {2, 0}}
@@ -109,6 +138,52 @@ func TestFindInWalksRelativePaths(t *testing.T) {
 		}
 		if walk != "find ." {
 			t.Errorf("findIn(%q) walks with %q, want %q", root, walk, "find .")
+		}
+	}
+}
+
+func TestParseCounter(t *testing.T) {
+	text := `# HELP storefs_grpc_blob_sent_bytes_total Blob bytes sent.
+# TYPE storefs_grpc_blob_sent_bytes_total counter
+storefs_grpc_blob_sent_bytes_total{package="snix"} 1.5e+06
+storefs_grpc_blob_sent_bytes_total{package="tvix"} 500000
+storefs_grpc_blob_sent_bytes_total_created 1.7e+09
+storefs_grpc_blob_sent 7
+`
+	got, err := parseCounter(strings.NewReader(text), sentBytesMetric)
+	if err != nil || !got.ok || got.bytes != 2e6 {
+		t.Errorf("parseCounter = %+v, %v; want 2e6 bytes, ok", got, err)
+	}
+	got, err = parseCounter(strings.NewReader("storefs_connections{protocol=\"grpc\"} 1\n"), sentBytesMetric)
+	if err != nil || got.ok {
+		t.Errorf("parseCounter without the counter = %+v, %v; want not ok", got, err)
+	}
+	if s := sentPer([]sentBytes{got}, 1, "×", "the blob"); !strings.HasPrefix(s, "n/a") {
+		t.Errorf("sentPer without the counter = %q, want n/a", s)
+	}
+	if s := sentPer([]sentBytes{{3 << 20, true}, {2 << 20, true}}, 2<<20, "×", "the blob"); s != "1.50× the blob (most of 2 runs)" {
+		t.Errorf("sentPer = %q", s)
+	}
+}
+
+func TestDistinctPages(t *testing.T) {
+	for _, tc := range []struct {
+		pages int64
+		n     int
+	}{{262144, 2000}, {2048, 200}, {10, 10}, {5, 20}} {
+		offs := distinctPages(rand.New(rand.NewPCG(1, 2)), tc.pages, tc.n)
+		if want := int(min(int64(tc.n), tc.pages)); len(offs) != want {
+			t.Errorf("distinctPages(%d, %d) gave %d offsets, want %d", tc.pages, tc.n, len(offs), want)
+		}
+		seen := map[int64]bool{}
+		for _, off := range offs {
+			if off%pageSize != 0 || off < 0 || off >= tc.pages*pageSize || seen[off] {
+				t.Fatalf("distinctPages(%d, %d): bad or repeated offset %d", tc.pages, tc.n, off)
+			}
+			seen[off] = true
+		}
+		if again := distinctPages(rand.New(rand.NewPCG(1, 2)), tc.pages, tc.n); !slices.Equal(offs, again) {
+			t.Errorf("distinctPages(%d, %d) differs for the same seed", tc.pages, tc.n)
 		}
 	}
 }
