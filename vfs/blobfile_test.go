@@ -60,30 +60,50 @@ func TestBlobFile(t *testing.T) {
 		t.Cleanup(func() { f.Close() })
 		return f
 	}
+	// blobFile reads the whole file and returns the file range it came as.
+	blobFile := func(fsys *vfs.FS, name string) (vfs.ReadResult, bool) {
+		t.Helper()
+		f := open(fsys, name)
+		res, err := f.Read(make([]byte, f.Size()+10), 0)
+		if err != nil {
+			t.Fatalf("%s: read: %v", name, err)
+		}
+		if res.Len != int(f.Size()) {
+			t.Errorf("%s: read %d bytes of %d", name, res.Len, f.Size())
+		}
+		return res, res.File != nil
+	}
 	check := func(name string, want []byte, wantPacked bool) {
 		t.Helper()
-		bf, off, ok := open(fsys, name).BlobFile()
+		res, ok := blobFile(fsys, name)
 		if !ok {
 			t.Fatalf("%s: no blob file", name)
 		}
-		if (off != 0) != wantPacked {
-			t.Errorf("%s: offset %d, packed %v", name, off, wantPacked)
+		if (res.Off != 0) != wantPacked {
+			t.Errorf("%s: offset %d, packed %v", name, res.Off, wantPacked)
+		}
+		if _, ok := open(fsys, name).PassthroughFile(); ok == wantPacked {
+			t.Errorf("%s: passthrough file %v for a blob packed %v", name, ok, wantPacked)
 		}
 		got := make([]byte, len(want))
-		if _, err := bf.ReadAt(got, off); err != nil || !bytes.Equal(got, want) {
-			t.Errorf("%s: the range at %d of %s is not the blob (%v)", name, off, bf.Name(), err)
+		if _, err := res.File.ReadAt(got, res.Off); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: the range at %d of %s is not the blob (%v)", name, res.Off, res.File.Name(), err)
+		}
+		if b, err := res.Bytes(make([]byte, res.Len)); err != nil || !bytes.Equal(b, want) {
+			t.Errorf("%s: ReadResult.Bytes: %v", name, err)
 		}
 	}
 	check(storetest.RootBlobA, big, false)
 	check(storetest.RootBlobB, small, true)
 
-	// A pack cut inside the blob: not handed out (ReadAt answers EIO).
-	bf, off, _ := open(fsys, storetest.RootBlobB).BlobFile()
-	if err := os.Truncate(bf.Name(), off+int64(len(small))-1); err != nil {
+	// A pack cut inside the blob: not handed out; reads answer EIO.
+	res, _ := blobFile(fsys, storetest.RootBlobB)
+	if err := os.Truncate(res.File.Name(), res.Off+int64(len(small))-1); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := open(fsys, storetest.RootBlobB).BlobFile(); ok {
-		t.Error("a blob file shorter than its blob is handed out")
+	f := open(fsys, storetest.RootBlobB)
+	if res, err := f.Read(make([]byte, len(small)), 0); err == nil || res.File != nil {
+		t.Errorf("a blob file shorter than its blob: %+v, %v; want EIO", res, err)
 	}
 
 	// A store whose readers have no files.
@@ -95,7 +115,7 @@ func TestBlobFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := open(mfs, storetest.RootBlobA).BlobFile(); ok {
+	if _, ok := blobFile(mfs, storetest.RootBlobA); ok {
 		t.Error("a memory store's blob is handed out as a file")
 	}
 }

@@ -73,55 +73,107 @@ func (fl *File) Node() Node { return fl.node }
 // Size returns the file's length.
 func (fl *File) Size() int64 { return fl.size }
 
-// BlobFile returns the local file holding the file's blob and the offset of
-// the blob's first byte in it, for frontends that hand a file range to the
-// kernel (FUSE passthrough and splice, sendfile for NFS READ and 9P Rread).
-// ok is true only for bytes that need no further check: a blob of a
-// trusted-local store held whole by a file (not for a file shorter than the
-// blob's end, damaged on disk: ReadAt answers that with EIO, where the
-// kernel would stop short in the middle of a reply), or a remote blob
-// verified whole into the spool. Reads of the file skip ReadAt and its
-// Observer. The file stays owned by fl: do not close it, or use it after
-// fl.Close.
-func (fl *File) BlobFile() (f *os.File, off int64, ok bool) {
-	if fl.src == nil {
-		return nil, 0, false
+// ReadResult is what File.Read returns: Len bytes of the file, either in
+// memory (Data) or, when a local file holds them, as the range [Off,
+// Off+Len) of that file (File), which a frontend may hand to the kernel
+// (splice, sendfile) instead of copying. Either way the bytes are verified:
+// a file range is only offered for a trusted store's blob file or a remote
+// blob verified whole into the spool. File belongs to the vfs.File it came
+// from: do not close it, or use it after that File's Close.
+type ReadResult struct {
+	Data []byte
+	File *os.File
+	Off  int64
+	Len  int
+}
+
+// Bytes returns the result's bytes: Data, or the file range read into buf
+// (which must have room for Len bytes). A file that ends early is EIO.
+func (r ReadResult) Bytes(buf []byte) ([]byte, error) {
+	if r.File == nil {
+		return r.Data, nil
 	}
-	return fl.src.file(fl.size)
+	n, err := r.File.ReadAt(buf[:r.Len], r.Off)
+	if n == r.Len {
+		return buf[:n], nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%s ended at %d: %w", r.File.Name(), r.Off+int64(n), storeclient.ErrCorrupt)
+	}
+	return nil, backendError("read", "", err)
+}
+
+// Read reads up to len(buf) bytes at off: fewer only at the end of the
+// file, none at or past it. When a local file holds the bytes (see
+// ReadResult) the result names its range and buf is not touched;
+// otherwise the bytes are read into buf. Every byte is reported to the
+// Observer of the view fl was opened through, whichever way it is served.
+// A negative offset is EINVAL; a backend failure, corrupt content or a
+// timeout EIO.
+func (fl *File) Read(buf []byte, off int64) (ReadResult, error) {
+	t0 := fl.fs.opStart(OpRead)
+	res, err := fl.read(buf, off)
+	fl.fs.opEnd(OpRead, t0, res.Len, err)
+	return res, err
+}
+
+func (fl *File) read(buf []byte, off int64) (ReadResult, error) {
+	if off < 0 {
+		return ReadResult{}, newError(fl.op, "", syscall.EINVAL, errors.New("negative offset"))
+	}
+	if off >= fl.size || len(buf) == 0 {
+		return ReadResult{}, nil
+	}
+	n := int(min(int64(len(buf)), fl.size-off))
+	if f, base, ok := fl.src.file(); ok {
+		return ReadResult{File: f, Off: base + off, Len: n}, nil
+	}
+	got, err := fl.readAt(buf[:n], off)
+	if err != nil {
+		return ReadResult{}, err
+	}
+	return ReadResult{Data: buf[:got], Len: got}, nil
+}
+
+// PassthroughFile returns a local file that holds the whole blob from its
+// offset 0, for FUSE passthrough: the kernel then reads it itself, and
+// those reads are neither seen nor counted by vfs. ok is false unless the
+// blob's bytes need no check (see ReadResult) and sit at the start of a
+// file of their own.
+func (fl *File) PassthroughFile() (f *os.File, ok bool) {
+	if fl.src == nil {
+		return nil, false
+	}
+	f, base, ok := fl.src.file()
+	return f, ok && base == 0
 }
 
 // ReadAt reads len(p) bytes at off, as io.ReaderAt: fewer bytes only at the
 // end of the file, with io.EOF; a read at or past the end returns 0, io.EOF.
-// A negative offset is EINVAL; a backend failure, corrupt content or a
-// timeout EIO.
+// Errors are as for Read.
 func (fl *File) ReadAt(p []byte, off int64) (int, error) {
-	t0 := fl.fs.opStart(OpRead)
-	n, err := fl.readAt(p, off)
-	if errors.Is(err, io.EOF) {
-		fl.fs.opEnd(OpRead, t0, n, nil)
-	} else {
-		fl.fs.opEnd(OpRead, t0, n, err)
+	res, err := fl.Read(p, off)
+	if err != nil {
+		return 0, err
 	}
-	return n, err
+	b, err := res.Bytes(p)
+	if err != nil {
+		return 0, err
+	}
+	if len(b) > 0 && &b[0] != &p[0] {
+		copy(p, b)
+	}
+	if len(b) < len(p) {
+		return len(b), io.EOF
+	}
+	return len(b), nil
 }
 
+// readAt fills p, which lies within the file, from the file's source.
 func (fl *File) readAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, newError(fl.op, "", syscall.EINVAL, errors.New("negative offset"))
-	}
-	if off >= fl.size {
-		return 0, io.EOF
-	}
-	var eof error
-	if rem := fl.size - off; int64(len(p)) > rem {
-		p, eof = p[:rem], io.EOF
-	}
-	if len(p) == 0 {
-		return 0, eof
-	}
 	n, err := fl.src.readAt(p, off)
 	if n == len(p) { // io.ReaderAt may say io.EOF with the last bytes
-		return n, eof
+		return n, nil
 	}
 	if err == nil || errors.Is(err, io.EOF) {
 		err = fmt.Errorf("blob ended at %d of %d bytes: %w", off+int64(n), fl.size, storeclient.ErrCorrupt)

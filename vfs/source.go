@@ -20,9 +20,9 @@ type blobSource interface {
 	// readAt fills p from off; p lies within the blob. Fewer bytes come
 	// only with an error.
 	readAt(p []byte, off int64) (int, error)
-	// file returns a local file holding the blob's verified bytes at off,
-	// if there is one (see File.BlobFile).
-	file(size int64) (*os.File, int64, bool)
+	// file returns a local file holding the blob's verified bytes from
+	// the returned offset on, if there is one (see ReadResult).
+	file() (*os.File, int64, bool)
 	close() error
 }
 
@@ -33,7 +33,9 @@ func (f *FS) openSource(ctx context.Context, d storeclient.Digest, size int64) (
 		if err != nil {
 			return nil, err
 		}
-		return &trustedSource{f: f.fsState, r: r, size: size}, nil
+		src := &trustedSource{f: f.fsState, r: r}
+		src.local, src.base, src.hasLocal = src.localFile(d, size)
+		return src, nil
 	}
 	ob, err := f.outboard(ctx, d, size)
 	if errors.Is(err, storeclient.ErrNoOutboard) {
@@ -206,9 +208,13 @@ func (f *FS) fetchWhole(ctx context.Context, d storeclient.Digest, size int64, w
 
 // trustedSource reads a trusted-local store's blob as it is.
 type trustedSource struct {
-	f    *fsState
-	r    storeclient.BlobReader
-	size int64
+	f *fsState
+	r storeclient.BlobReader
+	// local is the file holding the blob from base, when the reader has
+	// one that is long enough.
+	local    *os.File
+	base     int64
+	hasLocal bool
 }
 
 func (s *trustedSource) readAt(p []byte, off int64) (int, error) {
@@ -226,7 +232,13 @@ type blobFile interface {
 	FileOffset() int64
 }
 
-func (s *trustedSource) file(size int64) (*os.File, int64, bool) {
+func (s *trustedSource) file() (*os.File, int64, bool) { return s.local, s.base, s.hasLocal }
+
+// localFile finds the reader's blob file. A file shorter than the blob's
+// end (damaged on disk) is not offered: reads through the reader answer
+// that with EIO, where the kernel would stop short in the middle of a
+// reply.
+func (s *trustedSource) localFile(d storeclient.Digest, size int64) (*os.File, int64, bool) {
 	bf, isFile := s.r.(blobFile)
 	if !isFile || bf.File() == nil {
 		return nil, 0, false
@@ -234,7 +246,7 @@ func (s *trustedSource) file(size int64) (*os.File, int64, bool) {
 	f, off := bf.File(), bf.FileOffset()
 	fi, err := f.Stat()
 	if err != nil || fi.Size() < off+size {
-		s.f.log.Warn("vfs: blob file shorter than its blob; reading it through vfs", "file", f.Name(), "offset", off, "size", size, "err", err)
+		s.f.log.Warn("vfs: blob file shorter than its blob; reading it through vfs", "blob", d.String(), "file", f.Name(), "offset", off, "size", size, "err", err)
 		return nil, 0, false
 	}
 	return f, off, true
@@ -249,7 +261,7 @@ type spoolSource struct {
 
 func (s *spoolSource) readAt(p []byte, off int64) (int, error) { return s.b.f.ReadAt(p, off) }
 
-func (s *spoolSource) file(int64) (*os.File, int64, bool) { return s.b.f, 0, true }
+func (s *spoolSource) file() (*os.File, int64, bool) { return s.b.f, 0, true }
 
 func (s *spoolSource) close() error {
 	s.once.Do(func() { s.s.release(s.b) })
@@ -272,7 +284,7 @@ type baoSource struct {
 	closed bool
 }
 
-func (s *baoSource) file(int64) (*os.File, int64, bool) { return nil, 0, false }
+func (s *baoSource) file() (*os.File, int64, bool) { return nil, 0, false }
 
 func (s *baoSource) close() error {
 	s.mu.Lock()

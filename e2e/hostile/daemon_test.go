@@ -94,8 +94,14 @@ type daemon struct {
 // timeouts, nfs or ninep sections, which are written here).
 func startDaemon(t *testing.T, s *store, sections map[string]string) *daemon {
 	t.Helper()
+	return startDaemonURL(t, "local:"+s.dir, sections)
+}
+
+// startDaemonURL is startDaemon over the store URL storeURL.
+func startDaemonURL(t *testing.T, storeURL string, sections map[string]string) *daemon {
+	t.Helper()
 	cfg := map[string]string{
-		"store":   "  url: \"local:" + s.dir + "\"\n",
+		"store":   "  url: \"" + storeURL + "\"\n",
 		"nfs":     "  listen: 127.0.0.1:0\n",
 		"ninep":   "  listen: 127.0.0.1:0\n",
 		"metrics": "  listen: 127.0.0.1:0\n",

@@ -2,8 +2,6 @@ package fuse
 
 import (
 	"context"
-	"errors"
-	"io"
 	"os"
 	"syscall"
 
@@ -52,8 +50,8 @@ type fileHandle struct {
 	f  *vfs.File
 	fs *filesystem
 	// backing is the blob's own file when the store keeps blobs as
-	// files: handed to the kernel for passthrough, or spliced from. nil
-	// for a packed blob (see passthrough.backing). It belongs to f.
+	// files, for passthrough; nil for a packed blob (see
+	// passthrough.backing). It belongs to f.
 	backing *os.File
 }
 
@@ -63,21 +61,23 @@ var (
 	_ fs.FilePassthroughFder = (*fileHandle)(nil)
 )
 
-// Read reads at off. With a backing file the bytes are spliced from it
-// into the FUSE device without a copy through the daemon.
+// Read reads at off. When vfs answers with a range of a file that holds
+// the blob from its start, the bytes are spliced from it into the FUSE
+// device without a copy through the daemon; a packed blob's range is read
+// into dest instead (see passthrough.backing for why).
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	size := h.f.Size()
-	if off >= size {
-		return fuse.ReadResultData(nil), 0
-	}
-	if h.backing != nil {
-		return fuse.ReadResultFd(h.backing.Fd(), off, int(min(int64(len(dest)), size-off))), 0
-	}
-	n, err := h.f.ReadAt(dest, off)
-	if err != nil && !errors.Is(err, io.EOF) {
+	res, err := h.f.Read(dest, off)
+	if err != nil {
 		return nil, errno(h.fs.log, "read", err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	if res.File != nil && res.Off == off {
+		return fuse.ReadResultFd(res.File.Fd(), res.Off, res.Len), 0
+	}
+	b, err := res.Bytes(dest)
+	if err != nil {
+		return nil, errno(h.fs.log, "read", err)
+	}
+	return fuse.ReadResultData(b), 0
 }
 
 // PassthroughFd hands the blob's file to the kernel, which then reads it

@@ -61,8 +61,8 @@ func (p *passthrough) enable(srv *fuse.Server) {
 // the file). vfs reads such a blob with one pread at its offset in the
 // pack.
 func (p *passthrough) backing(f *vfs.File) *os.File {
-	blob, off, ok := f.BlobFile()
-	if !ok || off != 0 {
+	blob, ok := f.PassthroughFile()
+	if !ok {
 		return nil
 	}
 	return blob

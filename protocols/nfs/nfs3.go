@@ -1,8 +1,8 @@
 package nfs
 
 import (
+	"encoding/binary"
 	"errors"
-	"io"
 	"io/fs"
 	"math"
 
@@ -240,26 +240,19 @@ func (c *conn) read(cl *call, w *xdrWriter) error {
 			f.Close()
 		}
 	}()
-	size := uint64(f.Size())
-	if off >= size {
-		count = 0
-	} else {
-		count = uint32(min(uint64(count), size-off))
+	if off > math.MaxInt64 {
+		off = math.MaxInt64 // past every file's end: an empty read at EOF
 	}
 	// Read straight into the reply: status, attributes, count, eof and
-	// the data's length come first.
+	// the data's length come first, patched once vfs said how many bytes
+	// there are (it clamps at the end of the file).
 	head := len(w.b)
 	w.u32(nfs3OK)
 	c.postOpAttr(w, n)
-	w.u32(count)
-	w.bool(off+uint64(count) >= size)
-	w.u32(count)
-	if blob, base, ok := c.spliceable(f, count); ok {
-		// Sent by conn.sendFile after the head, which closes f.
-		w.tail = &fileTail{f: blob, off: base + int64(off), n: int(count), vf: f}
-		closeF = false
-		return nil
-	}
+	fields := len(w.b)
+	w.u32(0)
+	w.bool(false)
+	w.u32(0)
 	dataAt := len(w.b)
 	if cap(w.b)-dataAt < int(count)+3 {
 		grown := make([]byte, dataAt, dataAt+int(count)+3)
@@ -267,20 +260,38 @@ func (c *conn) read(cl *call, w *xdrWriter) error {
 		w.b = grown
 	}
 	data := w.b[dataAt : dataAt+int(count)]
-	got, err := f.ReadAt(data, int64(off))
-	if err != nil && !errors.Is(err, io.EOF) || got != int(count) {
-		if err == nil || errors.Is(err, io.EOF) {
-			err = &vfs.Error{Op: "read", Errno: 5, Err: io.ErrUnexpectedEOF}
-		}
+	res, err := f.Read(data, int64(off))
+	if err == nil && res.File != nil && res.Len >= spliceMin && c.sendfileOK() {
+		c.readFields(w, fields, res.Len, int64(off)+int64(res.Len) >= f.Size())
+		// Sent by conn.sendFile after the head, which closes f.
+		w.tail = &fileTail{f: res.File, off: res.Off, n: res.Len, vf: f}
+		closeF = false
+		return nil
+	}
+	if err == nil {
+		data, err = res.Bytes(data)
+	}
+	if err != nil {
 		c.log.Debug("nfs: read failed", "err", err)
 		w.b = w.b[:head]
 		w.u32(statusOf(err))
 		c.postOpAttr(w, n)
 		return nil
 	}
-	w.b = w.b[:dataAt+int(count)]
-	w.pad(int(count))
+	c.readFields(w, fields, len(data), int64(off)+int64(len(data)) >= f.Size())
+	w.b = w.b[:dataAt+len(data)]
+	w.pad(len(data))
 	return nil
+}
+
+// readFields fills in a READ reply's count, eof and data length, written
+// as zeros at at.
+func (c *conn) readFields(w *xdrWriter, at, n int, eof bool) {
+	binary.BigEndian.PutUint32(w.b[at:], uint32(n))
+	if eof {
+		binary.BigEndian.PutUint32(w.b[at+4:], 1)
+	}
+	binary.BigEndian.PutUint32(w.b[at+8:], uint32(n))
 }
 
 // Directory listing. NFS cookies: 1 is after ".", 2 after "..", and an

@@ -3,7 +3,6 @@ package nfs
 import (
 	"net"
 	"os"
-	"time"
 
 	"github.com/storefs/storefs/protocols/internal/sendfile"
 	"github.com/storefs/storefs/vfs"
@@ -34,36 +33,13 @@ type fileTail struct {
 // pad is the XDR padding after the tail's bytes.
 func (t *fileTail) pad() int { return -t.n & 3 }
 
-// spliceable returns the blob file and offset of vf's blob if a READ of
-// count bytes of it may be sent with sendfile on c. vfs refuses a blob
-// file shorter than the blob's end (sendfile would stop short after the
-// reply's head went out, where a copied read answers NFS3ERR_IO).
-func (c *conn) spliceable(vf *vfs.File, count uint32) (*os.File, int64, bool) {
-	if count < spliceMin || !c.sendfileOK() {
-		return nil, 0, false
-	}
-	return vf.BlobFile()
-}
-
 // sendFile sends a reply whose head (built with replyHeader) is followed
-// by t's bytes, and closes t.vf. It tells the FS's Observer about the
-// read, as vfs.File.ReadAt would have: these reads bypass it.
+// by t's bytes, and closes t.vf. vfs counted the read when it answered it
+// with the file range.
 func (c *conn) sendFile(head []byte, t *fileTail) {
 	defer t.vf.Close()
 	setRecordMarkLen(head, len(head)-4+t.n+t.pad())
-	obs, proto := c.s.fs.Options().Observer, c.s.fs.Protocol()
-	if obs == nil {
-		c.sendWithTail(head, t)
-		return
-	}
-	t0 := time.Now()
-	obs.OpStart(proto, vfs.OpRead)
-	err := c.sendWithTail(head, t)
-	n := t.n
-	if err != nil {
-		n = 0
-	}
-	obs.OpEnd(proto, vfs.OpRead, time.Since(t0), n, err)
+	c.sendWithTail(head, t)
 }
 
 // sendCopied sends what sendfile did not: the tail from byte from on, read

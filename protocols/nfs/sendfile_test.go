@@ -209,9 +209,10 @@ func TestSendfileShortBlobFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blob, off, ok := h.BlobFile()
-	if !ok || off == 0 {
-		t.Fatalf("rootSmall's blob is not a packed local blob (file %v, offset %d)", blob, off)
+	res, err := h.Read(make([]byte, 1), 0)
+	blob, off := res.File, res.Off
+	if err != nil || blob == nil || off == 0 {
+		t.Fatalf("rootSmall's blob is not a packed local blob (file %v, offset %d, %v)", blob, off, err)
 	}
 	const cut = 60000 // the blob's bytes after this are gone
 	if err := os.Truncate(blob.Name(), off+cut); err != nil {

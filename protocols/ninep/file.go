@@ -3,7 +3,6 @@ package ninep
 import (
 	"io"
 	"math"
-	"os"
 	"sync/atomic"
 
 	"github.com/hugelgupf/p9/p9"
@@ -51,11 +50,6 @@ type file struct {
 // openFile is what Open made of a file.
 type openFile struct {
 	h *vfs.File // a regular file's open handle; nil for a directory
-	// blob and blobOff are the local file holding h's blob and the
-	// blob's offset in it, when its reads may go out with sendfile
-	// (sendfile.go); blob is nil otherwise.
-	blob    *os.File
-	blobOff int64
 }
 
 var _ p9.File = (*file)(nil)
@@ -185,14 +179,6 @@ func (f *file) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
 			return p9.QID{}, 0, p9Error(err)
 		}
 		o.h = h
-		if f.sess.spliced != nil && h.Size() >= spliceMin {
-			// Checked once here, before any reply: a blob file that
-			// could not hold the blob would make sendfile stop short
-			// after the Rread header went out (vfs refuses it).
-			if blob, off, ok := h.BlobFile(); ok {
-				o.blob, o.blobOff = blob, off
-			}
-		}
 	}
 	if !f.open.CompareAndSwap(nil, o) { // a concurrent Tlopen won
 		if o.h != nil {
@@ -211,20 +197,8 @@ func (f *file) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
 func (f *file) ReadAt(p []byte, off int64) (_ int, err error) {
 	defer f.sess.recoverPanic("Tread", &err)
 	var h *vfs.File
-	var blob *os.File
-	var blobOff int64
 	if o := f.open.Load(); o != nil {
-		h, blob, blobOff = o.h, o.blob, o.blobOff
-	}
-	if blob != nil && off >= 0 && off < h.Size() && f.sess.spliced.enabled() {
-		n, eof := int64(len(p)), error(nil)
-		if rem := h.Size() - off; n > rem {
-			n, eof = rem, io.EOF
-		}
-		if n >= spliceMin {
-			f.sess.spliced.put(p[:n], blob, blobOff, h.Size(), off)
-			return int(n), eof
-		}
+		h = o.h
 	}
 	if h == nil {
 		// The library only reads opened fids, so this is a directory: vfs
@@ -235,8 +209,23 @@ func (f *file) ReadAt(p []byte, off int64) (_ int, err error) {
 		}
 		return 0, p9Error(err)
 	}
-	n, err := h.ReadAt(p, off)
-	return n, p9Error(err)
+	res, err := h.Read(p, off)
+	if err != nil {
+		return 0, p9Error(err)
+	}
+	var eof error
+	if res.Len < len(p) {
+		eof = io.EOF
+	}
+	if res.File != nil && res.Len >= spliceMin && f.sess.spliced.enabled() {
+		f.sess.spliced.put(p[:res.Len], res.File, res.Off-off, h.Size(), off)
+		return res.Len, eof
+	}
+	b, err := res.Bytes(p)
+	if err != nil {
+		return 0, p9Error(err)
+	}
+	return copy(p, b), eof
 }
 
 // Readdir implements p9.File: entries after offset, as many as fit in count

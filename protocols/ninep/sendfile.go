@@ -93,11 +93,12 @@ func (s *splicedReads) take(payload []byte) (splicedRead, bool, error) {
 }
 
 // sendSpliced sends an Rread whose payload r is in a blob file (see
-// sendfileReply) and tells the FS's Observer about the read, as
-// vfs.File.ReadAt would have: these reads bypass it.
+// sendfileReply). A direct read (buf nil) bypassed vfs, so it is reported
+// to the FS's Observer here; vfs counted the others when file.ReadAt
+// asked it.
 func (c *wireConn) sendSpliced(frame, buf []byte, r splicedRead) error {
 	obs, proto := c.fs.Options().Observer, c.fs.Protocol()
-	if obs == nil {
+	if obs == nil || buf != nil {
 		return c.sendfileReply(frame, buf, r)
 	}
 	t0 := time.Now()
