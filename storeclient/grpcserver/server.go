@@ -23,6 +23,15 @@
 // address needs an allow-list of client networks, enforced on every
 // connection.
 //
+// Stat with send_bao set answers with the blob's bao outboard
+// (storeclient's format: storeclient/bao.go, docs/store-urls.md "Verified
+// streaming"), the store's (storeclient.OutboardStore) or one computed
+// from the blob and checked against its digest; a blob whose outboard
+// would pass storeclient.MaxOutboardSize (64 MiB) is statted without one.
+// A response with an outboard may be larger than grpc's default 4 MiB
+// receive limit: a client asking for one raises its
+// grpc.MaxCallRecvMsgSize to at least MaxOutboardSize plus a few KiB.
+//
 // Uploads are validated as castore.md says. Directory Put takes the tree
 // leaves first, every child sent earlier in the stream or already stored,
 // every Directory reachable from the last (the root); status codes:
