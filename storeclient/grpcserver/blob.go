@@ -136,6 +136,7 @@ func (b *blobService) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStr
 			if err := stream.Send(&castorepb.BlobChunk{Data: buf[:n]}); err != nil {
 				return err
 			}
+			b.opts.stats.blobBytesSent.Add(int64(n))
 			off += int64(n)
 		}
 		if err == io.EOF && off < r.Size() {

@@ -3,6 +3,7 @@ package grpcserver_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"path/filepath"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/storefs/storefs/storeclient"
@@ -262,5 +264,70 @@ func TestStatWithoutBaoInterop(t *testing.T) {
 		if !bytes.Equal(got, data) {
 			t.Errorf("%s Read returned %d bytes that differ from the blob's %d", pkg, len(got), len(data))
 		}
+	}
+}
+
+// readAll reads blob d through Read from off and returns the bytes.
+func readAll(ctx context.Context, client castorepb.BlobServiceClient, d storeclient.Digest, off int64) ([]byte, error) {
+	if off > 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, castorepb.ReadOffsetMetadata, fmt.Sprint(off))
+	}
+	stream, err := client.Read(ctx, &castorepb.ReadBlobRequest{Digest: d[:]})
+	if err != nil {
+		return nil, err
+	}
+	var got []byte
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			return got, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		got = append(got, c.GetData()...)
+	}
+}
+
+// TestBlobBytesSent: the server counts the blob bytes that Read sends,
+// in its own Stats or in one given with WithStats; Stat's outboards are
+// not counted.
+func TestBlobBytesSent(t *testing.T) {
+	ctx := t.Context()
+	backend := memory.New()
+	data := blobData(1<<20+7, 4)
+	if err := storetest.PutBlob(ctx, backend, data); err != nil {
+		t.Fatal(err)
+	}
+	d := storeclient.HashBytes(data)
+	var st grpcserver.Stats
+	client := castorepb.NewBlobServiceClient(startWith(t, backend, grpcserver.Options{ServerOptions: []grpc.ServerOption{grpcserver.WithStats(&st)}}))
+	if _, err := client.Stat(ctx, &castorepb.StatBlobRequest{Digest: d[:], SendBao: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.BlobBytesSent(); n != 0 {
+		t.Errorf("%d blob bytes counted after a Stat, want 0", n)
+	}
+	want := int64(0)
+	for _, off := range []int64{0, 0, 12345} {
+		got, err := readAll(ctx, client, d, off)
+		if err != nil || !bytes.Equal(got, data[off:]) {
+			t.Fatalf("Read from %d: %d bytes, %v", off, len(got), err)
+		}
+		want += int64(len(data)) - off
+		if n := st.BlobBytesSent(); n != want {
+			t.Errorf("after reading from %d: %d blob bytes counted, want %d", off, n, want)
+		}
+	}
+
+	srv := grpcserver.NewServer(backend, grpcserver.Options{Logger: quietLogger()})
+	defer srv.Stop()
+	if srv.Stats() == nil || srv.Stats() == &st || srv.Stats().BlobBytesSent() != 0 {
+		t.Errorf("a server without WithStats counts in %p (%d), want a Stats of its own", srv.Stats(), srv.Stats().BlobBytesSent())
+	}
+	with := grpcserver.NewServer(backend, grpcserver.Options{Logger: quietLogger(), ServerOptions: []grpc.ServerOption{grpcserver.WithStats(&st)}})
+	defer with.Stop()
+	if with.Stats() != &st {
+		t.Error("a server given WithStats does not count in it")
 	}
 }
