@@ -75,14 +75,14 @@ func (s *Store) BlobOutboard(ctx context.Context, d storeclient.Digest) ([]byte,
 		}
 		return enc, nil
 	}
-	enc, err := s.readOutboard(d, size)
-	if err == nil {
+	enc, fault := s.readOutboard(d, size)
+	if fault == nil {
 		return enc, nil
 	}
-	if !errors.Is(err, errNoStoredOutboard) {
-		s.log.Warn("kept outboard of a blob is damaged; computing it again from the blob", "store", s.dir, "digest", d.String(), "err", err)
-	}
 	ch := s.outboardFlight.DoChan(string(d[:]), func() (any, error) {
+		if !errors.Is(fault, errNoStoredOutboard) {
+			s.log.Warn("kept outboard of a blob is damaged; computing it again from the blob", "store", s.dir, "digest", d.String(), "err", fault)
+		}
 		// Detached from the caller, as the result is shared and kept.
 		ctx := context.WithoutCancel(ctx)
 		enc, err := s.computeOutboard(ctx, d, nil, true)
