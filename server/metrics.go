@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/storefs/storefs/internal/netguard"
+	"github.com/storefs/storefs/storeclient/grpcserver"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -50,6 +51,10 @@ type Metrics struct {
 	frontends *prometheus.GaugeVec
 	conns     *connCollector
 	scrub     *scrubCollector
+	// grpcStats counts what the gRPC frontend sends (grpcOptions hands it
+	// to the server), read by grpcSent at each scrape.
+	grpcStats grpcserver.Stats
+	grpcSent  prometheus.CounterFunc
 
 	// per is resolved per protocol at construction, so that an operation
 	// costs no label lookups. Read-only after NewMetrics.
@@ -110,8 +115,11 @@ func NewMetrics() *Metrics {
 		scrub: newScrubCollector(),
 		per:   make(map[string]*protoMetrics),
 	}
+	m.grpcSent = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "storefs_grpc_blob_sent_bytes_total", Help: "Blob bytes sent by gRPC BlobService.Read (the chunks' data, not their framing).",
+	}, func() float64 { return float64(m.grpcStats.BlobBytesSent()) })
 	m.reg.MustRegister(m.requests, m.errors, m.latency, m.bytes, m.handles, m.cache,
-		m.backend, m.backendEr, m.backendLt, m.mounts, m.frontends, m.conns, m.scrub,
+		m.backend, m.backendEr, m.backendLt, m.mounts, m.frontends, m.conns, m.scrub, m.grpcSent,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// gRPC calls are counted by method (grpcOptions), not by vfs operation.
 	m.per[ProtoGRPC] = &protoMetrics{}
@@ -206,7 +214,8 @@ func (m *Metrics) setFrontend(protocol, addr string, up bool) {
 
 // grpcOptions returns gRPC server options that count every call in the
 // request metrics under protocol "grpc", the operation being the method
-// ("tvix.castore.v1.BlobService/Read").
+// ("tvix.castore.v1.BlobService/Read"), and make the server count the blob
+// bytes it sends in m.grpcStats.
 func (m *Metrics) grpcOptions() []grpc.ServerOption {
 	pm := m.proto(ProtoGRPC)
 	done := func(method string, t0 time.Time, err error) {
@@ -219,6 +228,7 @@ func (m *Metrics) grpcOptions() []grpc.ServerOption {
 		}
 	}
 	return []grpc.ServerOption{
+		grpcserver.WithStats(&m.grpcStats),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			pm.inflight.Add(1)
 			t0 := time.Now()

@@ -34,7 +34,9 @@ type StatBlobRequest struct {
 	Digest []byte `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
 	// Ask for the list of chunks.
 	SendChunks bool `protobuf:"varint,2,opt,name=send_chunks,json=sendChunks,proto3" json:"send_chunks,omitempty"`
-	// Ask for a bao outboard (not produced by storefs).
+	// Ask for the blob's bao outboard (see StatBlobResponse.bao). A client
+	// that sets it raises its maximum receive message size (grpc-go:
+	// MaxCallRecvMsgSize) to at least 64 MiB plus a few KiB.
 	SendBao       bool `protobuf:"varint,3,opt,name=send_bao,json=sendBao,proto3" json:"send_bao,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -96,7 +98,18 @@ type StatBlobResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The chunks, in blob order, when send_chunks was set; may be empty.
 	Chunks []*StatBlobResponse_ChunkMeta `protobuf:"bytes,2,rep,name=chunks,proto3" json:"chunks,omitempty"`
-	// A bao outboard when send_bao was set; format not fixed upstream.
+	// The blob's bao outboard, when send_bao was set. Upstream leaves its
+	// format open; storefs sends it for every blob whose outboard is at most
+	// 64 MiB (a blob of about 64 GiB), in this format (docs/store-urls.md,
+	// "Verified streaming"): the outboard encoding of the Bao specification
+	// (tree nodes only, not the blob's bytes) over chunk groups of 64 KiB
+	// (64 BLAKE3 chunks): the blob's length as 8 bytes little-endian, then
+	// every parent node above the groups in pre-order (a node, its left
+	// subtree, its right subtree), each as its two 32-byte chaining values
+	// (little-endian words). That is 8 + 64*(groups-1) bytes, only the
+	// length for a blob of one group. The top node hashes to the blob's
+	// digest; a client checks the outboard against the digest, and each
+	// 64 KiB group it reads against the outboard.
 	Bao           []byte `protobuf:"bytes,3,opt,name=bao,proto3" json:"bao,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -39,8 +39,10 @@ const (
 type BlobServiceClient interface {
 	// Stat reports whether a blob exists. With send_chunks set, a server may
 	// list the blob's chunks (digest and length each); storefs always lists
-	// at least one, so a client learns the blob's length from the sum.
-	// NOT_FOUND if the blob is absent.
+	// at least one, so a client learns the blob's length from the sum. With
+	// send_bao set, storefs also sends the blob's bao outboard (see
+	// StatBlobResponse.bao). NOT_FOUND if the blob is absent; DATA_LOSS if
+	// the server finds the blob's bytes do not match its digest.
 	Stat(ctx context.Context, in *StatBlobRequest, opts ...grpc.CallOption) (*StatBlobResponse, error)
 	// Read streams the bytes of a blob, or of a chunk named by Stat, in
 	// messages of a size the server picks. NOT_FOUND if absent.
@@ -109,8 +111,10 @@ type BlobService_PutClient = grpc.ClientStreamingClient[BlobChunk, PutBlobRespon
 type BlobServiceServer interface {
 	// Stat reports whether a blob exists. With send_chunks set, a server may
 	// list the blob's chunks (digest and length each); storefs always lists
-	// at least one, so a client learns the blob's length from the sum.
-	// NOT_FOUND if the blob is absent.
+	// at least one, so a client learns the blob's length from the sum. With
+	// send_bao set, storefs also sends the blob's bao outboard (see
+	// StatBlobResponse.bao). NOT_FOUND if the blob is absent; DATA_LOSS if
+	// the server finds the blob's bytes do not match its digest.
 	Stat(context.Context, *StatBlobRequest) (*StatBlobResponse, error)
 	// Read streams the bytes of a blob, or of a chunk named by Stat, in
 	// messages of a size the server picks. NOT_FOUND if absent.

@@ -3,6 +3,7 @@ package grpcserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 
@@ -22,7 +23,9 @@ type blobService struct {
 }
 
 // Stat answers with the blob as its one chunk when chunks are asked for,
-// which tells the client the blob's length.
+// which tells the client the blob's length, and with its bao outboard
+// (storeclient's format, see storeclient/bao.go) when that is asked for,
+// unless the outboard would be larger than storeclient.MaxOutboardSize.
 func (b *blobService) Stat(ctx context.Context, req *castorepb.StatBlobRequest) (*castorepb.StatBlobResponse, error) {
 	d, err := digestArg(req.GetDigest(), "stat blob")
 	if err != nil {
@@ -36,7 +39,64 @@ func (b *blobService) Stat(ctx context.Context, req *castorepb.StatBlobRequest) 
 	if req.GetSendChunks() {
 		resp.Chunks = []*castorepb.StatBlobResponse_ChunkMeta{{Digest: d[:], Size: uint64(size)}}
 	}
+	if req.GetSendBao() && storeclient.OutboardSize(size) <= storeclient.MaxOutboardSize {
+		if resp.Bao, err = b.outboard(ctx, d, size); err != nil {
+			peerLog(ctx, b.opts.Logger).Warn("grpc: outboard of a blob failed", "digest", d.String(), "err", err)
+			return nil, statusFor(err, false)
+		}
+	}
 	return resp, nil
+}
+
+// outboard returns the outboard of blob d, which has size bytes: the
+// store's (storeclient.BlobOutboard) if it has one that
+// storeclient.ParseOutboard accepts, else one computed from the blob's
+// bytes. A computed outboard's root must be d: a store that returns other
+// bytes for d is an error wrapping storeclient.ErrCorrupt (DATA_LOSS), not
+// an outboard that looks right.
+func (b *blobService) outboard(ctx context.Context, d storeclient.Digest, size int64) ([]byte, error) {
+	enc, err := storeclient.BlobOutboard(ctx, b.store, d)
+	if err == nil {
+		_, err = storeclient.ParseOutboard(d, size, enc)
+		if err == nil {
+			return enc, nil
+		}
+		peerLog(ctx, b.opts.Logger).Warn("grpc: the store's outboard of a blob is refused; computing it from the blob", "digest", d.String(), "err", err)
+	} else if !errors.Is(err, storeclient.ErrNoOutboard) {
+		return nil, err
+	}
+	r, err := b.store.OpenBlob(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if r.Size() != size {
+		return nil, fmt.Errorf("blob %s has %d bytes, the store said %d: %w", d, r.Size(), size, storeclient.ErrCorrupt)
+	}
+	enc, root, err := storeclient.EncodeOutboard(&ctxReader{ctx: ctx, r: io.NewSectionReader(r, 0, size)}, size)
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, fmt.Errorf("blob %s: %w: %w", d, err, storeclient.ErrCorrupt)
+	case err != nil:
+		return nil, fmt.Errorf("blob %s: %w", d, err)
+	case root != d:
+		return nil, fmt.Errorf("blob %s: the store's bytes hash to %s: %w", d, root, storeclient.ErrCorrupt)
+	}
+	return enc, nil
+}
+
+// ctxReader stops reading r once ctx is done: computing the outboard of a
+// large blob is not worth finishing for a client that has gone.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // Read streams a blob, from the offset of castorepb.ReadOffsetMetadata if
@@ -76,6 +136,7 @@ func (b *blobService) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStr
 			if err := stream.Send(&castorepb.BlobChunk{Data: buf[:n]}); err != nil {
 				return err
 			}
+			b.opts.stats.blobBytesSent.Add(int64(n))
 			off += int64(n)
 		}
 		if err == io.EOF && off < r.Size() {

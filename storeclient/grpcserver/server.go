@@ -23,6 +23,16 @@
 // address needs an allow-list of client networks, enforced on every
 // connection.
 //
+// Stat with send_bao set answers with the blob's bao outboard
+// (storeclient's format: storeclient/bao.go, docs/store-urls.md "Verified
+// streaming"), the store's (storeclient.OutboardStore) or one computed
+// from the blob and checked against its digest; a blob whose outboard
+// would pass storeclient.MaxOutboardSize (64 MiB) is statted without one.
+// A response with an outboard may be larger than grpc's default 4 MiB
+// receive limit: a client asking for one raises its
+// grpc.MaxCallRecvMsgSize to at least MaxOutboardSize plus a few KiB.
+// Read counts the blob bytes it sends (Stats, WithStats).
+//
 // Uploads are validated as castore.md says. Directory Put takes the tree
 // leaves first, every child sent earlier in the stream or already stored,
 // every Directory reachable from the last (the root); status codes:
@@ -41,6 +51,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -67,11 +78,25 @@ type Options struct {
 	// ReadChunkSize is the size of the BlobChunks that Read sends.
 	// Default 256 KiB.
 	ReadChunkSize int
-	// ServerOptions are appended to the options of grpc.NewServer.
+	// ServerOptions are appended to the options of grpc.NewServer. A
+	// WithStats option among them says where the server counts.
 	ServerOptions []grpc.ServerOption
+
+	// stats is where the server counts: a WithStats option's, or its own.
+	stats *Stats
 }
 
 func (o Options) withDefaults() Options {
+	if o.stats == nil {
+		for _, opt := range o.ServerOptions {
+			if so, ok := opt.(statsOption); ok {
+				o.stats = so.st
+			}
+		}
+		if o.stats == nil {
+			o.stats = new(Stats)
+		}
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -87,12 +112,39 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// Stats counts what a server sends. The zero value is ready to use; its
+// methods are safe for concurrent use.
+type Stats struct {
+	blobBytesSent atomic.Int64
+}
+
+// BlobBytesSent returns the blob bytes that Read calls have sent: the data
+// of their BlobChunks, without the framing (and without the outboards of
+// Stat). A client that reads each blob once makes it grow by the sizes of
+// the blobs it reads.
+func (st *Stats) BlobBytesSent() int64 { return st.blobBytesSent.Load() }
+
+// WithStats returns an option for Options.ServerOptions that makes the
+// server count in st instead of in a Stats of its own. It is for code that
+// hands a server its options without creating it, as the daemon's metrics
+// do; grpc itself ignores the option.
+func WithStats(st *Stats) grpc.ServerOption { return statsOption{st: st} }
+
+type statsOption struct {
+	grpc.EmptyServerOption
+	st *Stats
+}
+
 // Server is a grpc.Server with the store services and health registered.
 type Server struct {
 	*grpc.Server
 	health *health.Server
 	names  []string
+	stats  *Stats
 }
+
+// Stats returns what the server counts in (see WithStats).
+func (s *Server) Stats() *Stats { return s.stats }
 
 // NewServer returns a server for store, not yet serving. Run it with its
 // Serve method (or use the Serve function, which also stops it).
@@ -114,7 +166,7 @@ func NewServer(store storeclient.Store, opts Options) *Server {
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 	}
 	gs := grpc.NewServer(append(base, opts.ServerOptions...)...)
-	srv := &Server{Server: gs, health: health.NewServer()}
+	srv := &Server{Server: gs, health: health.NewServer(), stats: opts.stats}
 	srv.names = Register(gs, store, opts)
 	healthpb.RegisterHealthServer(gs, srv.health)
 	srv.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

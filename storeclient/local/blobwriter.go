@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -46,7 +47,10 @@ type blobWriter struct {
 	kicked int64
 	// big takes over once the blob is larger than directThreshold; nil
 	// before.
-	big  *bigWriter
+	big *bigWriter
+	// ob computes the blob's bao outboard once the blob is larger than
+	// outboardThreshold; nil before (and if it could not start).
+	ob   *treeHasher
 	done bool
 }
 
@@ -64,6 +68,11 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 	if err := w.ctx.Err(); err != nil {
 		return 0, fmt.Errorf("write blob: %w", err)
 	}
+	if w.size <= outboardThreshold && w.size+int64(len(p)) > outboardThreshold {
+		if err := w.startOutboard(); err != nil {
+			return 0, fmt.Errorf("write blob %s: %w", w.f.Name(), err)
+		}
+	}
 	if w.big == nil && w.size+int64(len(p)) > directThreshold {
 		if err := w.startBig(); err != nil {
 			return 0, fmt.Errorf("write blob %s: %w", w.f.Name(), err)
@@ -71,6 +80,9 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 	}
 	if w.big != nil {
 		w.h.Write(p)
+		if w.ob != nil {
+			w.ob.Write(p)
+		}
 		w.size += int64(len(p))
 		if err := w.big.write(p); err != nil {
 			return 0, fmt.Errorf("write blob %s: %w", w.f.Name(), err)
@@ -79,6 +91,9 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.buf.Write(p)
 	w.h.Write(p[:n])
+	if w.ob != nil {
+		w.ob.Write(p[:n])
+	}
 	w.size += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("write blob %s: %w", w.f.Name(), err)
@@ -105,6 +120,26 @@ func (w *blobWriter) startBig() error {
 	return nil
 }
 
+// startOutboard starts computing the blob's outboard, which the store
+// keeps for a blob of its size (see Outboards): the bytes written so far,
+// at most outboardThreshold, are read back from the file, where they were
+// written through the page cache; the rest is hashed as it comes, on the
+// caller's goroutine next to the digest, while the bigWriter's goroutine
+// writes. A read error only leaves the blob without a kept outboard; an
+// error flushing the buffer is the blob's.
+func (w *blobWriter) startOutboard() error {
+	if err := w.buf.Flush(); err != nil {
+		return err
+	}
+	h := newTreeHasher()
+	if _, err := io.Copy(h, io.NewSectionReader(w.f, 0, w.size)); err != nil {
+		w.s.log.Debug("cannot read back a blob being written; its outboard is computed when asked for", "store", w.s.dir, "file", w.f.Name(), "err", err)
+		return nil
+	}
+	w.ob = h
+	return nil
+}
+
 // Commit moves the blob to its final name, or drops the temporary file if
 // a blob of that digest and length is already there.
 func (w *blobWriter) Commit() (storeclient.Digest, error) {
@@ -118,6 +153,10 @@ func (w *blobWriter) Commit() (storeclient.Digest, error) {
 	if err != nil {
 		os.Remove(w.f.Name())
 		return storeclient.Digest{}, fmt.Errorf("commit blob %s: %w", d, err)
+	}
+	if w.ob != nil {
+		w.s.keepOutboard(d, w.ob)
+		w.ob = nil
 	}
 	return d, nil
 }

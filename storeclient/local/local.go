@@ -12,8 +12,11 @@
 //	DIR/packs/<id>.pack      the small blobs of PutSmallBlob, appended one
 //	                         after the other in the order they are put, a
 //	                         new pack past 256 MiB (see pack.go)
-//	DIR/tmp/                 blobs being written (same filesystem, so a
-//	                         finished blob is renamed into place)
+//	DIR/outboards/ab/<hex>   the bao outboard of a blob of more than 1 MiB,
+//	                         named like its blob file (see Outboards)
+//	DIR/tmp/                 blobs and outboards being written (same
+//	                         filesystem, so a finished one is renamed into
+//	                         place)
 //	DIR/quarantine/<hex>     a blob file whose bytes no longer hash to its
 //	                         digest, moved out of blobs/ (see Quarantine)
 //	DIR/quarantine/<hex>.packed
@@ -50,7 +53,9 @@
 // Readers therefore keep serving while an import runs, see each committed
 // transaction whole and never a half-written one, and see a new PathInfo as
 // soon as its transaction commits. Blobs need no lock: they appear under
-// their final names only complete, and readers never touch DIR/tmp.
+// their final names only complete. Readers write nothing in DIR/tmp but
+// outboards; a writer that clears DIR/tmp when it opens the store only
+// makes such an outboard not kept.
 //
 // A Store has meta.db open in at most maxDBOpens (8) transactions at once,
 // however many requests come in: the others wait for a turn (or until
@@ -96,6 +101,26 @@
 // writer removes the quarantine of a blob it repairs. Where DIR cannot be
 // written, the quarantine lasts as long as the Store, and that is logged
 // once. Verify reports quarantined blobs that were not put again.
+//
+// # Outboards
+//
+// A blob of more than 1 MiB (outboardThreshold: the blobs an import writes
+// as files of their own) has its bao outboard (storeclient's format, see
+// storeclient/bao.go: 64 bytes per 64 KiB of blob) kept in
+// DIR/outboards, so that BlobOutboard, which the gRPC server sends for
+// verified streaming, costs a file read instead of a read and hash of the
+// whole blob. The blob writer computes it while the blob is written and
+// keeps it at Commit; a smaller blob's outboard is computed when asked
+// for. An outboard is derived data, written through DIR/tmp and renamed
+// into place, never synced on its own, and checked in full against the
+// blob's digest whenever it is read (checkOutboard), so a torn or rotted
+// outboard is never served: it is computed again from the blob and
+// rewritten. Any opener (a reader too) writes a missing or wrong outboard
+// when it meets one, and so do Verify and the scrubber for every good
+// blob they hash; so the outboards of a store written by a storefs older
+// than outboards appear with use. Quarantining a blob removes its
+// outboard; Verify and the scrubber remove the outboards of blobs the
+// store does not have.
 //
 // # Damage
 //
@@ -270,6 +295,11 @@ type Store struct {
 	verified     *lru.Cache[storeclient.Digest, struct{}]
 	verifyFlight singleflight.Group
 	verifyBufs   sync.Pool
+	// outboardFlight shares the computing of a kept outboard that is
+	// missing among concurrent BlobOutboard calls; outboardWarned is set
+	// once a failure to keep one was logged as a warning (outboard.go).
+	outboardFlight singleflight.Group
+	outboardWarned atomic.Bool
 }
 
 var _ storeclient.Store = (*Store)(nil)
@@ -347,14 +377,16 @@ func (s *Store) open(ctx context.Context) error {
 		return err
 	}
 	if !s.readOnly {
-		// Under the exclusive lock nobody else is writing, and readers
-		// never use tmp: whatever is in tmp was left by a killed writer.
+		// Under the exclusive lock nobody else writes blobs, and readers
+		// write only outboards in tmp (one removed while it is written
+		// is just not kept): whatever is in tmp was left by a killed
+		// process.
 		n, err := clearTmp(s.dir)
 		if err != nil {
 			return err
 		}
 		if n > 0 {
-			s.log.Info("removed partial blobs left by a writer that did not finish", "store", s.dir, "files", n)
+			s.log.Info("removed partial blobs or outboards left by a process that did not finish", "store", s.dir, "files", n)
 		}
 	}
 	err = s.withDB(ctx, false, func(tx *bolt.Tx) error {

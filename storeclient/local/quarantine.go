@@ -310,6 +310,7 @@ func (s *Store) quarantineFile(d storeclient.Digest, f *os.File, fault string) {
 	q.files[d] = bf
 	q.recount()
 	q.mu.Unlock()
+	s.removeOutboard(d)
 	if moved {
 		s.log.Error("corrupt blob quarantined: its bytes do not hash to its digest; it is not served until it is put again", "store", s.dir, "digest", d.String(), "file", path, "fault", fault, "moved_to", dest)
 		return
@@ -369,6 +370,7 @@ func (s *Store) quarantinePacked(d storeclient.Digest, loc packLoc, fault string
 	q.recount()
 	q.mu.Unlock()
 	s.locs.drop(d)
+	s.removeOutboard(d)
 	pack := filepath.Join(packsDir, packName(loc.pack))
 	if marked {
 		s.log.Error("corrupt packed blob quarantined: its bytes do not hash to its digest; it is not served until it is put again", "store", s.dir, "digest", d.String(), "file", pack, "offset", loc.off, "size", loc.size, "fault", fault)

@@ -84,6 +84,12 @@ type ScrubStats struct {
 	// Unreadable the ones that could not be read (not quarantined: a
 	// read error may pass), in all passes.
 	Corrupt, Unreadable int64
+	// OutboardsWritten, OutboardsRepaired and OutboardsRemoved count the
+	// kept outboards of good blobs that were missing and were written,
+	// that did not match their blob and were written again, and those of
+	// blobs the store no longer has, removed, in all passes (as in
+	// VerifyStats: none of them is a fault of the store).
+	OutboardsWritten, OutboardsRepaired, OutboardsRemoved int64
 	// PassBlobs and PassBytes are what the current pass has hashed so
 	// far (between passes, what the last one hashed); PassStarted is when
 	// it started.
@@ -114,7 +120,9 @@ func (s *Store) ScrubStats() ScrubStats {
 // returns an error wrapping ctx's error (or saying the store is closed).
 // A blob whose bytes do not hash to its digest is quarantined and logged
 // (see Quarantine in the package documentation); a blob that cannot be
-// read is logged. It reads one blob at a time with a small buffer, at most
+// read is logged. The kept outboard of a good blob is checked, and
+// written from the blob (at the same rate) if it is missing or wrong; the
+// outboards of blobs the store does not have are removed (see Outboards). It reads one blob at a time with a small buffer, at most
 // opts.BytesPerSecond, waits opts.StartDelay before the first pass and
 // opts.Interval between passes, so that it can run next to serving (the
 // daemon runs it by default). A pass that fails (a damaged meta.db hides
@@ -220,7 +228,14 @@ func (s *Store) scrubPass(ctx context.Context, lim *rateLimiter, buf []byte) err
 			batch = batch[:0]
 		}
 	}
-	return s.scrubPacked(ctx, batch, buf, pace)
+	if err := s.scrubPacked(ctx, batch, buf, pace); err != nil {
+		return err
+	}
+	removed, err := s.sweepOutboards(ctx, pace, nil)
+	s.scrub.mu.Lock()
+	s.scrub.stats.OutboardsRemoved += removed
+	s.scrub.mu.Unlock()
+	return err
 }
 
 // scrubPacked hashes a batch of packed blobs, in the order they lie in
@@ -267,6 +282,12 @@ func (s *Store) scrubBlob(ctx context.Context, d storeclient.Digest, p blobPlace
 	if c.unreadable {
 		s.log.Warn("scrub: cannot read a blob", "store", s.dir, "digest", d.String(), "fault", c.fault)
 	}
+	fix := outboardGood
+	if c.fault == "" {
+		if fix, err = s.fixOutboard(ctx, d, c.n, pace); err != nil {
+			return err // pace's: a done context
+		}
+	}
 	s.scrub.mu.Lock()
 	defer s.scrub.mu.Unlock()
 	st := &s.scrub.stats
@@ -279,6 +300,12 @@ func (s *Store) scrubBlob(ctx context.Context, d storeclient.Digest, p blobPlace
 		st.Unreadable++
 	case c.fault != "":
 		st.Corrupt++
+	}
+	switch fix {
+	case outboardWritten:
+		st.OutboardsWritten++
+	case outboardRepaired:
+		st.OutboardsRepaired++
 	}
 	return nil
 }

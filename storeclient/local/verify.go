@@ -72,6 +72,13 @@ type VerifyStats struct {
 	PathInfos   int64
 	Problems    int64
 	Duration    time.Duration
+	// OutboardsWritten counts the kept bao outboards (see Outboards in
+	// the package documentation) that were missing and were written;
+	// OutboardsRepaired those that did not match their blob and were
+	// written again; OutboardsRemoved those of blobs the store no longer
+	// has, removed. None of them is a problem: an outboard is derived from
+	// its blob and written again whenever it is found wrong.
+	OutboardsWritten, OutboardsRepaired, OutboardsRemoved int64
 }
 
 // Verify re-hashes every blob file and every packed blob (streaming,
@@ -84,8 +91,12 @@ type VerifyStats struct {
 // means verification could not finish (I/O error, cancelled context), not
 // that problems were found.
 //
-// Verify finds corrupt blobs but does not quarantine them. It only reads, so it may run on a store opened read-only next to
-// other readers (a mount, say).
+// Verify finds corrupt blobs but does not quarantine them. The only thing
+// it writes is outboards, derived data: the kept outboard of a blob found
+// good is checked, and written from the blob if it is missing or wrong
+// (counted, and logged when wrong, not reported as a problem); outboards
+// of blobs the store does not have are removed. So it may run on a store
+// opened read-only next to other readers (a mount, say).
 func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, error) {
 	start := time.Now()
 	var st VerifyStats
@@ -107,6 +118,13 @@ func (s *Store) Verify(ctx context.Context, report func(Problem)) (VerifyStats, 
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
 	if err := s.verifyBlobs(ctx, &st, packed, problem); err != nil {
+		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
+	}
+	removed, err := s.sweepOutboards(ctx, nil, func(path, detail string) {
+		problem(Problem{Kind: ProblemStray, Object: "file", ID: path, Detail: detail})
+	})
+	st.OutboardsRemoved = removed
+	if err != nil {
 		return st, fmt.Errorf("verify store %s: %w", s.dir, err)
 	}
 	sizes := make(map[storeclient.Digest]int64, len(packed))
@@ -248,19 +266,30 @@ func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, packed []packe
 			buf := make([]byte, verifyBufferSize)
 			for j := range jobs {
 				var n int64
+				var good bool
 				var err error
 				if j.path != "" {
-					n, err = s.verifyBlob(j.path, j.d, buf, problem)
+					n, good, err = s.verifyBlob(j.path, j.d, buf, problem)
 				} else {
-					n, err = s.verifyPacked(j.d, j.loc, buf, problem)
+					n, good, err = s.verifyPacked(j.d, j.loc, buf, problem)
 				}
 				if err != nil {
 					fail(err)
 					continue
 				}
+				fix := outboardGood
+				if good {
+					fix, _ = s.fixOutboard(ctx, j.d, n, nil) // no pace, no error
+				}
 				mu.Lock()
 				st.Blobs++
 				st.BlobBytes += n
+				switch fix {
+				case outboardWritten:
+					st.OutboardsWritten++
+				case outboardRepaired:
+					st.OutboardsRepaired++
+				}
 				mu.Unlock()
 			}
 		})
@@ -326,33 +355,35 @@ func (s *Store) verifyBlobs(ctx context.Context, st *VerifyStats, packed []packe
 }
 
 // verifyBlob hashes one blob file and reports it if its content does not
-// match its name. It returns the number of bytes read; an error means the
-// file could not be read at all for a reason other than corruption.
-func (s *Store) verifyBlob(path string, d storeclient.Digest, buf []byte, problem func(Problem)) (int64, error) {
+// match its name. It returns the number of bytes read and whether they
+// hash to d; an error means the file could not be read at all for a
+// reason other than corruption.
+func (s *Store) verifyBlob(path string, d storeclient.Digest, buf []byte, problem func(Problem)) (int64, bool, error) {
 	c, err := checkBlobFile(path, d, buf, nil)
 	if errors.Is(err, errCopyGone) {
-		return 0, nil // removed since the walk saw it
+		return 0, false, nil // removed since the walk saw it
 	}
 	if err != nil {
-		return 0, fmt.Errorf("verify blob %s: %w", d, err)
+		return 0, false, fmt.Errorf("verify blob %s: %w", d, err)
 	}
 	if c.fault != "" {
 		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: c.fault})
 	}
-	return c.n, nil
+	return c.n, c.fault == "", nil
 }
 
 // verifyPacked hashes one packed blob and reports it if its content does
-// not match its digest or the pack ends before it.
-func (s *Store) verifyPacked(d storeclient.Digest, loc packLoc, buf []byte, problem func(Problem)) (int64, error) {
+// not match its digest or the pack ends before it. It returns what
+// verifyBlob does.
+func (s *Store) verifyPacked(d storeclient.Digest, loc packLoc, buf []byte, problem func(Problem)) (int64, bool, error) {
 	c, err := s.checkPacked(d, loc, buf, nil)
 	if err != nil {
-		return 0, fmt.Errorf("verify blob %s: %w", d, err)
+		return 0, false, fmt.Errorf("verify blob %s: %w", d, err)
 	}
 	if c.fault != "" {
 		problem(Problem{Kind: ProblemCorrupt, Object: "blob", ID: d.String(), Detail: c.fault})
 	}
-	return c.n, nil
+	return c.n, c.fault == "", nil
 }
 
 // straysInPacks reports what in DIR/packs is not a pack file.

@@ -25,7 +25,10 @@ type Store struct {
 	closed    bool
 }
 
-var _ storeclient.Store = (*Store)(nil)
+var (
+	_ storeclient.Store         = (*Store)(nil)
+	_ storeclient.OutboardStore = (*Store)(nil)
+)
 
 // New returns an empty store.
 func New() *Store {
@@ -68,6 +71,35 @@ func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient
 		return nil, fmt.Errorf("blob %s: %w", d, storeclient.ErrNotFound)
 	}
 	return blobReader{bytes.NewReader(b)}, nil
+}
+
+// BlobOutboard implements storeclient.OutboardStore: it computes the bao
+// outboard of blob d from its bytes at every call (about 0.75 ms per MiB),
+// so that code written against the capability can be tested in memory.
+// A blob whose outboard would pass storeclient.MaxOutboardSize has none
+// (an error wrapping storeclient.ErrNoOutboard).
+func (s *Store) BlobOutboard(ctx context.Context, d storeclient.Digest) ([]byte, error) {
+	s.mu.RLock()
+	b, ok := s.blobs[d]
+	closed := s.closed
+	s.mu.RUnlock()
+	switch {
+	case closed:
+		return nil, errClosed
+	case !ok:
+		return nil, fmt.Errorf("blob %s: %w", d, storeclient.ErrNotFound)
+	case storeclient.OutboardSize(int64(len(b))) > storeclient.MaxOutboardSize:
+		return nil, fmt.Errorf("blob %s of %d bytes: %w", d, len(b), storeclient.ErrNoOutboard)
+	}
+	// Blobs are never changed once put, so b is read outside the lock.
+	enc, root, err := storeclient.EncodeOutboard(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return nil, fmt.Errorf("outboard of blob %s: %w", d, err)
+	}
+	if root != d {
+		return nil, fmt.Errorf("outboard of blob %s: its bytes hash to %s: %w", d, root, storeclient.ErrCorrupt)
+	}
+	return enc, nil
 }
 
 type blobReader struct{ *bytes.Reader }
