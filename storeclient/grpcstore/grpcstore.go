@@ -81,8 +81,8 @@ type Options struct {
 	Window int
 	// CachedWindows is how many windows each BlobReader keeps. Default 8.
 	CachedWindows int
-	// Logger receives one line per retry or package detection. Default
-	// slog.Default().
+	// Logger receives one Debug line per retry or package detection.
+	// Default slog.Default().
 	Logger *slog.Logger
 	// DialOptions are appended to the options of grpc.NewClient (tests use
 	// them for custom dialers).
@@ -342,7 +342,8 @@ func (s *Store) attempt(ctx context.Context, stream bool, fn callFunc) error {
 
 func (s *Store) setDetected(p Package) {
 	if s.detected.CompareAndSwap(nil, p) {
-		s.opts.Logger.Info("grpc store: detected protobuf package", "target", s.target, "package", p)
+		// Debug: a command's stderr stays empty on success (storefs cat).
+		s.opts.Logger.Debug("grpc store: detected protobuf package", "target", s.target, "package", p)
 	}
 }
 
