@@ -7,7 +7,6 @@ import (
 	"io"
 	"slices"
 	"strconv"
-	"sync"
 
 	"github.com/zeebo/blake3"
 	"google.golang.org/grpc"
@@ -35,7 +34,7 @@ type segment struct {
 // with a nil error when the server lists none (the size is then unknown).
 func (s *Store) stat(ctx context.Context, d storeclient.Digest) ([]segment, error) {
 	var resp *castorepb.StatBlobResponse
-	err := s.call(ctx, "stat blob "+d.String(), true, false, func(ctx context.Context, pkg grpc.CallOption) error {
+	err := s.call(ctx, "stat blob "+d.String(), true, func(ctx context.Context, pkg grpc.CallOption) error {
 		var err error
 		resp, err = s.blobs.Stat(ctx, &castorepb.StatBlobRequest{Digest: d[:], SendChunks: true}, pkg)
 		return err
@@ -104,25 +103,33 @@ func (s *Store) segments(ctx context.Context, d storeclient.Digest) ([]segment, 
 	return []segment{{size: n, digest: d}}, nil
 }
 
+// measureStep is how many bytes of a blob being measured must arrive
+// within each timeout: a server that trickles is cut, one that is merely
+// slow is not.
+const measureStep = 1 << 20
+
 // measure streams a whole blob to learn its length, checking its digest.
+// Opening the stream is a call with one deadline; after that, each
+// measureStep bytes get their own.
 func (s *Store) measure(ctx context.Context, d storeclient.Digest) (int64, error) {
 	var n int64
-	err := s.call(ctx, "measure blob "+d.String(), true, true, func(ctx context.Context, pkg grpc.CallOption) error {
-		st, err := s.openRead(ctx, d, 0, pkg)
+	err := s.call(ctx, "measure blob "+d.String(), true, func(cctx context.Context, pkg grpc.CallOption) error {
+		st, err := s.openRead(ctx, cctx, d, 0, pkg)
 		if err != nil {
 			return err
 		}
 		defer st.close()
+		st.unwatch()
 		n = 0
 		for {
-			b, err := st.recv()
+			step, err := s.measureStep(ctx, st)
+			n += step
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
 				return err
 			}
-			n += int64(len(b))
 		}
 		if got := storeclient.Digest(st.hasher.Sum(nil)); got != d {
 			return fmt.Errorf("blob %s: the server sent bytes hashing to %s: %w", d, got, storeclient.ErrCorrupt)
@@ -132,6 +139,23 @@ func (s *Store) measure(ctx context.Context, d storeclient.Digest) (int64, error
 	return n, err
 }
 
+// measureStep receives up to measureStep bytes of st within the timeout.
+func (s *Store) measureStep(ctx context.Context, st *readStream) (int64, error) {
+	sctx, cancel := s.within(ctx)
+	defer cancel()
+	st.watch(sctx)
+	defer st.unwatch()
+	var n int64
+	for n < measureStep {
+		b, err := st.recv()
+		n += int64(len(b))
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 // OpenBlob implements storeclient.BlobService.
 func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
 	segs, err := s.segments(ctx, d)
@@ -139,15 +163,13 @@ func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient
 		return nil, err
 	}
 	last := segs[len(segs)-1]
-	return &blobReader{s: s, digest: d, segs: segs, size: last.off + last.size}, nil
+	return s.newBlobReader(d, segs, last.off+last.size), nil
 }
 
 // readStream is one open Read stream of a segment.
 type readStream struct {
+	*liveStream
 	stream  grpc.ServerStreamingClient[castorepb.BlobChunk]
-	kick    func()
-	stop    func()
-	ctx     context.Context
 	pos     int64  // segment offset of pending[0]
 	pending []byte // received, not yet consumed
 	hasher  *blake3.Hasher
@@ -155,26 +177,27 @@ type readStream struct {
 
 // openRead opens a Read stream of digest d starting at off (0 or, with
 // the offset extension, any offset). The returned stream's pos says where
-// it really starts. The stream is cut when the server sends nothing for a
-// whole timeout.
-func (s *Store) openRead(ctx context.Context, d storeclient.Digest, off int64, pkg grpc.CallOption) (*readStream, error) {
-	ictx, kick, stop := idleContext(ctx, s.opts.Timeout)
-	octx := ictx
+// it really starts. The stream lives until parent ends or it is closed;
+// it is watched by ctx (see liveStream) until the caller unwatches it.
+func (s *Store) openRead(parent, ctx context.Context, d storeclient.Digest, off int64, pkg grpc.CallOption) (*readStream, error) {
+	st := &readStream{liveStream: newLiveStream(parent)}
+	st.watch(ctx)
+	octx := st.ctx
 	askOffset := off > 0 && s.offsetReads.Load() >= 0
 	if askOffset {
-		octx = metadata.AppendToOutgoingContext(ictx, castorepb.ReadOffsetMetadata, strconv.FormatInt(off, 10))
+		octx = metadata.AppendToOutgoingContext(octx, castorepb.ReadOffsetMetadata, strconv.FormatInt(off, 10))
 	}
 	stream, err := s.blobs.Read(octx, &castorepb.ReadBlobRequest{Digest: d[:]}, pkg)
 	if err != nil {
-		stop()
-		return nil, idleErr(ictx, err)
+		st.close()
+		return nil, st.explain(err)
 	}
-	st := &readStream{stream: stream, kick: kick, stop: stop, ctx: ictx}
+	st.stream = stream
 	if askOffset {
 		hdr, err := stream.Header()
 		if err != nil {
-			stop()
-			return nil, idleErr(ictx, err)
+			st.close()
+			return nil, st.explain(err)
 		}
 		if v := hdr.Get(castorepb.ReadOffsetMetadata); len(v) == 1 && v[0] == strconv.FormatInt(off, 10) {
 			st.pos = off
@@ -190,7 +213,7 @@ func (s *Store) openRead(ctx context.Context, d storeclient.Digest, off int64, p
 	// Surface NOT_FOUND or UNIMPLEMENTED now, while the call can still be
 	// retried or redirected to the other package.
 	if err := st.fill(); err != nil && err != io.EOF {
-		stop()
+		st.close()
 		return nil, err
 	}
 	return st, nil
@@ -199,10 +222,12 @@ func (s *Store) openRead(ctx context.Context, d storeclient.Digest, off int64, p
 // fill receives the next message if nothing is pending.
 func (st *readStream) fill() error {
 	for len(st.pending) == 0 {
-		st.kick()
 		msg, err := st.stream.Recv()
 		if err != nil {
-			return idleErr(st.ctx, err)
+			if err == io.EOF {
+				return err
+			}
+			return st.explain(err)
 		}
 		st.pending = msg.GetData()
 		if st.hasher != nil {
@@ -223,8 +248,6 @@ func (st *readStream) recv() ([]byte, error) {
 	return b, nil
 }
 
-func (st *readStream) close() { st.stop() }
-
 // blobReader is a storeclient.BlobReader over Read streams.
 type blobReader struct {
 	s      *Store
@@ -232,7 +255,15 @@ type blobReader struct {
 	segs   []segment
 	size   int64
 
-	mu     sync.Mutex
+	// ctx is cancelled by Close, which cuts the stream of a ReadAt in
+	// progress instead of waiting for it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// lock is held by one ReadAt at a time. A channel, so that waiting
+	// for it counts against the deadline of the ReadAt that waits.
+	lock chan struct{}
+
+	// Guarded by lock.
 	cur    *readStream
 	curSeg int
 	cache  []window
@@ -247,11 +278,17 @@ type window struct {
 	used uint64
 }
 
+func (s *Store) newBlobReader(d storeclient.Digest, segs []segment, size int64) *blobReader {
+	ctx, cancel := context.WithCancel(s.ctx)
+	return &blobReader{s: s, digest: d, segs: segs, size: size, ctx: ctx, cancel: cancel, lock: make(chan struct{}, 1)}
+}
+
 func (r *blobReader) Size() int64 { return r.size }
 
 func (r *blobReader) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.cancel()
+	r.lock <- struct{}{}
+	defer func() { <-r.lock }()
 	r.closed = true
 	r.dropStream()
 	r.cache = nil
@@ -265,7 +302,9 @@ func (r *blobReader) dropStream() {
 	}
 }
 
-// ReadAt implements io.ReaderAt. Concurrent calls are served one at a time.
+// ReadAt implements io.ReaderAt. Concurrent calls are served one at a
+// time. Each call, its retries and its wait for the calls before it, has
+// one deadline, the store's timeout.
 func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("blob %s: read at negative offset %d", r.digest, off)
@@ -273,8 +312,14 @@ func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
 	if off >= r.size {
 		return 0, io.EOF
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	ctx, cancel := r.s.within(r.ctx)
+	defer cancel()
+	select {
+	case r.lock <- struct{}{}:
+	case <-ctx.Done():
+		return 0, r.readErr(off, len(p), fmt.Errorf("waiting for another read of the blob: %w", explain(ctx, ctx.Err())))
+	}
+	defer func() { <-r.lock }()
 	if r.closed {
 		return 0, fmt.Errorf("blob %s: read after close", r.digest)
 	}
@@ -293,9 +338,9 @@ func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
 		seg := r.segs[i]
 		w := int64(r.s.opts.Window)
 		idx := (pos - seg.off) / w
-		data, err := r.window(i, idx)
+		data, err := r.window(ctx, i, idx)
 		if err != nil {
-			return n, err
+			return n, r.readErr(off, len(p), err)
 		}
 		n += copy(p[n:], data[pos-seg.off-idx*w:])
 	}
@@ -305,8 +350,14 @@ func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// readErr wraps the error of a ReadAt with what a log line needs: the
+// store, the blob and the range.
+func (r *blobReader) readErr(off int64, n int, err error) error {
+	return r.s.wrap(fmt.Sprintf("read blob %s at %d+%d", r.digest, off, n), err)
+}
+
 // window returns window idx of segment i, from the cache or the stream.
-func (r *blobReader) window(i int, idx int64) ([]byte, error) {
+func (r *blobReader) window(ctx context.Context, i int, idx int64) ([]byte, error) {
 	r.tick++
 	for k := range r.cache {
 		if c := &r.cache[k]; c.seg == i && c.idx == idx {
@@ -318,7 +369,7 @@ func (r *blobReader) window(i int, idx int64) ([]byte, error) {
 	w := int64(r.s.opts.Window)
 	start, end := idx*w, min((idx+1)*w, seg.size)
 	var data []byte
-	err := r.s.call(r.s.ctx, "read blob "+r.digest.String(), true, true, func(ctx context.Context, pkg grpc.CallOption) error {
+	err := r.s.retry(ctx, "read blob "+r.digest.String(), true, func(ctx context.Context, pkg grpc.CallOption) error {
 		var err error
 		data, err = r.fillWindow(ctx, pkg, i, start, end)
 		if err != nil {
@@ -345,7 +396,8 @@ func (r *blobReader) window(i int, idx int64) ([]byte, error) {
 }
 
 // fillWindow reads bytes [start, end) of segment i, reusing the open
-// stream when it has not passed start.
+// stream when it has not passed start. The stream is watched by ctx while
+// it reads.
 func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int, start, end int64) ([]byte, error) {
 	seg := r.segs[i]
 	st := r.cur
@@ -355,12 +407,25 @@ func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int,
 	}
 	if st == nil {
 		var err error
-		st, err = r.s.openRead(ctx, seg.digest, start, pkg)
+		st, err = r.s.openRead(r.ctx, ctx, seg.digest, start, pkg)
 		if err != nil {
 			return nil, err
 		}
 		r.cur, r.curSeg = st, i
+	} else {
+		st.watch(ctx)
 	}
+	data, err := r.readWindow(st, seg, start, end)
+	if !st.unwatch() && err == nil && r.cur == st {
+		// The deadline passed just as the window was complete: the
+		// stream is cut, a later read needs a new one.
+		r.dropStream()
+	}
+	return data, err
+}
+
+// readWindow reads bytes [start, end) of segment seg from st.
+func (r *blobReader) readWindow(st *readStream, seg segment, start, end int64) ([]byte, error) {
 	data := make([]byte, 0, end-start)
 	for st.pos < end {
 		if err := st.fill(); err != nil {
@@ -403,7 +468,9 @@ func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int,
 }
 
 // NewBlobWriter implements storeclient.BlobService. The upload streams as
-// it is written; it is not retried (its bytes are not kept).
+// it is written; it is not retried (its bytes are not kept). Opening it,
+// each Write and Commit have one timeout each; the time the caller spends
+// between them does not count.
 func (s *Store) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, error) {
 	if err := s.ensurePackage(ctx); err != nil {
 		return nil, err
@@ -412,24 +479,35 @@ func (s *Store) NewBlobWriter(ctx context.Context) (storeclient.BlobWriter, erro
 	if pkg == PackageAuto {
 		pkg = PackageSnix
 	}
-	ictx, kick, stop := idleContext(ctx, s.opts.Timeout)
-	stream, err := s.blobs.Put(ictx, packageOption{pkg: pkg})
+	w := &blobWriter{s: s, live: newLiveStream(ctx), h: storeclient.NewHasher()}
+	err := w.bounded(func() error {
+		var err error
+		w.stream, err = s.blobs.Put(w.live.ctx, packageOption{pkg: pkg})
+		return err
+	})
 	if err != nil {
-		stop()
-		return nil, s.wrap("put blob", idleErr(ictx, err))
+		w.live.close()
+		return nil, s.wrap("put blob", err)
 	}
-	return &blobWriter{s: s, stream: stream, ctx: ictx, kick: kick, stop: stop, h: storeclient.NewHasher()}, nil
+	return w, nil
 }
 
 type blobWriter struct {
 	s      *Store
 	stream grpc.ClientStreamingClient[castorepb.BlobChunk, castorepb.PutBlobResponse]
-	ctx    context.Context
-	kick   func()
-	stop   func()
+	live   *liveStream
 	h      *blake3.Hasher
 	done   bool
 	err    error
+}
+
+// bounded runs fn, which waits on the upload, within the timeout.
+func (w *blobWriter) bounded(fn func() error) error {
+	ctx, cancel := w.s.within(w.live.ctx)
+	defer cancel()
+	w.live.watch(ctx)
+	defer w.live.unwatch()
+	return w.live.explain(fn())
 }
 
 func (w *blobWriter) Write(p []byte) (int, error) {
@@ -440,19 +518,24 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	n := 0
-	for n < len(p) {
-		c := p[n:min(len(p), n+putChunkSize)]
-		w.kick()
-		if err := w.stream.Send(&castorepb.BlobChunk{Data: c}); err != nil {
-			if err == io.EOF {
-				// The server ended the call; its status says why.
-				_, err = w.stream.CloseAndRecv()
+	err := w.bounded(func() error {
+		for n < len(p) {
+			c := p[n:min(len(p), n+putChunkSize)]
+			if err := w.stream.Send(&castorepb.BlobChunk{Data: c}); err != nil {
+				if err == io.EOF {
+					// The server ended the call; its status says why.
+					_, err = w.stream.CloseAndRecv()
+				}
+				return err
 			}
-			w.err = w.s.wrap("put blob", idleErr(w.ctx, err))
-			return n, w.err
+			w.h.Write(c)
+			n += len(c)
 		}
-		w.h.Write(c)
-		n += len(c)
+		return nil
+	})
+	if err != nil {
+		w.err = w.s.wrap("put blob", err)
+		return n, w.err
 	}
 	return n, nil
 }
@@ -462,14 +545,18 @@ func (w *blobWriter) Commit() (storeclient.Digest, error) {
 		return storeclient.Digest{}, errors.New("commit of a committed or closed blob writer")
 	}
 	w.done = true
-	defer w.stop()
+	defer w.live.close()
 	if w.err != nil {
 		return storeclient.Digest{}, w.err
 	}
-	w.kick()
-	resp, err := w.stream.CloseAndRecv()
+	var resp *castorepb.PutBlobResponse
+	err := w.bounded(func() error {
+		var err error
+		resp, err = w.stream.CloseAndRecv()
+		return err
+	})
 	if err != nil {
-		return storeclient.Digest{}, w.s.wrap("put blob", idleErr(w.ctx, err))
+		return storeclient.Digest{}, w.s.wrap("put blob", err)
 	}
 	want := storeclient.Digest(w.h.Sum(nil))
 	got, err := storeclient.DigestFromBytes(resp.GetDigest())
@@ -483,7 +570,7 @@ func (w *blobWriter) Close() error {
 	if !w.done {
 		// Cancelling the call makes the server discard the upload.
 		w.done = true
-		w.stop()
+		w.live.close()
 	}
 	return nil
 }

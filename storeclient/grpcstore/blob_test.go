@@ -29,6 +29,7 @@ type fakeBlobs struct {
 	chunks  map[storeclient.Digest][]storeclient.Digest
 	corrupt bool // flip the last byte of every blob read
 	stall   bool // send one message, then wait for the client to give up
+	silent  bool // send nothing, and wait for the client to give up
 	hang    bool // never answer Stat
 
 	mu    sync.Mutex
@@ -69,6 +70,10 @@ func (f *fakeBlobs) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStrea
 	b, ok := f.blobs[d]
 	if !ok {
 		return status.Error(codes.NotFound, "no such blob")
+	}
+	if f.silent {
+		<-stream.Context().Done()
+		return stream.Context().Err()
 	}
 	if f.corrupt {
 		b = bytes.Clone(b)

@@ -8,13 +8,18 @@
 // Query parameters: `package=snix|tvix` fixes the protobuf package of the
 // method paths (default: try snix.*.v1 and fall back to tvix.*.v1 when the
 // server answers UNIMPLEMENTED, then remember the answer); `timeout=DURATION`
-// bounds every call, and every message of a stream (default 30s).
+// sets Options.Timeout (default 30s).
 //
-// The connection is made lazily, on the first call. Idempotent calls (all
-// reads, and Directory and PathInfo puts) are retried with backoff when the
-// server is unavailable; a call never waits longer than its timeout for an
-// answer, so a backend outage shows up as an error, and the next calls work
-// again once the backend is back.
+// The connection is made lazily, on the first call. Every call, and every
+// BlobReader.ReadAt, has one deadline, the timeout from its start, that
+// covers its retries too: idempotent calls (all reads, and Directory and
+// PathInfo puts) are retried with backoff when the server is unavailable,
+// but only while there is time left. A server that stalls, before its
+// answer or in the middle of a stream, fails the call at its deadline; a
+// backend outage shows up as an error, and the next calls work again once
+// the backend is back. Streams read at the caller's pace (a BlobWriter, a
+// ListPathInfos) give each Write, Commit or next item its own timeout; a
+// blob measured by streaming it (below) must send each MiB within one.
 //
 // Data from a server is not trusted: every Directory is re-hashed and
 // checked against the digest asked for, PathInfos are validated, and a blob
@@ -70,8 +75,8 @@ const (
 type Options struct {
 	// Package fixes the package of the method paths; PackageAuto detects it.
 	Package Package
-	// Timeout bounds every unary call and the wait for every message of a
-	// stream. Default 30s.
+	// Timeout bounds every call and every BlobReader.ReadAt, retries
+	// included (see the package documentation). Default 30s.
 	Timeout time.Duration
 	// Attempts is how often an idempotent call is tried when the server is
 	// unavailable. Default 4.
@@ -281,45 +286,49 @@ func renameStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientCon
 // the generated client.
 type callFunc func(ctx context.Context, pkg grpc.CallOption) error
 
-// call runs fn, handling package detection and, when idempotent, retries
-// with backoff while the server is unavailable. fn gets a context bounded by
-// the timeout unless stream is set, in which case fn bounds its own waits
-// (see idleContext). fn must surface an UNIMPLEMENTED answer itself, e.g.
-// by receiving the first message of a stream.
-func (s *Store) call(ctx context.Context, op string, idempotent, stream bool, fn callFunc) error {
-	var err error
-	for attempt := 1; ; attempt++ {
-		err = s.attempt(ctx, stream, fn)
-		if err == nil || !idempotent || attempt >= s.opts.Attempts || !retryable(err) || ctx.Err() != nil {
-			break
-		}
-		delay := time.Duration(float64(50*time.Millisecond) * float64(uint(1)<<(attempt-1)) * (0.8 + 0.4*rand.Float64()))
-		s.opts.Logger.Debug("grpc store: retrying", "op", op, "target", s.target, "attempt", attempt, "delay", delay, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("grpc store %s: %s: %w", s.target, op, ctx.Err())
-		case <-t.C:
-		}
-	}
-	if err != nil {
+// call runs fn under one deadline, Timeout from now, that covers every
+// attempt (see retry), and wraps the error with the store and op.
+func (s *Store) call(ctx context.Context, op string, idempotent bool, fn callFunc) error {
+	ctx, cancel := s.within(ctx)
+	defer cancel()
+	if err := s.retry(ctx, op, idempotent, fn); err != nil {
 		return s.wrap(op, err)
 	}
 	return nil
 }
 
+// retry runs fn, handling package detection and, when idempotent, retries
+// with backoff while the server is unavailable and ctx's deadline leaves
+// time for another attempt. fn must surface an UNIMPLEMENTED answer itself,
+// e.g. by receiving the first message of a stream. The error is fn's last,
+// not wrapped.
+func (s *Store) retry(ctx context.Context, op string, idempotent bool, fn callFunc) error {
+	for attempt := 1; ; attempt++ {
+		err := explain(ctx, s.attempt(ctx, fn))
+		if err == nil || !idempotent || attempt >= s.opts.Attempts || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		delay := time.Duration(float64(50*time.Millisecond) * float64(uint(1)<<(attempt-1)) * (0.8 + 0.4*rand.Float64()))
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < delay {
+			// No time for another attempt: the last error says more
+			// than a deadline would.
+			return err
+		}
+		s.opts.Logger.Debug("grpc store: retrying", "op", op, "target", s.target, "attempt", attempt, "delay", delay, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
 // attempt makes one try of fn under the package choice, falling back from
 // snix to tvix in auto mode.
-func (s *Store) attempt(ctx context.Context, stream bool, fn callFunc) error {
-	run := func(pkg Package) error {
-		cctx, cancel := ctx, context.CancelFunc(func() {})
-		if !stream {
-			cctx, cancel = context.WithTimeout(ctx, s.opts.Timeout)
-		}
-		defer cancel()
-		return fn(cctx, packageOption{pkg: pkg})
-	}
+func (s *Store) attempt(ctx context.Context, fn callFunc) error {
+	run := func(pkg Package) error { return fn(ctx, packageOption{pkg: pkg}) }
 	if s.opts.Package != PackageAuto {
 		return run(s.opts.Package)
 	}
@@ -376,10 +385,11 @@ func retryable(err error) bool {
 	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
 		return true
 	case codes.DeadlineExceeded:
-		// Our own per-call deadline: the server may be back on the next try.
+		// The server's deadline, or a stream cut at an earlier call's;
+		// a call cut at its own deadline has no time left to retry.
 		return true
 	}
-	return errors.Is(err, errIdle)
+	return false
 }
 
 // wrap turns a gRPC error into a storefs one: NOT_FOUND wraps
@@ -393,27 +403,6 @@ func (s *Store) wrap(op string, err error) error {
 		return fmt.Errorf("grpc store %s: %s: %w (%w)", s.target, op, storeclient.ErrCorrupt, err)
 	}
 	return fmt.Errorf("grpc store %s: %s: %w", s.target, op, err)
-}
-
-// errIdle is the cause of a stream cancelled because the server sent
-// nothing for a whole timeout.
-var errIdle = errors.New("no answer from the server within the timeout")
-
-// idleContext returns a context that is cancelled when kick has not been
-// called for d, and a stop function that releases it.
-func idleContext(ctx context.Context, d time.Duration) (cctx context.Context, kick func(), stop func()) {
-	cctx, cancel := context.WithCancelCause(ctx)
-	t := time.AfterFunc(d, func() { cancel(errIdle) })
-	return cctx, func() { t.Reset(d) }, func() { t.Stop(); cancel(context.Canceled) }
-}
-
-// idleErr replaces the bare CANCELED status of a stream cut by its idle
-// timer with one that says why.
-func idleErr(ctx context.Context, err error) error {
-	if err != nil && errors.Is(context.Cause(ctx), errIdle) {
-		return fmt.Errorf("%w: %w", errIdle, status.Error(codes.DeadlineExceeded, err.Error()))
-	}
-	return err
 }
 
 // sizeCache remembers blob sizes that had to be measured by streaming
