@@ -23,6 +23,15 @@ const putChunkSize = 1 << 20
 // re-opening the stream at the offset, when the server supports offsets.
 const maxSkip = 1 << 20
 
+// maxChunks is the longest chunk list of Stat a reader keeps (48 bytes a
+// chunk).
+const maxChunks = 4096
+
+// maxReadMessage bounds a message of a Read stream, which a reader holds
+// until it has consumed it: storefs sends 256 KiB, and upstream servers
+// (tonic) stay under the 4 MiB their own clients accept by default.
+const maxReadMessage = 4 << 20
+
 // segment is a part of a blob that can be read on its own: the whole blob,
 // or one chunk of it as listed by Stat.
 type segment struct {
@@ -46,7 +55,13 @@ func (s *Store) stat(ctx context.Context, d storeclient.Digest) ([]segment, erro
 	if len(chunks) == 0 {
 		return nil, nil
 	}
-	segs := make([]segment, 0, len(chunks))
+	// The list is only a way to seek: a longer one than a reader
+	// should hold is summed, and the blob read as one segment.
+	keep := len(chunks) <= maxChunks
+	var segs []segment
+	if keep {
+		segs = make([]segment, 0, len(chunks))
+	}
 	var off int64
 	for i, c := range chunks {
 		cd, err := storeclient.DigestFromBytes(c.GetDigest())
@@ -57,8 +72,13 @@ func (s *Store) stat(ctx context.Context, d storeclient.Digest) ([]segment, erro
 		if size < 0 || off+size < off || (size == 0 && len(chunks) > 1) {
 			return nil, fmt.Errorf("grpc store %s: stat blob %s: chunk %d has size %d: %w", s.target, d, i, c.GetSize(), storeclient.ErrCorrupt)
 		}
-		segs = append(segs, segment{off: off, size: size, digest: cd})
+		if keep {
+			segs = append(segs, segment{off: off, size: size, digest: cd})
+		}
 		off += size
+	}
+	if !keep {
+		segs = []segment{{size: off, digest: d}}
 	}
 	if len(segs) == 1 && (segs[0].digest != d || (segs[0].size == 0) != (d == storeclient.EmptyDigest)) {
 		return nil, fmt.Errorf("grpc store %s: stat blob %s: its only chunk is %s: %w", s.target, d, segs[0].digest, storeclient.ErrCorrupt)
@@ -187,7 +207,7 @@ func (s *Store) openRead(parent, ctx context.Context, d storeclient.Digest, off 
 	if askOffset {
 		octx = metadata.AppendToOutgoingContext(octx, castorepb.ReadOffsetMetadata, strconv.FormatInt(off, 10))
 	}
-	stream, err := s.blobs.Read(octx, &castorepb.ReadBlobRequest{Digest: d[:]}, pkg)
+	stream, err := s.blobs.Read(octx, &castorepb.ReadBlobRequest{Digest: d[:]}, pkg, grpc.MaxCallRecvMsgSize(maxReadMessage))
 	if err != nil {
 		st.close()
 		return nil, st.explain(err)
@@ -338,11 +358,21 @@ func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
 		seg := r.segs[i]
 		w := int64(r.s.opts.Window)
 		idx := (pos - seg.off) / w
+		start, end := idx*w, min((idx+1)*w, seg.size)
+		if pos-seg.off == start && int64(len(p)-n) >= end-start && !r.cached(i, idx) {
+			// The read covers the whole window: the stream fills p
+			// directly, and the cache keeps what it had.
+			if _, err := r.fetch(ctx, i, start, end, p[n:n:n+int(end-start)]); err != nil {
+				return n, r.readErr(off, len(p), err)
+			}
+			n += int(end - start)
+			continue
+		}
 		data, err := r.window(ctx, i, idx)
 		if err != nil {
 			return n, r.readErr(off, len(p), err)
 		}
-		n += copy(p[n:], data[pos-seg.off-idx*w:])
+		n += copy(p[n:], data[pos-seg.off-start:])
 	}
 	if n < len(p) {
 		return n, io.EOF
@@ -356,6 +386,16 @@ func (r *blobReader) readErr(off int64, n int, err error) error {
 	return r.s.wrap(fmt.Sprintf("read blob %s at %d+%d", r.digest, off, n), err)
 }
 
+// cached reports whether window idx of segment i is in the cache.
+func (r *blobReader) cached(i int, idx int64) bool {
+	for k := range r.cache {
+		if r.cache[k].seg == i && r.cache[k].idx == idx {
+			return true
+		}
+	}
+	return false
+}
+
 // window returns window idx of segment i, from the cache or the stream.
 func (r *blobReader) window(ctx context.Context, i int, idx int64) ([]byte, error) {
 	r.tick++
@@ -365,40 +405,49 @@ func (r *blobReader) window(ctx context.Context, i int, idx int64) ([]byte, erro
 			return c.data, nil
 		}
 	}
-	seg := r.segs[i]
+	// Fill a new slot, or the least recently used one with its own
+	// buffer: a reader allocates its windows once.
+	k := len(r.cache)
+	if k < r.s.opts.CachedWindows {
+		r.cache = append(r.cache, window{})
+	} else {
+		k = 0
+		for j := range r.cache {
+			if r.cache[j].used < r.cache[k].used {
+				k = j
+			}
+		}
+	}
+	c := &r.cache[k]
+	c.seg = -1 // not valid until filled
 	w := int64(r.s.opts.Window)
-	start, end := idx*w, min((idx+1)*w, seg.size)
+	data, err := r.fetch(ctx, i, idx*w, min((idx+1)*w, r.segs[i].size), c.data[:0])
+	if err != nil {
+		return nil, err
+	}
+	*c = window{seg: i, idx: idx, data: data, used: r.tick}
+	return data, nil
+}
+
+// fetch reads bytes [start, end) of segment i into dst (appending to
+// dst[:0]), with retries within ctx's deadline.
+func (r *blobReader) fetch(ctx context.Context, i int, start, end int64, dst []byte) ([]byte, error) {
 	var data []byte
 	err := r.s.retry(ctx, "read blob "+r.digest.String(), true, func(ctx context.Context, pkg grpc.CallOption) error {
 		var err error
-		data, err = r.fillWindow(ctx, pkg, i, start, end)
+		data, err = r.fillWindow(ctx, pkg, i, start, end, dst)
 		if err != nil {
 			r.dropStream()
 		}
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	entry := window{seg: i, idx: idx, data: data, used: r.tick}
-	if len(r.cache) < r.s.opts.CachedWindows {
-		r.cache = append(r.cache, entry)
-	} else {
-		lru := 0
-		for k := range r.cache {
-			if r.cache[k].used < r.cache[lru].used {
-				lru = k
-			}
-		}
-		r.cache[lru] = entry
-	}
-	return data, nil
+	return data, err
 }
 
 // fillWindow reads bytes [start, end) of segment i, reusing the open
 // stream when it has not passed start. The stream is watched by ctx while
 // it reads.
-func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int, start, end int64) ([]byte, error) {
+func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int, start, end int64, dst []byte) ([]byte, error) {
 	seg := r.segs[i]
 	st := r.cur
 	if st != nil && (r.curSeg != i || st.pos > start || (r.s.offsetReads.Load() > 0 && start-st.pos > maxSkip)) {
@@ -415,7 +464,7 @@ func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int,
 	} else {
 		st.watch(ctx)
 	}
-	data, err := r.readWindow(st, seg, start, end)
+	data, err := r.readWindow(st, seg, start, end, dst)
 	if !st.unwatch() && err == nil && r.cur == st {
 		// The deadline passed just as the window was complete: the
 		// stream is cut, a later read needs a new one.
@@ -424,9 +473,13 @@ func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int,
 	return data, err
 }
 
-// readWindow reads bytes [start, end) of segment seg from st.
-func (r *blobReader) readWindow(st *readStream, seg segment, start, end int64) ([]byte, error) {
-	data := make([]byte, 0, end-start)
+// readWindow reads bytes [start, end) of segment seg from st, appending
+// them to dst[:0].
+func (r *blobReader) readWindow(st *readStream, seg segment, start, end int64, dst []byte) ([]byte, error) {
+	data := dst[:0]
+	if int64(cap(data)) < end-start {
+		data = make([]byte, 0, end-start)
+	}
 	for st.pos < end {
 		if err := st.fill(); err != nil {
 			if err == io.EOF {

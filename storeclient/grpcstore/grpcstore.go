@@ -31,8 +31,17 @@
 // read before that position re-opens the stream at the wanted offset when
 // the server supports the storefs offset extension
 // (castorepb.ReadOffsetMetadata), or from the start of the blob (or of the
-// chunk the server listed in Stat) otherwise. A few recently read windows
-// are cached per reader.
+// chunk the server listed in Stat) otherwise.
+//
+// Memory per open BlobReader, with the default Options: at most
+// CachedWindows × Window (4 × 64 KiB = 256 KiB) of cached bytes, allocated
+// once per reader (a ReadAt that covers whole windows is filled directly
+// and caches nothing); and, while its stream is open, the bytes the
+// transport receives ahead of the reader, at most StreamWindow (1 MiB),
+// plus the one message being consumed, of the server's chunk size (256
+// KiB from storefs) and never more than 4 MiB; plus a chunk list of at most
+// 4096 chunks (192 KiB) when the server lists chunks in Stat. That is
+// about 1.5 MiB against a storefs server, and at most 5.5 MiB against any.
 package grpcstore
 
 import (
@@ -81,11 +90,16 @@ type Options struct {
 	// Attempts is how often an idempotent call is tried when the server is
 	// unavailable. Default 4.
 	Attempts int
-	// Window is the unit in which blob bytes are cached by a reader.
-	// Default 128 KiB.
+	// Window is the unit in which a BlobReader caches blob bytes.
+	// Default 64 KiB, the bao chunk group.
 	Window int
-	// CachedWindows is how many windows each BlobReader keeps. Default 8.
+	// CachedWindows is how many windows each BlobReader keeps. Default 4.
 	CachedWindows int
+	// StreamWindow is the HTTP/2 flow-control window of each stream: how
+	// many bytes of a Read stream the transport receives ahead of the
+	// reader. It bounds a stream's memory, and its throughput to
+	// StreamWindow per round trip. Default 1 MiB.
+	StreamWindow int
 	// Logger receives one Debug line per retry or package detection.
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -102,10 +116,13 @@ func (o Options) withDefaults() Options {
 		o.Attempts = 4
 	}
 	if o.Window <= 0 {
-		o.Window = 128 << 10
+		o.Window = storeclient.BaoGroupSize
 	}
 	if o.CachedWindows <= 0 {
-		o.CachedWindows = 8
+		o.CachedWindows = 4
+	}
+	if o.StreamWindow == 0 {
+		o.StreamWindow = 1 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -215,6 +232,15 @@ func New(target string, creds credentials.TransportCredentials, opts Options) (*
 		grpc.WithChainUnaryInterceptor(renameUnary),
 		grpc.WithChainStreamInterceptor(renameStream),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+	}
+	if opts.StreamWindow > 0 {
+		// Static windows: grpc's dynamic ones grow to 16 MiB per
+		// stream, which every open reader would hold. The connection's
+		// window is credited as bytes arrive, not as they are read, so
+		// it bounds no memory; it only must not throttle many streams.
+		dial = append(dial,
+			grpc.WithInitialWindowSize(int32(opts.StreamWindow)),
+			grpc.WithInitialConnWindowSize(int32(max(16<<20, opts.StreamWindow))))
 	}
 	dial = append(dial, opts.DialOptions...)
 	conn, err := grpc.NewClient(target, dial...)
