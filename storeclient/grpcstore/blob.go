@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/zeebo/blake3"
 	"google.golang.org/grpc"
@@ -39,19 +40,54 @@ type segment struct {
 	digest    storeclient.Digest
 }
 
-// stat asks for a blob's chunks. It returns the segments, or nil segments
-// with a nil error when the server lists none (the size is then unknown).
-func (s *Store) stat(ctx context.Context, d storeclient.Digest) ([]segment, error) {
+// statSlack is what a Stat answer may carry besides an outboard.
+const statSlack = 16 << 20
+
+// stat asks about a blob: its chunks and, with withOutboard, its bao
+// outboard. It returns the segments, or nil segments when the server lists
+// none (the size is then unknown), and remembers what it learned.
+func (s *Store) stat(ctx context.Context, d storeclient.Digest, withOutboard bool) ([]segment, []byte, error) {
 	var resp *castorepb.StatBlobResponse
-	err := s.call(ctx, "stat blob "+d.String(), true, func(ctx context.Context, pkg grpc.CallOption) error {
+	op := "stat blob " + d.String()
+	req := &castorepb.StatBlobRequest{Digest: d[:], SendChunks: true, SendBao: withOutboard}
+	opts := []grpc.CallOption{}
+	if withOutboard {
+		opts = append(opts, grpc.MaxCallRecvMsgSize(storeclient.MaxOutboardSize+statSlack))
+	}
+	err := s.call(ctx, op, true, func(ctx context.Context, pkg grpc.CallOption) error {
 		var err error
-		resp, err = s.blobs.Stat(ctx, &castorepb.StatBlobRequest{Digest: d[:], SendChunks: true}, pkg)
+		resp, err = s.blobs.Stat(ctx, req, append(opts, pkg)...)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	chunks := resp.GetChunks()
+	segs, err := chunkSegments(d, resp.GetChunks())
+	if err != nil {
+		return nil, nil, fmt.Errorf("grpc store %s: %s: %w", s.target, op, err)
+	}
+	bao := resp.GetBao()
+	if segs != nil || (withOutboard && len(bao) == 0) {
+		s.known.update(d, func(info *blobInfo) {
+			if segs != nil {
+				last := segs[len(segs)-1]
+				info.size = last.off + last.size
+				info.segs = nil
+				if len(segs) > 1 {
+					info.segs = segs
+				}
+			}
+			if withOutboard && len(bao) == 0 {
+				info.noOutboard = time.Now()
+			}
+		})
+	}
+	return segs, bao, nil
+}
+
+// chunkSegments checks the chunk list of blob d and returns its segments,
+// or nil if the list is empty.
+func chunkSegments(d storeclient.Digest, chunks []*castorepb.StatBlobResponse_ChunkMeta) ([]segment, error) {
 	if len(chunks) == 0 {
 		return nil, nil
 	}
@@ -66,11 +102,11 @@ func (s *Store) stat(ctx context.Context, d storeclient.Digest) ([]segment, erro
 	for i, c := range chunks {
 		cd, err := storeclient.DigestFromBytes(c.GetDigest())
 		if err != nil {
-			return nil, fmt.Errorf("grpc store %s: stat blob %s: chunk %d: %w", s.target, d, i, errors.Join(storeclient.ErrCorrupt, err))
+			return nil, fmt.Errorf("chunk %d: %w", i, errors.Join(storeclient.ErrCorrupt, err))
 		}
 		size := int64(c.GetSize())
 		if size < 0 || off+size < off || (size == 0 && len(chunks) > 1) {
-			return nil, fmt.Errorf("grpc store %s: stat blob %s: chunk %d has size %d: %w", s.target, d, i, c.GetSize(), storeclient.ErrCorrupt)
+			return nil, fmt.Errorf("chunk %d has size %d: %w", i, c.GetSize(), storeclient.ErrCorrupt)
 		}
 		if keep {
 			segs = append(segs, segment{off: off, size: size, digest: cd})
@@ -81,14 +117,38 @@ func (s *Store) stat(ctx context.Context, d storeclient.Digest) ([]segment, erro
 		segs = []segment{{size: off, digest: d}}
 	}
 	if len(segs) == 1 && (segs[0].digest != d || (segs[0].size == 0) != (d == storeclient.EmptyDigest)) {
-		return nil, fmt.Errorf("grpc store %s: stat blob %s: its only chunk is %s: %w", s.target, d, segs[0].digest, storeclient.ErrCorrupt)
+		return nil, fmt.Errorf("its only chunk is %s of %d bytes: %w", segs[0].digest, segs[0].size, storeclient.ErrCorrupt)
 	}
 	return segs, nil
 }
 
-// StatBlob implements storeclient.BlobService. When the server lists no
-// chunks in Stat, the size is measured by streaming the blob once (and
-// remembered).
+// BlobOutboard implements storeclient.OutboardStore: it asks Stat for the
+// blob's bao outboard (and its chunks, which it remembers, so that opening
+// the blob next needs no Stat). A server that sends none (tvix/snix today)
+// gives an error wrapping storeclient.ErrNoOutboard, and is not asked about
+// the same blob again for a minute. The outboard is passed on unchecked
+// but for its length: the caller checks it with storeclient.ParseOutboard.
+func (s *Store) BlobOutboard(ctx context.Context, d storeclient.Digest) ([]byte, error) {
+	if info, ok := s.known.get(d); ok && !info.noOutboard.IsZero() && time.Since(info.noOutboard) < noOutboardTTL {
+		return nil, fmt.Errorf("grpc store %s: blob %s: the server sent %w for it %s ago", s.target, d, storeclient.ErrNoOutboard, time.Since(info.noOutboard).Round(time.Second))
+	}
+	_, bao, err := s.stat(ctx, d, true)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(bao) == 0:
+		return nil, fmt.Errorf("grpc store %s: blob %s: the server sent %w", s.target, d, storeclient.ErrNoOutboard)
+	case len(bao) > storeclient.MaxOutboardSize:
+		return nil, fmt.Errorf("grpc store %s: blob %s: the server sent an outboard of %d bytes, more than %d: %w", s.target, d, len(bao), storeclient.MaxOutboardSize, storeclient.ErrCorrupt)
+	}
+	return bao, nil
+}
+
+// StatBlob implements storeclient.BlobService. It always asks the server
+// (the answer says whether the blob exists); when the server lists no
+// chunks, the size is one learned before, or measured by streaming the
+// blob once (and remembered).
 func (s *Store) StatBlob(ctx context.Context, d storeclient.Digest) (int64, error) {
 	segs, err := s.segments(ctx, d)
 	if err != nil {
@@ -98,29 +158,34 @@ func (s *Store) StatBlob(ctx context.Context, d storeclient.Digest) (int64, erro
 	return last.off + last.size, nil
 }
 
-// segments returns the readable parts of a blob, measuring its size if the
-// server does not say it.
+// segments asks about a blob and returns its readable parts, measuring
+// its size if neither the server nor the cache says it.
 func (s *Store) segments(ctx context.Context, d storeclient.Digest) ([]segment, error) {
-	if d == storeclient.EmptyDigest {
-		// Still ask: the server must have it.
-		if _, err := s.stat(ctx, d); err != nil {
-			return nil, err
-		}
-		return []segment{{digest: d}}, nil
-	}
-	segs, err := s.stat(ctx, d)
+	segs, _, err := s.stat(ctx, d, false)
 	if err != nil || segs != nil {
 		return segs, err
 	}
-	if n, ok := s.sizes.get(d); ok {
-		return []segment{{size: n, digest: d}}, nil
+	if d == storeclient.EmptyDigest {
+		return []segment{{digest: d}}, nil
+	}
+	if info, ok := s.known.get(d); ok && info.size >= 0 {
+		return info.segments(d), nil
 	}
 	n, err := s.measure(ctx, d)
 	if err != nil {
 		return nil, err
 	}
-	s.sizes.put(d, n)
+	s.known.update(d, func(info *blobInfo) { info.size = n })
 	return []segment{{size: n, digest: d}}, nil
+}
+
+// segments returns the segments of blob d the entry describes; its size
+// must be known.
+func (info blobInfo) segments(d storeclient.Digest) []segment {
+	if info.segs != nil {
+		return info.segs
+	}
+	return []segment{{size: info.size, digest: d}}
 }
 
 // measureStep is how many bytes of a blob being measured must arrive
@@ -176,11 +241,17 @@ func (s *Store) measureStep(ctx context.Context, st *readStream) (int64, error) 
 	return n, nil
 }
 
-// OpenBlob implements storeclient.BlobService.
+// OpenBlob implements storeclient.BlobService. It asks the server about
+// the blob unless it knows its size already (see StatBlob).
 func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error) {
-	segs, err := s.segments(ctx, d)
-	if err != nil {
-		return nil, err
+	var segs []segment
+	if info, ok := s.known.get(d); ok && info.size >= 0 {
+		segs = info.segments(d)
+	} else {
+		var err error
+		if segs, err = s.segments(ctx, d); err != nil {
+			return nil, err
+		}
 	}
 	last := segs[len(segs)-1]
 	return s.newBlobReader(d, segs, last.off+last.size), nil

@@ -27,6 +27,7 @@ type fakeBlobs struct {
 	castorepb.UnimplementedBlobServiceServer
 	blobs   map[storeclient.Digest][]byte
 	chunks  map[storeclient.Digest][]storeclient.Digest
+	bao     map[storeclient.Digest][]byte // sent when asked for
 	corrupt bool // flip the last byte of every blob read
 	stall   bool // send one message, then wait for the client to give up
 	silent  bool // send nothing, and wait for the client to give up
@@ -34,10 +35,11 @@ type fakeBlobs struct {
 
 	mu    sync.Mutex
 	reads []storeclient.Digest
+	stats []*castorepb.StatBlobRequest
 }
 
 func newFakeBlobs() *fakeBlobs {
-	return &fakeBlobs{blobs: map[storeclient.Digest][]byte{}, chunks: map[storeclient.Digest][]storeclient.Digest{}}
+	return &fakeBlobs{blobs: map[storeclient.Digest][]byte{}, chunks: map[storeclient.Digest][]storeclient.Digest{}, bao: map[storeclient.Digest][]byte{}}
 }
 
 func (f *fakeBlobs) add(b []byte) storeclient.Digest {
@@ -51,11 +53,17 @@ func (f *fakeBlobs) Stat(ctx context.Context, req *castorepb.StatBlobRequest) (*
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
+	f.mu.Lock()
+	f.stats = append(f.stats, req)
+	f.mu.Unlock()
 	d := storeclient.Digest(req.GetDigest())
 	if _, ok := f.blobs[d]; !ok {
 		return nil, status.Error(codes.NotFound, "no such blob")
 	}
 	resp := &castorepb.StatBlobResponse{}
+	if req.GetSendBao() {
+		resp.Bao = f.bao[d]
+	}
 	for _, c := range f.chunks[d] {
 		resp.Chunks = append(resp.Chunks, &castorepb.StatBlobResponse_ChunkMeta{Digest: c[:], Size: uint64(len(f.blobs[c]))})
 	}
@@ -91,6 +99,13 @@ func (f *fakeBlobs) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStrea
 		}
 	}
 	return nil
+}
+
+// statCount returns how many Stat calls the server answered.
+func (f *fakeBlobs) statCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.stats)
 }
 
 func (f *fakeBlobs) readDigests() []storeclient.Digest {

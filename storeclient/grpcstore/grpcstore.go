@@ -54,7 +54,6 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -147,7 +146,8 @@ type Store struct {
 	// castorepb.ReadOffsetMetadata, -1 if not.
 	offsetReads atomic.Int32
 
-	sizes sizeCache
+	// known is what the server said about blobs.
+	known blobCache
 
 	// ctx is cancelled by Close; blob readers outlive the context of the
 	// OpenBlob call that made them and hang their streams off it.
@@ -258,7 +258,6 @@ func New(target string, creds credentials.TransportCredentials, opts Options) (*
 		ctx:    ctx,
 		cancel: cancel,
 	}
-	s.sizes.max = 4096
 	return s, nil
 }
 
@@ -429,28 +428,4 @@ func (s *Store) wrap(op string, err error) error {
 		return fmt.Errorf("grpc store %s: %s: %w (%w)", s.target, op, storeclient.ErrCorrupt, err)
 	}
 	return fmt.Errorf("grpc store %s: %s: %w", s.target, op, err)
-}
-
-// sizeCache remembers blob sizes that had to be measured by streaming
-// (servers that list no chunks in Stat).
-type sizeCache struct {
-	mu  sync.Mutex
-	m   map[storeclient.Digest]int64
-	max int
-}
-
-func (c *sizeCache) get(d storeclient.Digest) (int64, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n, ok := c.m[d]
-	return n, ok
-}
-
-func (c *sizeCache) put(d storeclient.Digest, n int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= c.max {
-		c.m = make(map[storeclient.Digest]int64)
-	}
-	c.m[d] = n
 }
