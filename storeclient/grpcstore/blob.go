@@ -254,7 +254,33 @@ func (s *Store) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient
 		}
 	}
 	last := segs[len(segs)-1]
-	return s.newBlobReader(d, segs, last.off+last.size), nil
+	return s.newBlobReader(d, segs, last.off+last.size, true), nil
+}
+
+var _ storeclient.SizedBlobOpener = (*Store)(nil)
+
+// OpenBlobSized implements storeclient.SizedBlobOpener: it opens blob d, of
+// size bytes, without a call. The reader streams from the start or, when
+// the server supports the offset extension, from any offset; only on a
+// server without it, and for a read far from the start, does it ask Stat
+// for chunks to seek to. A server whose stream or chunk list turns out
+// shorter or longer than size fails the read with an error wrapping
+// storeclient.ErrCorrupt, as does one whose bytes from the start to the
+// end do not hash to d.
+func (s *Store) OpenBlobSized(ctx context.Context, d storeclient.Digest, size int64) (storeclient.BlobReader, error) {
+	switch {
+	case size < 0:
+		return nil, fmt.Errorf("grpc store %s: open blob %s: negative size %d", s.target, d, size)
+	case (size == 0) != (d == storeclient.EmptyDigest):
+		return nil, fmt.Errorf("grpc store %s: open blob %s: %d bytes cannot have this digest: %w", s.target, d, size, storeclient.ErrCorrupt)
+	}
+	if info, ok := s.known.get(d); ok && info.size >= 0 {
+		if info.size != size {
+			return nil, fmt.Errorf("grpc store %s: open blob %s: the server said it has %d bytes, %d expected: %w", s.target, d, info.size, size, storeclient.ErrCorrupt)
+		}
+		return s.newBlobReader(d, info.segments(d), size, true), nil
+	}
+	return s.newBlobReader(d, []segment{{size: size, digest: d}}, size, false), nil
 }
 
 // readStream is one open Read stream of a segment.
@@ -343,7 +369,6 @@ func (st *readStream) recv() ([]byte, error) {
 type blobReader struct {
 	s      *Store
 	digest storeclient.Digest
-	segs   []segment
 	size   int64
 
 	// ctx is cancelled by Close, which cuts the stream of a ReadAt in
@@ -355,11 +380,13 @@ type blobReader struct {
 	lock chan struct{}
 
 	// Guarded by lock.
-	cur    *readStream
-	curSeg int
-	cache  []window
-	tick   uint64
-	closed bool
+	segs        []segment
+	chunksKnown bool // segs is what Stat said, or Stat was asked
+	cur         *readStream
+	curSeg      int
+	cache       []window
+	tick        uint64
+	closed      bool
 }
 
 type window struct {
@@ -369,9 +396,11 @@ type window struct {
 	used uint64
 }
 
-func (s *Store) newBlobReader(d storeclient.Digest, segs []segment, size int64) *blobReader {
+// newBlobReader returns a reader of segs; chunksKnown says whether the
+// server was asked for chunks already.
+func (s *Store) newBlobReader(d storeclient.Digest, segs []segment, size int64, chunksKnown bool) *blobReader {
 	ctx, cancel := context.WithCancel(s.ctx)
-	return &blobReader{s: s, digest: d, segs: segs, size: size, ctx: ctx, cancel: cancel, lock: make(chan struct{}, 1)}
+	return &blobReader{s: s, digest: d, segs: segs, size: size, chunksKnown: chunksKnown, ctx: ctx, cancel: cancel, lock: make(chan struct{}, 1)}
 }
 
 func (r *blobReader) Size() int64 { return r.size }
@@ -433,13 +462,26 @@ func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
 		if pos-seg.off == start && int64(len(p)-n) >= end-start && !r.cached(i, idx) {
 			// The read covers the whole window: the stream fills p
 			// directly, and the cache keeps what it had.
-			if _, err := r.fetch(ctx, i, start, end, p[n:n:n+int(end-start)]); err != nil {
+			_, err := r.fetch(ctx, i, start, end, p[n:n:n+int(end-start)])
+			if errors.Is(err, errNeedChunks) {
+				if err := r.loadChunks(ctx); err != nil {
+					return n, err
+				}
+				continue
+			}
+			if err != nil {
 				return n, r.readErr(off, len(p), err)
 			}
 			n += int(end - start)
 			continue
 		}
 		data, err := r.window(ctx, i, idx)
+		if errors.Is(err, errNeedChunks) {
+			if err := r.loadChunks(ctx); err != nil {
+				return n, err
+			}
+			continue
+		}
 		if err != nil {
 			return n, r.readErr(off, len(p), err)
 		}
@@ -526,12 +568,19 @@ func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int,
 		st = nil
 	}
 	if st == nil {
+		if start > maxSkip && !r.chunksKnown && r.s.offsetReads.Load() < 0 {
+			return nil, errNeedChunks
+		}
 		var err error
 		st, err = r.s.openRead(r.ctx, ctx, seg.digest, start, pkg)
 		if err != nil {
 			return nil, err
 		}
 		r.cur, r.curSeg = st, i
+		if start-st.pos > maxSkip && !r.chunksKnown {
+			// The server ignored the offset.
+			return nil, errNeedChunks
+		}
 	} else {
 		st.watch(ctx)
 	}
@@ -542,6 +591,33 @@ func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int,
 		r.dropStream()
 	}
 	return data, err
+}
+
+// errNeedChunks is returned by fillWindow for a read far from the start
+// of a blob on a server without the offset extension, before the server
+// was asked for the blob's chunks.
+var errNeedChunks = errors.New("chunk list needed to seek")
+
+// loadChunks asks the server for the blob's chunks, to seek without
+// streaming from the start, and reads by them from now on.
+func (r *blobReader) loadChunks(ctx context.Context) error {
+	r.chunksKnown = true
+	segs, _, err := r.s.stat(ctx, r.digest, false)
+	if err != nil || segs == nil {
+		return err
+	}
+	last := segs[len(segs)-1]
+	if got := last.off + last.size; got != r.size {
+		return fmt.Errorf("grpc store %s: blob %s: the server lists chunks of %d bytes in all, %d expected: %w", r.s.target, r.digest, got, r.size, storeclient.ErrCorrupt)
+	}
+	if len(segs) > 1 {
+		r.dropStream()
+		for k := range r.cache {
+			r.cache[k].seg = -1 // indexes into the old segs
+		}
+		r.segs = segs
+	}
+	return nil
 }
 
 // readWindow reads bytes [start, end) of segment seg from st, appending

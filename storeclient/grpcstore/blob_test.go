@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/storefs/storefs/storeclient"
@@ -32,6 +34,7 @@ type fakeBlobs struct {
 	stall   bool // send one message, then wait for the client to give up
 	silent  bool // send nothing, and wait for the client to give up
 	hang    bool // never answer Stat
+	offsets bool // honour castorepb.ReadOffsetMetadata, as storefs does
 
 	mu    sync.Mutex
 	reads []storeclient.Digest
@@ -86,6 +89,17 @@ func (f *fakeBlobs) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStrea
 	if f.corrupt {
 		b = bytes.Clone(b)
 		b[len(b)-1] ^= 1
+	}
+	if md, _ := metadata.FromIncomingContext(stream.Context()); f.offsets && len(md.Get(castorepb.ReadOffsetMetadata)) == 1 {
+		v := md.Get(castorepb.ReadOffsetMetadata)[0]
+		off, err := strconv.Atoi(v)
+		if err != nil || off < 0 || off > len(b) {
+			return status.Errorf(codes.OutOfRange, "offset %s", v)
+		}
+		if err := stream.SendHeader(metadata.Pairs(castorepb.ReadOffsetMetadata, v)); err != nil {
+			return err
+		}
+		b = b[off:]
 	}
 	for len(b) > 0 {
 		n := min(len(b), 10000)

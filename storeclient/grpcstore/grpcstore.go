@@ -424,7 +424,10 @@ func (s *Store) wrap(op string, err error) error {
 	switch status.Code(err) {
 	case codes.NotFound:
 		return fmt.Errorf("grpc store %s: %s: %w (%w)", s.target, op, storeclient.ErrNotFound, err)
-	case codes.DataLoss:
+	case codes.DataLoss, codes.OutOfRange:
+		// OUT_OF_RANGE answers a read at an offset past the server's
+		// blob, which the blob's size (a Directory's, or Stat's) says
+		// is inside it.
 		return fmt.Errorf("grpc store %s: %s: %w (%w)", s.target, op, storeclient.ErrCorrupt, err)
 	}
 	return fmt.Errorf("grpc store %s: %s: %w", s.target, op, err)

@@ -217,6 +217,13 @@ func checkBlobReads(t *testing.T, s storeclient.BlobService, data []byte) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	checkReads(t, r, data)
+}
+
+// checkReads reads data through r sequentially, backwards and at random
+// offsets.
+func checkReads(t *testing.T, r storeclient.BlobReader, data []byte) {
+	t.Helper()
 	if r.Size() != int64(len(data)) {
 		t.Fatalf("Size = %d, want %d", r.Size(), len(data))
 	}
