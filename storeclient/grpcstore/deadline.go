@@ -28,26 +28,28 @@ func (e *timeoutError) Error() string {
 
 func (e *timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
 
+// GRPCStatus makes status.Code report DEADLINE_EXCEEDED.
+func (e *timeoutError) GRPCStatus() *status.Status {
+	return status.New(codes.DeadlineExceeded, e.Error())
+}
+
 // within returns a context that ends Timeout from now, with a timeoutError
 // as its cause.
 func (s *Store) within(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeoutCause(ctx, s.opts.Timeout, &timeoutError{s.opts.Timeout})
 }
 
-// explain adds the cause to the error of a call or stream whose context
-// ctx ended at our deadline: gRPC reports only "context canceled" or
-// "context deadline exceeded". The result carries the DEADLINE_EXCEEDED
-// status.
+// explain replaces the error of a call or stream that ctx cut at our
+// deadline by the timeoutError that says so: gRPC reports only "context
+// canceled" or "context deadline exceeded". Other errors stay.
 func explain(ctx context.Context, err error) error {
-	if err == nil {
-		return nil
-	}
 	var te *timeoutError
-	if cause := context.Cause(ctx); errors.As(cause, &te) && !errors.As(err, &te) {
-		if status.Code(err) != codes.DeadlineExceeded {
-			err = status.Error(codes.DeadlineExceeded, err.Error())
-		}
-		return fmt.Errorf("%w: %w", te, err)
+	if err == nil || !errors.As(context.Cause(ctx), &te) {
+		return err
+	}
+	switch status.Code(err) {
+	case codes.Canceled, codes.DeadlineExceeded:
+		return te
 	}
 	return err
 }

@@ -407,7 +407,11 @@ func (s *Store) ensurePackage(ctx context.Context) error {
 
 func retryable(err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+	case codes.ResourceExhausted:
+		// A busy server, but not a message over our limit: the server
+		// would send it again.
+		return !strings.Contains(status.Convert(err).Message(), "larger than max")
+	case codes.Unavailable, codes.Aborted:
 		return true
 	case codes.DeadlineExceeded:
 		// The server's deadline, or a stream cut at an earlier call's;
