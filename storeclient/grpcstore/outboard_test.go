@@ -84,6 +84,14 @@ func TestBlobOutboard(t *testing.T) {
 			}
 		})
 	}
+	// A Stat answer over the message limit is refused before it is
+	// received whole.
+	f.bao[d] = make([]byte, storeclient.MaxOutboardSize+32<<20)
+	s := open(t, startFake(t, f), grpcstore.Options{})
+	if got, err := s.BlobOutboard(t.Context(), d); err == nil {
+		t.Errorf("BlobOutboard passed on an outboard of %d bytes", len(got))
+	}
+
 	// The Stat asked for the outboard and the chunks.
 	f.mu.Lock()
 	last := f.stats[len(f.stats)-1]
@@ -93,7 +101,6 @@ func TestBlobOutboard(t *testing.T) {
 	}
 
 	absent := storeclient.HashBytes([]byte("absent"))
-	s := open(t, startFake(t, f), grpcstore.Options{})
 	if _, err := s.BlobOutboard(t.Context(), absent); !errors.Is(err, storeclient.ErrNotFound) {
 		t.Errorf("BlobOutboard of an absent blob = %v, want ErrNotFound", err)
 	}
