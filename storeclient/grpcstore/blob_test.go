@@ -30,11 +30,11 @@ type fakeBlobs struct {
 	blobs   map[storeclient.Digest][]byte
 	chunks  map[storeclient.Digest][]storeclient.Digest
 	bao     map[storeclient.Digest][]byte // sent when asked for
-	corrupt bool // flip the last byte of every blob read
-	stall   bool // send one message, then wait for the client to give up
-	silent  bool // send nothing, and wait for the client to give up
-	hang    bool // never answer Stat
-	offsets bool // honour castorepb.ReadOffsetMetadata, as storefs does
+	corrupt bool                          // flip the last byte of every blob read
+	stall   bool                          // send one message, then wait for the client to give up
+	silent  bool                          // send nothing, and wait for the client to give up
+	hang    bool                          // never answer Stat
+	offsets bool                          // honour castorepb.ReadOffsetMetadata, as storefs does
 
 	mu    sync.Mutex
 	reads []storeclient.Digest

@@ -47,8 +47,9 @@ func explain(ctx context.Context, err error) error {
 	if err == nil || !errors.As(context.Cause(ctx), &te) {
 		return err
 	}
-	switch status.Code(err) {
-	case codes.Canceled, codes.DeadlineExceeded:
+	switch {
+	case status.Code(err) == codes.Canceled, status.Code(err) == codes.DeadlineExceeded,
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return te
 	}
 	return err
