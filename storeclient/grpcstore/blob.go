@@ -436,8 +436,12 @@ func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
 	defer cancel()
 	select {
 	case r.lock <- struct{}{}:
-	case <-ctx.Done():
-		return 0, r.readErr(off, len(p), fmt.Errorf("waiting for another read of the blob: %w", explain(ctx, ctx.Err())))
+	default:
+		select {
+		case r.lock <- struct{}{}:
+		case <-ctx.Done():
+			return 0, r.readErr(off, len(p), fmt.Errorf("waiting for another read of the blob: %w", explain(ctx, ctx.Err())))
+		}
 	}
 	defer func() { <-r.lock }()
 	if r.closed {

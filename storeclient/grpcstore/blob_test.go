@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,5 +301,24 @@ func TestOutage(t *testing.T) {
 				t.Errorf("ReadAt after recovery = %d, %v", n, err)
 			}
 		})
+	}
+}
+
+// TestReadAfterClose checks that a closed reader says so.
+func TestReadAfterClose(t *testing.T) {
+	f := newFakeBlobs()
+	d := f.add(storetest.BlobB)
+	s := open(t, startFake(t, f), grpcstore.Options{})
+	for range 20 {
+		r, err := s.OpenBlobSized(t.Context(), d, int64(len(storetest.BlobB)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ReadAt(make([]byte, 10), 0); err == nil || !strings.Contains(err.Error(), "after close") {
+			t.Fatalf("ReadAt after Close = %v, want a read after close", err)
+		}
 	}
 }
