@@ -24,14 +24,23 @@
 // Data from a server is not trusted: every Directory is re-hashed and
 // checked against the digest asked for, PathInfos are validated, and a blob
 // streamed from its start to its end is checked against its digest. The
-// Store does not implement TrustedLocal, so vfs verifies blobs too.
+// Store does not implement TrustedLocal, so vfs verifies blobs too. For
+// that, it implements storeclient.OutboardStore (BlobOutboard asks Stat
+// with send_bao; tvix/snix servers send none) and
+// storeclient.SizedBlobOpener (OpenBlobSized opens a blob of a size vfs
+// knows with no call, and fails reads with storeclient.ErrCorrupt when the
+// server's blob is longer or shorter).
 //
 // Blobs are read without holding them whole: a BlobReader keeps one Read
 // stream open and serves ReadAt calls at or after its position from it; a
 // read before that position re-opens the stream at the wanted offset when
 // the server supports the storefs offset extension
 // (castorepb.ReadOffsetMetadata), or from the start of the blob (or of the
-// chunk the server listed in Stat) otherwise.
+// chunk the server listed in Stat) otherwise. What Stat said about a blob
+// (its chunks, its size, that it has no outboard) is remembered in a
+// bounded cache, so that opening a blob again needs no call. A blob is
+// measured by streaming it only by StatBlob or OpenBlob, and only when the
+// server lists no chunks and its size is not known yet.
 //
 // Memory per open BlobReader, with the default Options: at most
 // CachedWindows × Window (4 × 64 KiB = 256 KiB) of cached bytes, allocated
@@ -39,9 +48,10 @@
 // and caches nothing); and, while its stream is open, the bytes the
 // transport receives ahead of the reader, at most StreamWindow (1 MiB),
 // plus the one message being consumed, of the server's chunk size (256
-// KiB from storefs) and never more than 4 MiB; plus a chunk list of at most
-// 4096 chunks (192 KiB) when the server lists chunks in Stat. That is
-// about 1.5 MiB against a storefs server, and at most 5.5 MiB against any.
+// KiB from storefs) and never more than 4 MiB, plus an 11 KiB hasher; plus
+// a chunk list of at most 4096 chunks (192 KiB) when the server lists
+// chunks in Stat. That is about 1.5 MiB against a storefs server, and at
+// most 5.5 MiB against any.
 package grpcstore
 
 import (
