@@ -60,6 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -107,7 +108,8 @@ type Options struct {
 	// StreamWindow is the HTTP/2 flow-control window of each stream: how
 	// many bytes of a Read stream the transport receives ahead of the
 	// reader. It bounds a stream's memory, and its throughput to
-	// StreamWindow per round trip. Default 1 MiB.
+	// StreamWindow per round trip. Default 1 MiB; a negative value keeps
+	// grpc's dynamic windows (up to 16 MiB per stream).
 	StreamWindow int
 	// Logger receives one Debug line per retry or package detection.
 	// Default slog.Default().
@@ -248,9 +250,10 @@ func New(target string, creds credentials.TransportCredentials, opts Options) (*
 		// stream, which every open reader would hold. The connection's
 		// window is credited as bytes arrive, not as they are read, so
 		// it bounds no memory; it only must not throttle many streams.
+		w := int32(min(opts.StreamWindow, math.MaxInt32))
 		dial = append(dial,
-			grpc.WithInitialWindowSize(int32(opts.StreamWindow)),
-			grpc.WithInitialConnWindowSize(int32(max(16<<20, opts.StreamWindow))))
+			grpc.WithInitialWindowSize(w),
+			grpc.WithInitialConnWindowSize(max(16<<20, w)))
 	}
 	dial = append(dial, opts.DialOptions...)
 	conn, err := grpc.NewClient(target, dial...)
