@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/storefs/storefs/storeclient"
@@ -27,16 +30,20 @@ type fakeBlobs struct {
 	castorepb.UnimplementedBlobServiceServer
 	blobs   map[storeclient.Digest][]byte
 	chunks  map[storeclient.Digest][]storeclient.Digest
-	corrupt bool // flip the last byte of every blob read
-	stall   bool // send one message, then wait for the client to give up
-	hang    bool // never answer Stat
+	bao     map[storeclient.Digest][]byte // sent when asked for
+	corrupt bool                          // flip the last byte of every blob read
+	stall   bool                          // send one message, then wait for the client to give up
+	silent  bool                          // send nothing, and wait for the client to give up
+	hang    bool                          // never answer Stat
+	offsets bool                          // honour castorepb.ReadOffsetMetadata, as storefs does
 
 	mu    sync.Mutex
 	reads []storeclient.Digest
+	stats []*castorepb.StatBlobRequest
 }
 
 func newFakeBlobs() *fakeBlobs {
-	return &fakeBlobs{blobs: map[storeclient.Digest][]byte{}, chunks: map[storeclient.Digest][]storeclient.Digest{}}
+	return &fakeBlobs{blobs: map[storeclient.Digest][]byte{}, chunks: map[storeclient.Digest][]storeclient.Digest{}, bao: map[storeclient.Digest][]byte{}}
 }
 
 func (f *fakeBlobs) add(b []byte) storeclient.Digest {
@@ -50,11 +57,17 @@ func (f *fakeBlobs) Stat(ctx context.Context, req *castorepb.StatBlobRequest) (*
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
+	f.mu.Lock()
+	f.stats = append(f.stats, req)
+	f.mu.Unlock()
 	d := storeclient.Digest(req.GetDigest())
 	if _, ok := f.blobs[d]; !ok {
 		return nil, status.Error(codes.NotFound, "no such blob")
 	}
 	resp := &castorepb.StatBlobResponse{}
+	if req.GetSendBao() {
+		resp.Bao = f.bao[d]
+	}
 	for _, c := range f.chunks[d] {
 		resp.Chunks = append(resp.Chunks, &castorepb.StatBlobResponse_ChunkMeta{Digest: c[:], Size: uint64(len(f.blobs[c]))})
 	}
@@ -70,9 +83,24 @@ func (f *fakeBlobs) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStrea
 	if !ok {
 		return status.Error(codes.NotFound, "no such blob")
 	}
+	if f.silent {
+		<-stream.Context().Done()
+		return stream.Context().Err()
+	}
 	if f.corrupt {
 		b = bytes.Clone(b)
 		b[len(b)-1] ^= 1
+	}
+	if md, _ := metadata.FromIncomingContext(stream.Context()); f.offsets && len(md.Get(castorepb.ReadOffsetMetadata)) == 1 {
+		v := md.Get(castorepb.ReadOffsetMetadata)[0]
+		off, err := strconv.Atoi(v)
+		if err != nil || off < 0 || off > len(b) {
+			return status.Errorf(codes.OutOfRange, "offset %s", v)
+		}
+		if err := stream.SendHeader(metadata.Pairs(castorepb.ReadOffsetMetadata, v)); err != nil {
+			return err
+		}
+		b = b[off:]
 	}
 	for len(b) > 0 {
 		n := min(len(b), 10000)
@@ -86,6 +114,13 @@ func (f *fakeBlobs) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStrea
 		}
 	}
 	return nil
+}
+
+// statCount returns how many Stat calls the server answered.
+func (f *fakeBlobs) statCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.stats)
 }
 
 func (f *fakeBlobs) readDigests() []storeclient.Digest {
@@ -266,5 +301,24 @@ func TestOutage(t *testing.T) {
 				t.Errorf("ReadAt after recovery = %d, %v", n, err)
 			}
 		})
+	}
+}
+
+// TestReadAfterClose checks that a closed reader says so.
+func TestReadAfterClose(t *testing.T) {
+	f := newFakeBlobs()
+	d := f.add(storetest.BlobB)
+	s := open(t, startFake(t, f), grpcstore.Options{})
+	for range 20 {
+		r, err := s.OpenBlobSized(t.Context(), d, int64(len(storetest.BlobB)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ReadAt(make([]byte, 10), 0); err == nil || !strings.Contains(err.Error(), "after close") {
+			t.Fatalf("ReadAt after Close = %v, want a read after close", err)
+		}
 	}
 }

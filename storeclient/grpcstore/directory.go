@@ -21,7 +21,7 @@ var ErrPrematureEnd = errors.New("premature end of stream")
 // Get whose one Directory is checked against d.
 func (s *Store) GetDirectory(ctx context.Context, d storeclient.Digest) (*storeclient.Directory, error) {
 	var dir *storeclient.Directory
-	err := s.call(ctx, "get directory "+d.String(), true, false, func(ctx context.Context, pkg grpc.CallOption) error {
+	err := s.call(ctx, "get directory "+d.String(), true, func(ctx context.Context, pkg grpc.CallOption) error {
 		stream, err := s.dirs.Get(ctx, &castorepb.GetDirectoryRequest{ByWhat: &castorepb.GetDirectoryRequest_Digest{Digest: d[:]}}, pkg)
 		if err != nil {
 			return err
@@ -68,12 +68,10 @@ func verifyDirectory(pb *castorepb.Directory, want storeclient.Digest) (*storecl
 // error wrapping ErrPrematureEnd and storeclient.ErrCorrupt.
 func (s *Store) GetDirectoryTree(ctx context.Context, d storeclient.Digest) ([]*storeclient.Directory, error) {
 	var tree []*storeclient.Directory
-	err := s.call(ctx, "get directory tree "+d.String(), true, true, func(ctx context.Context, pkg grpc.CallOption) error {
-		ictx, kick, stop := idleContext(ctx, s.opts.Timeout)
-		defer stop()
-		stream, err := s.dirs.Get(ictx, &castorepb.GetDirectoryRequest{ByWhat: &castorepb.GetDirectoryRequest_Digest{Digest: d[:]}, Recursive: true}, pkg)
+	err := s.call(ctx, "get directory tree "+d.String(), true, func(ctx context.Context, pkg grpc.CallOption) error {
+		stream, err := s.dirs.Get(ctx, &castorepb.GetDirectoryRequest{ByWhat: &castorepb.GetDirectoryRequest_Digest{Digest: d[:]}, Recursive: true}, pkg)
 		if err != nil {
-			return idleErr(ictx, err)
+			return err
 		}
 		tree = tree[:0]
 		// expected holds the digests named so far and not yet received,
@@ -81,13 +79,12 @@ func (s *Store) GetDirectoryTree(ctx context.Context, d storeclient.Digest) ([]*
 		expected := map[storeclient.Digest]uint64{}
 		seen := map[storeclient.Digest]bool{}
 		for {
-			kick()
 			pb, err := stream.Recv()
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
-				return idleErr(ictx, err)
+				return err
 			}
 			var dir *storeclient.Directory
 			if len(tree) == 0 {
@@ -155,26 +152,22 @@ func (s *Store) PutDirectories(ctx context.Context, dirs ...*storeclient.Directo
 	}
 	want := dirs[len(dirs)-1].Digest()
 	var got storeclient.Digest
-	err := s.call(ctx, "put directory "+want.String(), true, true, func(ctx context.Context, pkg grpc.CallOption) error {
-		ictx, kick, stop := idleContext(ctx, s.opts.Timeout)
-		defer stop()
-		stream, err := s.dirs.Put(ictx, pkg)
+	err := s.call(ctx, "put directory "+want.String(), true, func(ctx context.Context, pkg grpc.CallOption) error {
+		stream, err := s.dirs.Put(ctx, pkg)
 		if err != nil {
-			return idleErr(ictx, err)
+			return err
 		}
 		for _, dir := range dirs {
-			kick()
 			if err := stream.Send(dir.Proto()); err != nil {
 				if err == io.EOF {
 					break // the status comes with CloseAndRecv
 				}
-				return idleErr(ictx, err)
+				return err
 			}
 		}
-		kick()
 		resp, err := stream.CloseAndRecv()
 		if err != nil {
-			return idleErr(ictx, err)
+			return err
 		}
 		got, err = storeclient.DigestFromBytes(resp.GetRootDigest())
 		if err != nil || got != want {

@@ -8,26 +8,50 @@
 // Query parameters: `package=snix|tvix` fixes the protobuf package of the
 // method paths (default: try snix.*.v1 and fall back to tvix.*.v1 when the
 // server answers UNIMPLEMENTED, then remember the answer); `timeout=DURATION`
-// bounds every call, and every message of a stream (default 30s).
+// sets Options.Timeout (default 30s).
 //
-// The connection is made lazily, on the first call. Idempotent calls (all
-// reads, and Directory and PathInfo puts) are retried with backoff when the
-// server is unavailable; a call never waits longer than its timeout for an
-// answer, so a backend outage shows up as an error, and the next calls work
-// again once the backend is back.
+// The connection is made lazily, on the first call. Every call, and every
+// BlobReader.ReadAt, has one deadline, the timeout from its start, that
+// covers its retries too: idempotent calls (all reads, and Directory and
+// PathInfo puts) are retried with backoff when the server is unavailable,
+// but only while there is time left. A server that stalls, before its
+// answer or in the middle of a stream, fails the call at its deadline; a
+// backend outage shows up as an error, and the next calls work again once
+// the backend is back. Streams read at the caller's pace (a BlobWriter, a
+// ListPathInfos) give each Write, Commit or next item its own timeout; a
+// blob measured by streaming it (below) must send each MiB within one.
 //
 // Data from a server is not trusted: every Directory is re-hashed and
 // checked against the digest asked for, PathInfos are validated, and a blob
 // streamed from its start to its end is checked against its digest. The
-// Store does not implement TrustedLocal, so vfs verifies blobs too.
+// Store does not implement TrustedLocal, so vfs verifies blobs too. For
+// that, it implements storeclient.OutboardStore (BlobOutboard asks Stat
+// with send_bao; tvix/snix servers send none) and
+// storeclient.SizedBlobOpener (OpenBlobSized opens a blob of a size vfs
+// knows with no call, and fails reads with storeclient.ErrCorrupt when the
+// server's blob is longer or shorter).
 //
 // Blobs are read without holding them whole: a BlobReader keeps one Read
 // stream open and serves ReadAt calls at or after its position from it; a
 // read before that position re-opens the stream at the wanted offset when
 // the server supports the storefs offset extension
 // (castorepb.ReadOffsetMetadata), or from the start of the blob (or of the
-// chunk the server listed in Stat) otherwise. A few recently read windows
-// are cached per reader.
+// chunk the server listed in Stat) otherwise. What Stat said about a blob
+// (its chunks, its size, that it has no outboard) is remembered in a
+// bounded cache, so that opening a blob again needs no call. A blob is
+// measured by streaming it only by StatBlob or OpenBlob, and only when the
+// server lists no chunks and its size is not known yet.
+//
+// Memory per open BlobReader, with the default Options: at most
+// CachedWindows × Window (4 × 64 KiB = 256 KiB) of cached bytes, allocated
+// once per reader (a ReadAt that covers whole windows is filled directly
+// and caches nothing); and, while its stream is open, the bytes the
+// transport receives ahead of the reader, at most StreamWindow (1 MiB),
+// plus the one message being consumed, of the server's chunk size (256
+// KiB from storefs) and never more than 4 MiB, plus an 11 KiB hasher; plus
+// a chunk list of at most 4096 chunks (192 KiB) when the server lists
+// chunks in Stat. That is about 1.5 MiB against a storefs server, and at
+// most 5.5 MiB against any.
 package grpcstore
 
 import (
@@ -36,11 +60,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,19 +94,25 @@ const (
 type Options struct {
 	// Package fixes the package of the method paths; PackageAuto detects it.
 	Package Package
-	// Timeout bounds every unary call and the wait for every message of a
-	// stream. Default 30s.
+	// Timeout bounds every call and every BlobReader.ReadAt, retries
+	// included (see the package documentation). Default 30s.
 	Timeout time.Duration
 	// Attempts is how often an idempotent call is tried when the server is
 	// unavailable. Default 4.
 	Attempts int
-	// Window is the unit in which blob bytes are cached by a reader.
-	// Default 128 KiB.
+	// Window is the unit in which a BlobReader caches blob bytes.
+	// Default 64 KiB, the bao chunk group.
 	Window int
-	// CachedWindows is how many windows each BlobReader keeps. Default 8.
+	// CachedWindows is how many windows each BlobReader keeps. Default 4.
 	CachedWindows int
-	// Logger receives one line per retry or package detection. Default
-	// slog.Default().
+	// StreamWindow is the HTTP/2 flow-control window of each stream: how
+	// many bytes of a Read stream the transport receives ahead of the
+	// reader. It bounds a stream's memory, and its throughput to
+	// StreamWindow per round trip. Default 1 MiB; a negative value keeps
+	// grpc's dynamic windows (up to 16 MiB per stream).
+	StreamWindow int
+	// Logger receives one Debug line per retry or package detection.
+	// Default slog.Default().
 	Logger *slog.Logger
 	// DialOptions are appended to the options of grpc.NewClient (tests use
 	// them for custom dialers).
@@ -97,10 +127,13 @@ func (o Options) withDefaults() Options {
 		o.Attempts = 4
 	}
 	if o.Window <= 0 {
-		o.Window = 128 << 10
+		o.Window = storeclient.BaoGroupSize
 	}
 	if o.CachedWindows <= 0 {
-		o.CachedWindows = 8
+		o.CachedWindows = 4
+	}
+	if o.StreamWindow == 0 {
+		o.StreamWindow = 1 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -125,7 +158,8 @@ type Store struct {
 	// castorepb.ReadOffsetMetadata, -1 if not.
 	offsetReads atomic.Int32
 
-	sizes sizeCache
+	// known is what the server said about blobs.
+	known blobCache
 
 	// ctx is cancelled by Close; blob readers outlive the context of the
 	// OpenBlob call that made them and hang their streams off it.
@@ -211,6 +245,16 @@ func New(target string, creds credentials.TransportCredentials, opts Options) (*
 		grpc.WithChainStreamInterceptor(renameStream),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}
+	if opts.StreamWindow > 0 {
+		// Static windows: grpc's dynamic ones grow to 16 MiB per
+		// stream, which every open reader would hold. The connection's
+		// window is credited as bytes arrive, not as they are read, so
+		// it bounds no memory; it only must not throttle many streams.
+		w := int32(min(opts.StreamWindow, math.MaxInt32))
+		dial = append(dial,
+			grpc.WithInitialWindowSize(w),
+			grpc.WithInitialConnWindowSize(max(16<<20, w)))
+	}
 	dial = append(dial, opts.DialOptions...)
 	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
@@ -227,7 +271,6 @@ func New(target string, creds credentials.TransportCredentials, opts Options) (*
 		ctx:    ctx,
 		cancel: cancel,
 	}
-	s.sizes.max = 4096
 	return s, nil
 }
 
@@ -281,45 +324,49 @@ func renameStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientCon
 // the generated client.
 type callFunc func(ctx context.Context, pkg grpc.CallOption) error
 
-// call runs fn, handling package detection and, when idempotent, retries
-// with backoff while the server is unavailable. fn gets a context bounded by
-// the timeout unless stream is set, in which case fn bounds its own waits
-// (see idleContext). fn must surface an UNIMPLEMENTED answer itself, e.g.
-// by receiving the first message of a stream.
-func (s *Store) call(ctx context.Context, op string, idempotent, stream bool, fn callFunc) error {
-	var err error
-	for attempt := 1; ; attempt++ {
-		err = s.attempt(ctx, stream, fn)
-		if err == nil || !idempotent || attempt >= s.opts.Attempts || !retryable(err) || ctx.Err() != nil {
-			break
-		}
-		delay := time.Duration(float64(50*time.Millisecond) * float64(uint(1)<<(attempt-1)) * (0.8 + 0.4*rand.Float64()))
-		s.opts.Logger.Debug("grpc store: retrying", "op", op, "target", s.target, "attempt", attempt, "delay", delay, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("grpc store %s: %s: %w", s.target, op, ctx.Err())
-		case <-t.C:
-		}
-	}
-	if err != nil {
+// call runs fn under one deadline, Timeout from now, that covers every
+// attempt (see retry), and wraps the error with the store and op.
+func (s *Store) call(ctx context.Context, op string, idempotent bool, fn callFunc) error {
+	ctx, cancel := s.within(ctx)
+	defer cancel()
+	if err := s.retry(ctx, op, idempotent, fn); err != nil {
 		return s.wrap(op, err)
 	}
 	return nil
 }
 
+// retry runs fn, handling package detection and, when idempotent, retries
+// with backoff while the server is unavailable and ctx's deadline leaves
+// time for another attempt. fn must surface an UNIMPLEMENTED answer itself,
+// e.g. by receiving the first message of a stream. The error is fn's last,
+// not wrapped.
+func (s *Store) retry(ctx context.Context, op string, idempotent bool, fn callFunc) error {
+	for attempt := 1; ; attempt++ {
+		err := explain(ctx, s.attempt(ctx, fn))
+		if err == nil || !idempotent || attempt >= s.opts.Attempts || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		delay := time.Duration(float64(50*time.Millisecond) * float64(uint(1)<<(attempt-1)) * (0.8 + 0.4*rand.Float64()))
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < delay {
+			// No time for another attempt: the last error says more
+			// than a deadline would.
+			return err
+		}
+		s.opts.Logger.Debug("grpc store: retrying", "op", op, "target", s.target, "attempt", attempt, "delay", delay, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
 // attempt makes one try of fn under the package choice, falling back from
 // snix to tvix in auto mode.
-func (s *Store) attempt(ctx context.Context, stream bool, fn callFunc) error {
-	run := func(pkg Package) error {
-		cctx, cancel := ctx, context.CancelFunc(func() {})
-		if !stream {
-			cctx, cancel = context.WithTimeout(ctx, s.opts.Timeout)
-		}
-		defer cancel()
-		return fn(cctx, packageOption{pkg: pkg})
-	}
+func (s *Store) attempt(ctx context.Context, fn callFunc) error {
+	run := func(pkg Package) error { return fn(ctx, packageOption{pkg: pkg}) }
 	if s.opts.Package != PackageAuto {
 		return run(s.opts.Package)
 	}
@@ -342,7 +389,8 @@ func (s *Store) attempt(ctx context.Context, stream bool, fn callFunc) error {
 
 func (s *Store) setDetected(p Package) {
 	if s.detected.CompareAndSwap(nil, p) {
-		s.opts.Logger.Info("grpc store: detected protobuf package", "target", s.target, "package", p)
+		// Debug: a command's stderr stays empty on success (storefs cat).
+		s.opts.Logger.Debug("grpc store: detected protobuf package", "target", s.target, "package", p)
 	}
 }
 
@@ -372,13 +420,18 @@ func (s *Store) ensurePackage(ctx context.Context) error {
 
 func retryable(err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+	case codes.ResourceExhausted:
+		// A busy server, but not a message over our limit: the server
+		// would send it again.
+		return !strings.Contains(status.Convert(err).Message(), "larger than max")
+	case codes.Unavailable, codes.Aborted:
 		return true
 	case codes.DeadlineExceeded:
-		// Our own per-call deadline: the server may be back on the next try.
+		// The server's deadline, or a stream cut at an earlier call's;
+		// a call cut at its own deadline has no time left to retry.
 		return true
 	}
-	return errors.Is(err, errIdle)
+	return false
 }
 
 // wrap turns a gRPC error into a storefs one: NOT_FOUND wraps
@@ -388,53 +441,11 @@ func (s *Store) wrap(op string, err error) error {
 	switch status.Code(err) {
 	case codes.NotFound:
 		return fmt.Errorf("grpc store %s: %s: %w (%w)", s.target, op, storeclient.ErrNotFound, err)
-	case codes.DataLoss:
+	case codes.DataLoss, codes.OutOfRange:
+		// OUT_OF_RANGE answers a read at an offset past the server's
+		// blob, which the blob's size (a Directory's, or Stat's) says
+		// is inside it.
 		return fmt.Errorf("grpc store %s: %s: %w (%w)", s.target, op, storeclient.ErrCorrupt, err)
 	}
 	return fmt.Errorf("grpc store %s: %s: %w", s.target, op, err)
-}
-
-// errIdle is the cause of a stream cancelled because the server sent
-// nothing for a whole timeout.
-var errIdle = errors.New("no answer from the server within the timeout")
-
-// idleContext returns a context that is cancelled when kick has not been
-// called for d, and a stop function that releases it.
-func idleContext(ctx context.Context, d time.Duration) (cctx context.Context, kick func(), stop func()) {
-	cctx, cancel := context.WithCancelCause(ctx)
-	t := time.AfterFunc(d, func() { cancel(errIdle) })
-	return cctx, func() { t.Reset(d) }, func() { t.Stop(); cancel(context.Canceled) }
-}
-
-// idleErr replaces the bare CANCELED status of a stream cut by its idle
-// timer with one that says why.
-func idleErr(ctx context.Context, err error) error {
-	if err != nil && errors.Is(context.Cause(ctx), errIdle) {
-		return fmt.Errorf("%w: %w", errIdle, status.Error(codes.DeadlineExceeded, err.Error()))
-	}
-	return err
-}
-
-// sizeCache remembers blob sizes that had to be measured by streaming
-// (servers that list no chunks in Stat).
-type sizeCache struct {
-	mu  sync.Mutex
-	m   map[storeclient.Digest]int64
-	max int
-}
-
-func (c *sizeCache) get(d storeclient.Digest) (int64, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n, ok := c.m[d]
-	return n, ok
-}
-
-func (c *sizeCache) put(d storeclient.Digest, n int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= c.max {
-		c.m = make(map[storeclient.Digest]int64)
-	}
-	c.m[d] = n
 }

@@ -217,6 +217,13 @@ func checkBlobReads(t *testing.T, s storeclient.BlobService, data []byte) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	checkReads(t, r, data)
+}
+
+// checkReads reads data through r sequentially, backwards and at random
+// offsets.
+func checkReads(t *testing.T, r storeclient.BlobReader, data []byte) {
+	t.Helper()
 	if r.Size() != int64(len(data)) {
 		t.Fatalf("Size = %d, want %d", r.Size(), len(data))
 	}
@@ -269,4 +276,26 @@ func entry(t *testing.T, name string, n storeclient.Node) storeclient.Entry {
 
 func dirNode(d *storeclient.Directory) storeclient.Node {
 	return storeclient.DirectoryNode(d.Digest(), d.Size())
+}
+
+// TestQuietSuccess checks that a successful use of a store logs nothing at
+// Info or above (a successful `storefs cat` prints nothing on stderr), also
+// when the package is detected.
+func TestQuietSuccess(t *testing.T) {
+	ctx := t.Context()
+	backend := memory.New()
+	if err := storetest.NewFixtures().Fill(ctx, backend, storetest.FillOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lis := tcpListen(t)
+	serve(t, lis, backend)
+	var logged bytes.Buffer
+	s := open(t, urlOf(lis), grpcstore.Options{Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	checkBlobReads(t, s, storetest.BlobB)
+	if s.Package() != grpcstore.PackageSnix {
+		t.Fatalf("Package() = %q, want the detected snix", s.Package())
+	}
+	if logged.Len() > 0 {
+		t.Errorf("a successful read logged at Info or above:\n%s", logged.String())
+	}
 }
