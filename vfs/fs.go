@@ -46,6 +46,9 @@ type fsState struct {
 	remoteFlight singleflight.Group
 	spool        *spool
 
+	// stalled remembers when a blob's backend last timed out.
+	stalled *lru.Cache[storeclient.Digest, time.Time]
+
 	// reported remembers when each blob's failure was last logged.
 	reportedMu sync.Mutex
 	reported   *lru.Cache[string, time.Time]
@@ -75,6 +78,10 @@ func New(store storeclient.Store, opts Options) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vfs: failure log: %w", err)
 	}
+	stalled, err := lru.New[storeclient.Digest, time.Time](1024)
+	if err != nil {
+		return nil, fmt.Errorf("vfs: stall memory: %w", err)
+	}
 	name := opts.StoreName
 	if name == "" {
 		name = fmt.Sprintf("%T", store)
@@ -89,6 +96,7 @@ func New(store storeclient.Store, opts Options) (*FS, error) {
 		remote:    newByteCache[any](opts.RemoteCacheBytes),
 		spool:     newSpool(opts.SpoolDir, opts.SpoolSize),
 		reported:  reported,
+		stalled:   stalled,
 	}}, nil
 }
 

@@ -282,6 +282,9 @@ type baoSource struct {
 	mu     sync.Mutex
 	r      storeclient.BlobReader
 	closed bool
+
+	fetchMu sync.Mutex
+	next    int64 // where the File's last fetch ended
 }
 
 func (s *baoSource) file() (*os.File, int64, bool) { return nil, 0, false }
@@ -336,8 +339,11 @@ func (s *baoSource) readAt(p []byte, off int64) (int, error) {
 			}
 			stop = min(stop, s.ob.Size())
 			var err error
-			if run, err = s.fetch(g, stop); err != nil {
+			if run, err = s.fetchInOrder(g, stop); err != nil {
 				return n, err
+			}
+			if run == nil {
+				continue // fetched meanwhile by another read: from the cache
 			}
 		}
 		// run holds verified bytes from g; copy what p wants of them.
@@ -349,10 +355,47 @@ func (s *baoSource) readAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// maxGapFill is how far past the end of a File's last fetch a fetch may
+// start and still be made from there: the groups in between are fetched
+// and cached too, rather than skipped. Kernels send a file's readahead as
+// concurrent reads that arrive out of order; fetched in order, the store's
+// one stream serves them without being reopened behind its position, so
+// each byte is transferred once.
+const maxGapFill = 1 << 20
+
+// fetchInOrder fetches groups [start, stop) for a read, one fetch of the
+// File at a time, in stream order (see maxGapFill). It returns the verified
+// bytes from start, or nil if another read fetched start meanwhile.
+func (s *baoSource) fetchInOrder(start, stop int64) ([]byte, error) {
+	s.fetchMu.Lock()
+	defer s.fetchMu.Unlock()
+	if s.f.remote.contains(groupKey(s.d, start)) {
+		return nil, nil
+	}
+	from := start
+	if s.next < start && start-s.next <= maxGapFill {
+		from = s.next
+	}
+	run, err := s.fetch(from, stop)
+	if err != nil {
+		return nil, err
+	}
+	s.next = stop
+	return run[start-from:], nil
+}
+
+// stallMemory is how long a blob whose backend did not answer in time
+// fails its reads at once: the kernel retries a failed read right away, and
+// the caller should get its error within the timeout, not twice that.
+const stallMemory = time.Second
+
 // fetch reads and verifies groups [start, stop), once for every File that
 // asks for the same run at the same time, and caches them one by one.
 func (s *baoSource) fetch(start, stop int64) ([]byte, error) {
 	key := groupKey(s.d, start) + string(binary.BigEndian.AppendUint64(nil, uint64(stop)))
+	if at, ok := s.f.stalled.Get(s.d); ok && time.Since(at) < stallMemory {
+		return nil, fmt.Errorf("blob %s: the backend did not answer in time %v ago: %w", s.d, time.Since(at).Round(time.Millisecond), context.DeadlineExceeded)
+	}
 	v, err := shared(context.Background(), &s.f.remoteFlight, key, func(context.Context) (any, error) {
 		r, err := s.reader()
 		if err != nil {
@@ -366,6 +409,9 @@ func (s *baoSource) fetch(start, stop int64) ([]byte, error) {
 			err = fmt.Errorf("blob ended at %d of %d bytes: %w", start+int64(n), s.ob.Size(), storeclient.ErrCorrupt)
 		}
 		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				s.f.stalled.Add(s.d, time.Now())
+			}
 			s.f.blobFailed(s.d, err)
 			return nil, err
 		}

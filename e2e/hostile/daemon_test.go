@@ -58,12 +58,18 @@ type store struct {
 // newStore imports a small tree into a new local store.
 func newStore(t *testing.T) *store {
 	t.Helper()
+	return newStoreSized(t, 200<<10+3)
+}
+
+// newStoreSized is newStore with a data.bin of size bytes.
+func newStoreSized(t *testing.T, size int) *store {
+	t.Helper()
 	dir := t.TempDir()
 	tree := filepath.Join(dir, "tree")
 	if err := os.MkdirAll(filepath.Join(tree, "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	data := make([]byte, 200<<10+3)
+	data := make([]byte, size)
 	rand.Read(data)
 	if err := os.WriteFile(filepath.Join(tree, "sub", "data.bin"), data, 0o644); err != nil {
 		t.Fatal(err)

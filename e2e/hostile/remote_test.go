@@ -31,6 +31,7 @@ func remoteFrontend(t *testing.T, s *store, addr string) (*daemon, string) {
 	d := startDaemonURL(t, "grpc+http://"+addr, map[string]string{
 		"fuse":     "  - mountpoint: " + mnt + "\n",
 		"timeouts": "  backend: " + remoteTimeout.String() + "\n",
+		"log":      "  level: debug\n",
 	})
 	t.Cleanup(d.stop)
 	return d, filepath.Join(mnt, s.basename, "sub", "data.bin")
@@ -54,7 +55,9 @@ func (d *daemon) counter(series string) int64 {
 // fails the read with EIO within the backend timeout, with one log line
 // naming the blob and the store, and reads work again once it goes on.
 func TestRemoteStore(t *testing.T) {
-	s := newStore(t)
+	// Larger than what the client's stream window lets the server send
+	// ahead, so that a read far into it needs the server.
+	s := newStoreSized(t, 8<<20+3)
 	back := startDaemon(t, s, map[string]string{"grpc": "  listen: 127.0.0.1:0\n"})
 	addr := back.addrs["grpc"]
 	digest := storeclient.HashBytes(s.data).String()
@@ -109,7 +112,7 @@ func TestRemoteStore(t *testing.T) {
 		}
 		var lines []string
 		for line := range strings.Lines(front.stderr.String()) {
-			if strings.Contains(line, digest) {
+			if strings.Contains(line, digest) && strings.Contains(line, "level=ERROR") {
 				lines = append(lines, line)
 			}
 		}
@@ -117,6 +120,9 @@ func TestRemoteStore(t *testing.T) {
 			t.Errorf("want one error line naming %s and the store, got %q", digest, lines)
 		}
 		resume()
+		// A blob whose backend just timed out fails at once for a second
+		// (the kernel retries a failed read right away).
+		time.Sleep(1100 * time.Millisecond)
 		if _, err := f.ReadAt(p, off); err != nil || !bytes.Equal(p, s.data[off:off+4096]) {
 			t.Errorf("read after the backend went on: %v", err)
 		}
