@@ -1,6 +1,7 @@
 package vfs
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -419,9 +420,11 @@ func (s *baoSource) fetch(start, stop int64) ([]byte, error) {
 			s.f.blobFailed(s.d, err)
 			return nil, err
 		}
+		// Each group is cached in memory of its own: a slice of buf would
+		// keep all of buf alive while any one group stays cached.
 		for g := start; g < stop; g += storeclient.BaoGroupSize {
 			e := min(g+storeclient.BaoGroupSize, stop)
-			s.f.remote.add(groupKey(s.d, g), buf[g-start:e-start:e-start], e-g)
+			s.f.remote.add(groupKey(s.d, g), bytes.Clone(buf[g-start:e-start]), e-g)
 		}
 		return buf, nil
 	})

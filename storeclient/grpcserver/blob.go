@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/storefs/storefs/internal/clientstr"
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/castorepb"
 )
@@ -99,20 +101,28 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// Read streams a blob, from the offset of castorepb.ReadOffsetMetadata if
-// the client sent one (echoed in the response header).
+// Read streams a blob, from the offset of castorepb.ReadOffsetMetadata and
+// up to the length of castorepb.ReadLengthMetadata if the client sent
+// them (echoed in the response header).
 func (b *blobService) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStreamingServer[castorepb.BlobChunk]) error {
 	ctx := stream.Context()
 	d, err := digestArg(req.GetDigest(), "read blob")
 	if err != nil {
 		return err
 	}
-	var off int64
+	var off, length int64
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(castorepb.ReadOffsetMetadata); len(v) > 0 {
-			off, err = strconv.ParseInt(v[0], 10, 64)
-			if err != nil || off < 0 || len(v) > 1 {
-				return status.Errorf(codes.InvalidArgument, "read blob %s: bad %s %q", d, castorepb.ReadOffsetMetadata, v)
+		for _, e := range []struct {
+			key string
+			dst *int64
+		}{{castorepb.ReadOffsetMetadata, &off}, {castorepb.ReadLengthMetadata, &length}} {
+			v := md.Get(e.key)
+			if len(v) == 0 {
+				continue
+			}
+			*e.dst, err = strconv.ParseInt(v[0], 10, 64)
+			if err != nil || *e.dst < 0 || len(v) > 1 {
+				return status.Errorf(codes.InvalidArgument, "read blob %s: bad %s %s", d, e.key, clientstr.Quote(strings.Join(v, ",")))
 			}
 		}
 	}
@@ -121,17 +131,23 @@ func (b *blobService) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStr
 		return statusFor(err, false)
 	}
 	defer r.Close()
-	if off > 0 {
+	end := r.Size()
+	if off > 0 || length > 0 {
 		if off > r.Size() {
 			return status.Errorf(codes.OutOfRange, "read blob %s: offset %d past its %d bytes", d, off, r.Size())
 		}
-		if err := stream.SendHeader(metadata.Pairs(castorepb.ReadOffsetMetadata, strconv.FormatInt(off, 10))); err != nil {
+		hdr := metadata.Pairs(castorepb.ReadOffsetMetadata, strconv.FormatInt(off, 10))
+		if length > 0 {
+			end = min(end, off+min(length, r.Size()))
+			hdr.Append(castorepb.ReadLengthMetadata, strconv.FormatInt(length, 10))
+		}
+		if err := stream.SendHeader(hdr); err != nil {
 			return err
 		}
 	}
-	buf := make([]byte, b.opts.ReadChunkSize)
-	for off < r.Size() {
-		n, err := r.ReadAt(buf[:min(int64(len(buf)), r.Size()-off)], off)
+	buf := make([]byte, min(int64(b.opts.ReadChunkSize), max(end-off, 1)))
+	for off < end {
+		n, err := r.ReadAt(buf[:min(int64(len(buf)), end-off)], off)
 		if n > 0 {
 			if err := stream.Send(&castorepb.BlobChunk{Data: buf[:n]}); err != nil {
 				return err
@@ -139,7 +155,7 @@ func (b *blobService) Read(req *castorepb.ReadBlobRequest, stream grpc.ServerStr
 			b.opts.stats.blobBytesSent.Add(int64(n))
 			off += int64(n)
 		}
-		if err == io.EOF && off < r.Size() {
+		if err == io.EOF && off < end {
 			return status.Errorf(codes.DataLoss, "read blob %s: ends at %d of %d bytes", d, off, r.Size())
 		}
 		if err != nil && err != io.EOF {

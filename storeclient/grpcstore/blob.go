@@ -199,7 +199,7 @@ const measureStep = 1 << 20
 func (s *Store) measure(ctx context.Context, d storeclient.Digest) (int64, error) {
 	var n int64
 	err := s.call(ctx, "measure blob "+d.String(), true, func(cctx context.Context, pkg grpc.CallOption) error {
-		st, err := s.openRead(ctx, cctx, d, 0, pkg)
+		st, err := s.openRead(ctx, cctx, d, 0, 0, pkg)
 		if err != nil {
 			return err
 		}
@@ -287,22 +287,28 @@ func (s *Store) OpenBlobSized(ctx context.Context, d storeclient.Digest, size in
 type readStream struct {
 	*liveStream
 	stream  grpc.ServerStreamingClient[castorepb.BlobChunk]
+	limit   int64  // where the server ends the stream (the length extension); 0: the segment's end
 	pos     int64  // segment offset of pending[0]
 	pending []byte // received, not yet consumed
 	hasher  *blake3.Hasher
 }
 
 // openRead opens a Read stream of digest d starting at off (0 or, with
-// the offset extension, any offset). The returned stream's pos says where
-// it really starts. The stream lives until parent ends or it is closed;
-// it is watched by ctx (see liveStream) until the caller unwatches it.
-func (s *Store) openRead(parent, ctx context.Context, d storeclient.Digest, off int64, pkg grpc.CallOption) (*readStream, error) {
+// the offset extension, any offset) and, if length > 0, asks the server to
+// end it length bytes later (the length extension). The returned stream's
+// pos says where it really starts, its limit where the server ends it.
+// The stream lives until parent ends or it is closed; it is watched by ctx
+// (see liveStream) until the caller unwatches it.
+func (s *Store) openRead(parent, ctx context.Context, d storeclient.Digest, off, length int64, pkg grpc.CallOption) (*readStream, error) {
 	st := &readStream{liveStream: newLiveStream(parent)}
 	st.watch(ctx)
 	octx := st.ctx
-	askOffset := off > 0 && s.offsetReads.Load() >= 0
+	askOffset := (off > 0 || length > 0) && s.offsetReads.Load() >= 0
 	if askOffset {
 		octx = metadata.AppendToOutgoingContext(octx, castorepb.ReadOffsetMetadata, strconv.FormatInt(off, 10))
+		if length > 0 {
+			octx = metadata.AppendToOutgoingContext(octx, castorepb.ReadLengthMetadata, strconv.FormatInt(length, 10))
+		}
 	}
 	stream, err := s.blobs.Read(octx, &castorepb.ReadBlobRequest{Digest: d[:]}, pkg, grpc.MaxCallRecvMsgSize(maxReadMessage))
 	if err != nil {
@@ -319,6 +325,9 @@ func (s *Store) openRead(parent, ctx context.Context, d storeclient.Digest, off 
 		if v := hdr.Get(castorepb.ReadOffsetMetadata); len(v) == 1 && v[0] == strconv.FormatInt(off, 10) {
 			st.pos = off
 			s.offsetReads.Store(1)
+			if v := hdr.Get(castorepb.ReadLengthMetadata); length > 0 && len(v) == 1 && v[0] == strconv.FormatInt(length, 10) {
+				st.limit = off + length
+			}
 		} else {
 			s.offsetReads.Store(-1)
 		}
@@ -387,6 +396,14 @@ type blobReader struct {
 	cache       []window
 	tick        uint64
 	closed      bool
+	// readEnd is where the ReadAt under way ends (blob offset); lastLimit
+	// where the last length-limited stream ended (segment offset, in
+	// segment lastSeg) and ahead how much the next stream asks for when
+	// it continues there (see streamLength).
+	readEnd   int64
+	lastLimit int64
+	lastSeg   int
+	ahead     int64
 }
 
 type window struct {
@@ -447,6 +464,7 @@ func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
 	if r.closed {
 		return 0, fmt.Errorf("blob %s: read after close", r.digest)
 	}
+	r.readEnd = off + int64(len(p))
 	n := 0
 	for n < len(p) && off+int64(n) < r.size {
 		pos := off + int64(n)
@@ -567,7 +585,7 @@ func (r *blobReader) fetch(ctx context.Context, i int, start, end int64, dst []b
 func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int, start, end int64, dst []byte) ([]byte, error) {
 	seg := r.segs[i]
 	st := r.cur
-	if st != nil && (r.curSeg != i || st.pos > start || (r.s.offsetReads.Load() > 0 && start-st.pos > maxSkip)) {
+	if st != nil && (r.curSeg != i || st.pos > start || (r.s.offsetReads.Load() > 0 && start-st.pos > maxSkip) || (st.limit > 0 && st.limit < end)) {
 		r.dropStream()
 		st = nil
 	}
@@ -576,7 +594,7 @@ func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int,
 			return nil, errNeedChunks
 		}
 		var err error
-		st, err = r.s.openRead(r.ctx, ctx, seg.digest, start, pkg)
+		st, err = r.s.openRead(r.ctx, ctx, seg.digest, start, r.streamLength(i, start, end), pkg)
 		if err != nil {
 			return nil, err
 		}
@@ -595,6 +613,37 @@ func (r *blobReader) fillWindow(ctx context.Context, pkg grpc.CallOption, i int,
 		r.dropStream()
 	}
 	return data, err
+}
+
+// Stream lengths (see streamLength).
+const (
+	minAhead = 256 << 10
+	maxAhead = 16 << 20
+)
+
+// streamLength is how much a new stream of segment i from start asks the
+// server for: what the ReadAt under way still wants (at least up to end),
+// so that a random read costs the server no more than it needs; and when
+// the stream continues where the last limited one ended (a sequential
+// read), more each time, from minAhead doubling up to maxAhead and then
+// the rest of the segment (0), so that a sequential read runs on one
+// stream.
+func (r *blobReader) streamLength(i int, start, end int64) int64 {
+	seg := r.segs[i]
+	want := max(end, min(seg.size, r.readEnd-seg.off)) - start
+	if i == r.lastSeg && start == r.lastLimit && r.lastLimit > 0 {
+		r.ahead = min(max(2*r.ahead, minAhead), 2*maxAhead)
+	} else {
+		r.ahead = 0
+	}
+	if r.ahead > maxAhead {
+		return 0
+	}
+	length := max(want, r.ahead)
+	if start+length >= seg.size {
+		return 0
+	}
+	return length
 }
 
 // errNeedChunks is returned by fillWindow for a read far from the start
@@ -631,6 +680,9 @@ func (r *blobReader) readWindow(st *readStream, seg segment, start, end int64, d
 	if int64(cap(data)) < end-start {
 		data = make([]byte, 0, end-start)
 	}
+	if st.limit > 0 && st.limit < end {
+		return nil, fmt.Errorf("blob %s: a stream of %s ending at %d cannot serve bytes up to %d", r.digest, seg.digest, st.limit, end)
+	}
 	for st.pos < end {
 		if err := st.fill(); err != nil {
 			if err == io.EOF {
@@ -651,6 +703,18 @@ func (r *blobReader) readWindow(st *readStream, seg segment, start, end int64, d
 		data = append(data, b[:take]...)
 		st.pos += take
 		st.pending = b[take:]
+	}
+	if st.limit > 0 && st.pos == st.limit && st.limit < seg.size {
+		// The end the stream was asked for: the server must end it.
+		if err := st.fill(); err != io.EOF {
+			if err == nil {
+				err = fmt.Errorf("blob %s: server sent more than the %d bytes asked of %s: %w", r.digest, st.limit, seg.digest, storeclient.ErrCorrupt)
+			}
+			return nil, err
+		}
+		r.lastSeg, r.lastLimit = r.curSeg, st.limit
+		r.dropStream()
+		return data, nil
 	}
 	if st.pos == seg.size {
 		// The end: the stream must end too, and if it ran from the
