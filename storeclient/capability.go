@@ -74,3 +74,12 @@ func OpenBlobSized(ctx context.Context, s BlobService, d Digest, size int64) (Bl
 	}
 	return r, nil
 }
+
+// ContextReaderAt is implemented by BlobReaders whose reads can be
+// bounded by a context (the gRPC store's): ReadAtContext is ReadAt that
+// gives up, with the context's error, when ctx ends. A caller that must
+// bound a read of a reader without it runs the read in a goroutine of its
+// own, into a buffer of its own.
+type ContextReaderAt interface {
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+}

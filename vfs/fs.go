@@ -46,6 +46,10 @@ type fsState struct {
 	remoteFlight singleflight.Group
 	spool        *spool
 
+	// open counts the open Files of each remote blob.
+	openMu sync.Mutex
+	open   map[storeclient.Digest]int
+
 	// stalled remembers when a blob's backend last timed out.
 	stalled *lru.Cache[storeclient.Digest, time.Time]
 
@@ -97,6 +101,7 @@ func New(store storeclient.Store, opts Options) (*FS, error) {
 		spool:     newSpool(opts.SpoolDir, opts.SpoolSize),
 		reported:  reported,
 		stalled:   stalled,
+		open:      make(map[storeclient.Digest]int),
 	}}, nil
 }
 

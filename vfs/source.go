@@ -45,6 +45,7 @@ func (f *FS) openSource(ctx context.Context, d storeclient.Digest, size int64) (
 	if err != nil {
 		return nil, err
 	}
+	f.opened(d, 1)
 	return &baoSource{f: f, d: d, ob: ob}, nil
 }
 
@@ -68,6 +69,9 @@ func (f *FS) openBlob(ctx context.Context, d storeclient.Digest, size int64) (st
 	}
 	if f.trusted {
 		return br, nil
+	}
+	if cr, ok := br.(storeclient.ContextReaderAt); ok {
+		return &deadlineReader{BlobReader: br, cr: cr, timeout: f.opts.Timeout}, nil
 	}
 	return &boundedReader{r: br, timeout: f.opts.Timeout}, nil
 }
@@ -293,6 +297,9 @@ func (s *baoSource) file() (*os.File, int64, bool) { return nil, 0, false }
 func (s *baoSource) close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closed {
+		s.f.opened(s.d, -1)
+	}
 	s.closed = true
 	if s.r == nil {
 		return nil
@@ -324,6 +331,13 @@ func groupKey(d storeclient.Digest, off int64) string {
 
 func (s *baoSource) readAt(p []byte, off int64) (int, error) {
 	start, end := s.ob.GroupSpan(off, int64(len(p)))
+	if start == off && end == off+int64(len(p)) && !s.f.remote.contains(groupKey(s.d, start)) {
+		// Whole groups: read and verified in p itself.
+		if err := s.fetchInto(p, start); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	n := 0
 	for g := start; g < end; {
 		data, ok := s.f.remote.get(groupKey(s.d, g))
@@ -390,46 +404,121 @@ func (s *baoSource) fetchInOrder(start, stop int64) ([]byte, error) {
 // the caller should get its error within the timeout, not twice that.
 const stallMemory = time.Second
 
-// fetch reads and verifies groups [start, stop), once for every File that
-// asks for the same run at the same time, and caches them one by one.
+// fetch reads and verifies groups [start, stop) into a buffer of their
+// own, once for every File that asks for the same run at the same time,
+// and caches them all.
 func (s *baoSource) fetch(start, stop int64) ([]byte, error) {
 	key := groupKey(s.d, start) + string(binary.BigEndian.AppendUint64(nil, uint64(stop)))
-	if at, ok := s.f.stalled.Get(s.d); ok && time.Since(at) < stallMemory {
-		return nil, fmt.Errorf("blob %s: the backend did not answer in time %v ago: %w", s.d, time.Since(at).Round(time.Millisecond), context.DeadlineExceeded)
-	}
 	v, err := shared(context.Background(), &s.f.remoteFlight, key, func(context.Context) (any, error) {
-		r, err := s.reader()
-		if err != nil {
-			return nil, err
-		}
 		buf := make([]byte, stop-start)
-		n, err := s.f.readStore(r, buf, start)
-		if n == len(buf) {
-			err = nil
-		} else if err == nil || errors.Is(err, io.EOF) {
-			err = fmt.Errorf("blob ended at %d of %d bytes: %w", start+int64(n), s.ob.Size(), storeclient.ErrCorrupt)
-		}
-		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
-				s.f.stalled.Add(s.d, time.Now())
-			}
-			s.f.blobFailed(s.d, err)
+		if err := s.load(buf, start); err != nil {
 			return nil, err
 		}
-		if err := s.ob.Verify(buf, start); err != nil {
-			s.f.blobFailed(s.d, err)
-			return nil, err
-		}
-		// Each group is cached in memory of its own: a slice of buf would
-		// keep all of buf alive while any one group stays cached.
-		for g := start; g < stop; g += storeclient.BaoGroupSize {
-			e := min(g+storeclient.BaoGroupSize, stop)
-			s.f.remote.add(groupKey(s.d, g), bytes.Clone(buf[g-start:e-start]), e-g)
-		}
+		s.cache(buf, start, true)
 		return buf, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return v.([]byte), nil
+}
+
+// fetchInto reads and verifies whole groups from start straight into dst,
+// which a read wants whole, in stream order (see maxGapFill). It caches
+// the first and last group, which unaligned reads next to this one want
+// too, and every group while other Files of the blob are open.
+func (s *baoSource) fetchInto(dst []byte, start int64) error {
+	s.fetchMu.Lock()
+	defer s.fetchMu.Unlock()
+	if s.next < start && start-s.next <= maxGapFill {
+		if _, err := s.fetch(s.next, start); err != nil {
+			return err
+		}
+	}
+	if err := s.load(dst, start); err != nil {
+		return err
+	}
+	s.next = start + int64(len(dst))
+	s.cache(dst, start, s.f.openCount(s.d) > 1)
+	return nil
+}
+
+// load reads groups at start into dst from the store and verifies them.
+func (s *baoSource) load(dst []byte, start int64) error {
+	if at, ok := s.f.stalled.Get(s.d); ok && time.Since(at) < stallMemory {
+		return fmt.Errorf("blob %s: the backend did not answer in time %v ago: %w", s.d, time.Since(at).Round(time.Millisecond), context.DeadlineExceeded)
+	}
+	r, err := s.reader()
+	if err != nil {
+		return err
+	}
+	n, err := s.f.readStore(r, dst, start)
+	if n == len(dst) {
+		err = nil
+	} else if err == nil || errors.Is(err, io.EOF) {
+		err = fmt.Errorf("blob ended at %d of %d bytes: %w", start+int64(n), s.ob.Size(), storeclient.ErrCorrupt)
+	}
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			s.f.stalled.Add(s.d, time.Now())
+		}
+		s.f.blobFailed(s.d, err)
+		return err
+	}
+	if err := s.ob.Verify(dst, start); err != nil {
+		s.f.blobFailed(s.d, err)
+		return err
+	}
+	return nil
+}
+
+// cache keeps the verified groups of data (from start) in the FS's
+// verified-group cache: all of them, or only the first and the last. Each
+// in memory of its own: a slice of data would keep all of it alive while
+// any one group stays cached, or be overwritten (data may be a caller's
+// buffer).
+func (s *baoSource) cache(data []byte, start int64, all bool) {
+	stop := start + int64(len(data))
+	for g := start; g < stop; g += storeclient.BaoGroupSize {
+		e := min(g+storeclient.BaoGroupSize, stop)
+		if all || g == start || e == stop {
+			s.f.remote.add(groupKey(s.d, g), bytes.Clone(data[g-start:e-start]), e-g)
+		}
+	}
+}
+
+// opened counts the open Files of remote blob d (delta +1 or -1).
+func (f *fsState) opened(d storeclient.Digest, delta int) {
+	f.openMu.Lock()
+	defer f.openMu.Unlock()
+	if n := f.open[d] + delta; n > 0 {
+		f.open[d] = n
+	} else {
+		delete(f.open, d)
+	}
+}
+
+// openCount returns how many Files of remote blob d are open.
+func (f *fsState) openCount(d storeclient.Digest) int {
+	f.openMu.Lock()
+	defer f.openMu.Unlock()
+	return f.open[d]
+}
+
+// deadlineReader bounds each ReadAt of a reader that takes a context.
+type deadlineReader struct {
+	storeclient.BlobReader
+	cr      storeclient.ContextReaderAt
+	timeout time.Duration
+}
+
+func (r *deadlineReader) ReadAt(p []byte, off int64) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	n, err := r.cr.ReadAtContext(ctx, p, off)
+	if err != nil && ctx.Err() != nil {
+		// The store's error may not say it was our deadline.
+		err = fmt.Errorf("blob read at %d: %w (%v)", off, ctx.Err(), err)
+	}
+	return n, err
 }

@@ -443,13 +443,26 @@ func (r *blobReader) dropStream() {
 // time. Each call, its retries and its wait for the calls before it, has
 // one deadline, the store's timeout.
 func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
+	return r.ReadAtContext(r.ctx, p, off)
+}
+
+// ReadAtContext implements storeclient.ContextReaderAt: ReadAt that also
+// ends when ctx does (as well as within the store's timeout).
+func (r *blobReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("blob %s: read at negative offset %d", r.digest, off)
 	}
 	if off >= r.size {
 		return 0, io.EOF
 	}
-	ctx, cancel := r.s.within(r.ctx)
+	if ctx != r.ctx {
+		// Close cuts the read too.
+		var stop context.CancelFunc
+		ctx, stop = context.WithCancel(ctx)
+		defer stop()
+		defer context.AfterFunc(r.ctx, stop)()
+	}
+	ctx, cancel := r.s.within(ctx)
 	defer cancel()
 	select {
 	case r.lock <- struct{}{}:
