@@ -331,12 +331,16 @@ func groupKey(d storeclient.Digest, off int64) string {
 
 func (s *baoSource) readAt(p []byte, off int64) (int, error) {
 	start, end := s.ob.GroupSpan(off, int64(len(p)))
-	if start == off && end == off+int64(len(p)) && !s.f.remote.contains(groupKey(s.d, start)) {
-		// Whole groups: read and verified in p itself.
-		if err := s.fetchInto(p, start); err != nil {
+	if start == off && end == off+int64(len(p)) {
+		// Whole groups: read and verified in p itself, unless the first
+		// is cached.
+		done, err := s.fetchInto(p, start)
+		if err != nil {
 			return 0, err
 		}
-		return len(p), nil
+		if done {
+			return len(p), nil
+		}
 	}
 	n := 0
 	for g := start; g < end; {
@@ -424,23 +428,27 @@ func (s *baoSource) fetch(start, stop int64) ([]byte, error) {
 }
 
 // fetchInto reads and verifies whole groups from start straight into dst,
-// which a read wants whole, in stream order (see maxGapFill). It caches
+// which a read wants whole, in stream order (see maxGapFill), and reports
+// whether it did: not if the first group is cached. It caches
 // the first and last group, which unaligned reads next to this one want
 // too, and every group while other Files of the blob are open.
-func (s *baoSource) fetchInto(dst []byte, start int64) error {
+func (s *baoSource) fetchInto(dst []byte, start int64) (bool, error) {
 	s.fetchMu.Lock()
 	defer s.fetchMu.Unlock()
+	if s.f.remote.contains(groupKey(s.d, start)) {
+		return false, nil // perhaps by the fetch this one waited for
+	}
 	if s.next < start && start-s.next <= maxGapFill {
 		if _, err := s.fetch(s.next, start); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if err := s.load(dst, start); err != nil {
-		return err
+		return false, err
 	}
 	s.next = start + int64(len(dst))
 	s.cache(dst, start, s.f.openCount(s.d) > 1)
-	return nil
+	return true, nil
 }
 
 // load reads groups at start into dst from the store and verifies them.
