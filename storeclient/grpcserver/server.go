@@ -56,10 +56,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/storefs/storefs/internal/grpcbuf"
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/castorepb"
 	"github.com/storefs/storefs/storeclient/storepb"
@@ -164,6 +166,7 @@ func NewServer(store storeclient.Store, opts Options) *Server {
 		// grpc-go's default is unbounded: one connection could open any
 		// number of concurrent calls.
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		experimental.BufferPool(grpcbuf.New()),
 	}
 	gs := grpc.NewServer(append(base, opts.ServerOptions...)...)
 	srv := &Server{Server: gs, health: health.NewServer(), stats: opts.stats}

@@ -73,8 +73,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
+	"github.com/storefs/storefs/internal/grpcbuf"
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/castorepb"
 	"github.com/storefs/storefs/storeclient/storepb"
@@ -244,6 +246,7 @@ func New(target string, creds credentials.TransportCredentials, opts Options) (*
 		grpc.WithChainUnaryInterceptor(renameUnary),
 		grpc.WithChainStreamInterceptor(renameStream),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+		experimental.WithBufferPool(grpcbuf.New()),
 	}
 	if opts.StreamWindow > 0 {
 		// Static windows: grpc's dynamic ones grow to 16 MiB per
