@@ -58,7 +58,7 @@ func remoteWorkload() Workload {
 // documentedRemoteRSSBound is the peak RSS documented for a daemon mounting
 // a remote store while the concurrent readers read; the table names it
 // next to the measured peak.
-const documentedRemoteRSSBound = 256 << 20
+const documentedRemoteRSSBound = 512 << 20
 
 const (
 	// firstReadTarget is the longest open() to first 4 KiB allowed.

@@ -64,6 +64,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -224,8 +225,14 @@ func Open(rawURL string, opts Options) (*Store, error) {
 				return nil, fmt.Errorf("store URL %q: timeout=%s: want a positive duration such as 10s", rawURL, q.Get(k))
 			}
 			opts.Timeout = d
+		case "window":
+			n, err := strconv.ParseInt(q.Get(k), 10, 64)
+			if err != nil || n < 64<<10 || n > 64<<20 {
+				return nil, fmt.Errorf("store URL %q: window=%s: want a byte count from 65536 to 67108864", rawURL, q.Get(k))
+			}
+			opts.StreamWindow = int(n)
 		default:
-			return nil, fmt.Errorf("store URL %q: unknown parameter %q (want package, timeout)", rawURL, k)
+			return nil, fmt.Errorf("store URL %q: unknown parameter %q (want package, timeout, window)", rawURL, k)
 		}
 	}
 	return New(target, creds, opts)

@@ -3,6 +3,7 @@ package grpcstore_test
 import (
 	"bytes"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +50,31 @@ func TestLengthLimitedStreams(t *testing.T) {
 		off := rng.IntN(len(blob) - len(p))
 		if n, err := r.ReadAt(p, int64(off)); n != len(p) || !bytes.Equal(p, blob[off:off+len(p)]) {
 			t.Fatalf("random ReadAt %d: %d bytes, %v", off, n, err)
+		}
+	}
+}
+
+// The URL parameters are checked: a bad one is an error naming it.
+func TestOpenURLParameters(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		want string // "" means it opens
+	}{
+		{"grpc+http://127.0.0.1:1?window=4194304&timeout=5s&package=snix", ""},
+		{"grpc+http://127.0.0.1:1?window=10", "window=10: want a byte count from 65536 to 67108864"},
+		{"grpc+http://127.0.0.1:1?window=lots", "window=lots"},
+		{"grpc+http://127.0.0.1:1?timeout=-1s", "timeout=-1s"},
+		{"grpc+http://127.0.0.1:1?colour=blue", `unknown parameter "colour" (want package, timeout, window)`},
+	} {
+		s, err := grpcstore.Open(tc.url, grpcstore.Options{})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.url, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want an error with %q", tc.url, err, tc.want)
+		}
+		if s != nil {
+			s.Close()
 		}
 	}
 }
