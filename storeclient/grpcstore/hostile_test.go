@@ -220,7 +220,13 @@ func TestHostileServer(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			for _, sized := range []bool{false, true} {
 				// A new client each time: nothing learned before.
-				s := open(t, url, grpcstore.Options{Timeout: time.Second})
+				// Long enough for a slow (race-instrumented, loaded) decode
+				// of the largest lie; the stall waits for all of it.
+				timeout := 10 * time.Second
+				if tc.name == "stalls" {
+					timeout = time.Second
+				}
+				s := open(t, url, grpcstore.Options{Timeout: timeout})
 				got, err := readHostile(t, s, d, int64(len(data)), sized)
 				var o outcome
 				switch {
