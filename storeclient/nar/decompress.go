@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -61,11 +62,11 @@ func DetectCompression(r io.Reader) (Compression, io.Reader, error) {
 	whole := io.MultiReader(bytes.NewReader(head[:n]), r)
 	h := string(head[:n])
 	switch {
-	case len(h) >= len(xzMagic) && h[:len(xzMagic)] == xzMagic:
+	case strings.HasPrefix(h, xzMagic):
 		return CompressionXZ, whole, nil
-	case len(h) >= len(zstdMagic) && h[:len(zstdMagic)] == zstdMagic:
+	case strings.HasPrefix(h, zstdMagic):
 		return CompressionZstd, whole, nil
-	case len(h) > len(bzip2Magic) && h[:len(bzip2Magic)] == bzip2Magic && '1' <= h[3] && h[3] <= '9':
+	case strings.HasPrefix(h, bzip2Magic) && len(h) > len(bzip2Magic) && '1' <= h[3] && h[3] <= '9':
 		return CompressionBzip2, whole, nil
 	}
 	return CompressionNone, whole, nil
@@ -78,12 +79,12 @@ func DetectCompression(r io.Reader) (Compression, io.Reader, error) {
 // compression) both want the NAR inside, with the same decoders, limits,
 // input buffering and errors.
 //
-// Its errors follow
-// one convention: data the decoder cannot decode (damaged, truncated,
-// beyond MaxZstdWindow) is an error wrapping storeclient.ErrCorrupt that
-// names the compression; a failure of the source reader (a download cut
-// short, a canceled context) is returned as the source returned it, never
-// as corrupt data, since the file itself may be fine.
+// Its errors follow one convention: data the decoder cannot decode
+// (damaged, truncated, beyond MaxZstdWindow) is an error wrapping
+// storeclient.ErrCorrupt that names the compression; a failure of the
+// source reader (a download cut short, a canceled context) is returned as
+// the source returned it, never as corrupt data, since the file itself
+// may be fine.
 type Decompressor struct {
 	c     Compression
 	src   *sourceReader // nil for CompressionNone
@@ -96,6 +97,12 @@ type Decompressor struct {
 // reads whatever the decoder asks for; CompressionNone reads r directly
 // (the NAR Reader has a buffer, and a second one would copy every byte once
 // more). An unknown compression is an error wrapping errors.ErrUnsupported.
+//
+// Limits: a zstd stream may use a window of up to MaxZstdWindow. The xz
+// decoder allocates the dictionary a block header asks for (at most
+// 4 GiB, of which only the pages the output reaches are touched): package
+// xz offers no bound (xz's default preset, -6, uses 8 MiB, and -9 uses
+// 64 MiB). bzip2 blocks are at most 900 kB.
 // The caller must Close the Decompressor, which does not close r.
 func Decompress(r io.Reader, c Compression) (*Decompressor, error) {
 	switch c {
