@@ -1,7 +1,6 @@
 package binarycache
 
 import (
-	"compress/bzip2"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -10,9 +9,6 @@ import (
 	"io"
 	"sync"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/importer"
@@ -204,7 +200,9 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, *sta
 	if ni.FileSize == 0 {
 		raw.limit = 0
 	}
-	dec, closeDec, err := decompressor(ni.Compression, raw)
+	// The decompressor buffers its reads of the download; a failure of
+	// the download is returned as it is, not as corrupt data.
+	dec, err := nar.Decompress(raw, nar.Compression(ni.Compression))
 	if err != nil {
 		return storeclient.Node{}, nil, err
 	}
@@ -216,11 +214,11 @@ func (s *Store) ingest(ctx context.Context, ni *NarInfo) (storeclient.Node, *sta
 		ahead.stopFilling()
 		closeBody() // ends a read of the download under way
 		ahead.wait()
-		closeDec()
+		dec.Close()
 	}()
 	narR := &countingReader{r: ahead, limit: ni.Info.NarSize, what: "the NAR"}
 	st := stagingFor(s.cache, s.maxStagedEntries)
-	info, err := importer.ImportNAR(ctx, st.view(), narR, ni.Info.StorePath.Name)
+	info, err := importer.ImportPlainNAR(ctx, st.view(), narR, ni.Info.StorePath.Name)
 	if err != nil {
 		if errors.Is(err, nar.ErrMalformed) {
 			err = fmt.Errorf("%w: %w", storeclient.ErrCorrupt, err)
@@ -278,55 +276,6 @@ func checkFlatHash(ctx context.Context, store storeclient.Store, root storeclien
 	return nil
 }
 
-// maxZstdWindow bounds the memory a zstd stream may ask for (Nix's
-// highest levels use 8 MiB, --long 128 MiB).
-const maxZstdWindow = 128 << 20
-
-// decompressor returns a reader of the NAR inside r and a function that
-// releases the decoder.
-func decompressor(compression string, r io.Reader) (io.Reader, func(), error) {
-	switch compression {
-	case "none":
-		return r, func() {}, nil
-	case "xz":
-		xr, err := xz.NewReader(r)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: xz: %w", storeclient.ErrCorrupt, err)
-		}
-		return &namedErrReader{r: xr, what: "xz"}, func() {}, nil
-	case "zstd":
-		// One goroutine (readAhead's) decodes: the decoder's own
-		// concurrency costs more CPU than it saves time.
-		zr, err := zstd.NewReader(r, zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return nil, nil, fmt.Errorf("zstd: %w", err)
-		}
-		return &namedErrReader{r: zr, what: "zstd"}, zr.Close, nil
-	case "bzip2":
-		return &namedErrReader{r: bzip2.NewReader(r), what: "bzip2"}, func() {}, nil
-	}
-	return nil, nil, fmt.Errorf("compression %q is not supported", compression)
-}
-
-// namedErrReader names the decompressor in its errors and marks them as
-// corrupt data, except EOF and errors of the underlying download.
-type namedErrReader struct {
-	r    io.Reader
-	what string
-}
-
-func (n *namedErrReader) Read(p []byte) (int, error) {
-	k, err := n.r.Read(p)
-	if err != nil && err != io.EOF {
-		var ce *countError
-		if errors.As(err, &ce) || errors.Is(err, context.Canceled) || errors.Is(err, errStalled) {
-			return k, err
-		}
-		err = fmt.Errorf("%w: %s: %w", storeclient.ErrCorrupt, n.what, err)
-	}
-	return k, err
-}
-
 // countingReader counts (and optionally hashes) what passes through it,
 // and fails once more than limit bytes arrive (limit 0: no limit), so a
 // hostile server cannot stream forever.
@@ -339,13 +288,6 @@ type countingReader struct {
 	onBytes func(int64)
 }
 
-// countError is a size limit exceeded or a failure of the underlying
-// reader, as opposed to a decoding error.
-type countError struct{ err error }
-
-func (e *countError) Error() string { return e.err.Error() }
-func (e *countError) Unwrap() error { return e.err }
-
 func (c *countingReader) Read(p []byte) (int, error) {
 	k, err := c.r.Read(p)
 	if c.h != nil {
@@ -356,10 +298,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		c.onBytes(int64(k))
 	}
 	if c.limit > 0 && c.n > c.limit {
-		return k, &countError{fmt.Errorf("%w: %s is longer than the %d bytes its narinfo gives", storeclient.ErrCorrupt, c.what, c.limit)}
-	}
-	if err != nil && err != io.EOF {
-		err = &countError{err}
+		return k, fmt.Errorf("%w: %s is longer than the %d bytes its narinfo gives", storeclient.ErrCorrupt, c.what, c.limit)
 	}
 	return k, err
 }

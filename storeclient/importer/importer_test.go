@@ -417,8 +417,12 @@ func TestImportNARRejects(t *testing.T) {
 	for name, data := range cases {
 		t.Run(name, func(t *testing.T) {
 			fresh := memory.New()
-			if _, err := importer.ImportNAR(context.Background(), fresh, bytes.NewReader(data), "x"); err == nil {
+			_, err := importer.ImportNAR(context.Background(), fresh, bytes.NewReader(data), "x")
+			if err == nil {
 				t.Fatal("malformed NAR accepted")
+			}
+			if strings.HasPrefix(name, "bad ") && !errors.Is(err, storeclient.ErrCorrupt) {
+				t.Fatalf("error %v does not mean corrupt data", err)
 			}
 			if n := countPathInfos(t, fresh); n != 0 {
 				t.Fatalf("%d PathInfos stored", n)
@@ -430,14 +434,38 @@ func TestImportNARRejects(t *testing.T) {
 	}
 }
 
-// TestImportNARCompressedByTools decompresses NARs made by the real xz and
-// zstd programs.
+// TestImportPlainNAR checks that ImportPlainNAR imports a NAR as it is:
+// a compressed one is not a NAR.
+func TestImportPlainNAR(t *testing.T) {
+	root := makeTree(t, t.TempDir())
+	s := memory.New()
+	info := importPath(t, s, filepath.Join(root, "links"), importer.Options{})
+	plain := writeNAR(t, s, info.Node)
+	back, err := importer.ImportPlainNAR(context.Background(), memory.New(), bytes.NewReader(plain), info.StorePath.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSamePathInfo(t, back, info)
+	fresh := memory.New()
+	if _, err := importer.ImportPlainNAR(context.Background(), fresh, bytes.NewReader(compressZstd(t, plain)), "x"); !errors.Is(err, nar.ErrMalformed) {
+		t.Fatalf("ImportPlainNAR of a zstd file: %v, want a malformed NAR", err)
+	}
+	if n := countPathInfos(t, fresh); n != 0 {
+		t.Fatalf("%d PathInfos stored", n)
+	}
+	if _, err := importer.ImportPlainNAR(context.Background(), s, bytes.NewReader(plain), "bad name"); err == nil {
+		t.Fatal("invalid name accepted")
+	}
+}
+
+// TestImportNARCompressedByTools decompresses NARs made by the real xz,
+// zstd and bzip2 programs.
 func TestImportNARCompressedByTools(t *testing.T) {
 	root := makeTree(t, t.TempDir())
 	s := memory.New()
 	info := importPath(t, s, filepath.Join(root, "many"), importer.Options{})
 	plain := writeNAR(t, s, info.Node)
-	for _, tool := range [][]string{{"xz", "-c", "-T2"}, {"zstd", "-c", "-q"}} {
+	for _, tool := range [][]string{{"xz", "-c", "-T2"}, {"zstd", "-c", "-q"}, {"bzip2", "-c"}} {
 		t.Run(tool[0], func(t *testing.T) {
 			e2etest.NeedCommand(t, tool[0])
 			cmd := exec.Command(tool[0], tool[1:]...)

@@ -1,74 +1,19 @@
 package importer
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"runtime"
 	"sync"
 
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/storeclient/nar"
 )
-
-// Magic bytes of the compressed forms ImportNAR recognises.
-const (
-	xzMagic   = "\xfd7zXZ\x00"
-	zstdMagic = "\x28\xb5\x2f\xfd"
-)
-
-// Decompress returns a reader of the NAR in r, which may be plain or
-// compressed with xz or zstd; the format is recognised by its magic
-// bytes, not a file name. The returned close function releases the
-// decompressor. A plain NAR is read from r itself after the bytes peeked
-// at, through no buffer of its own: the NAR reader has one, and a second
-// would copy every header and small file once more.
-func Decompress(r io.Reader) (io.Reader, func(), error) {
-	var head [len(xzMagic)]byte
-	n, err := io.ReadFull(r, head[:])
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, nil, fmt.Errorf("read NAR: %w", err)
-	}
-	whole := io.MultiReader(bytes.NewReader(head[:n]), r)
-	switch {
-	case bytes.HasPrefix(head[:n], []byte(xzMagic)):
-		xr, err := xz.NewReader(bufio.NewReaderSize(whole, 64<<10))
-		if err != nil {
-			return nil, nil, fmt.Errorf("xz: %w", err)
-		}
-		return &wrapErr{r: xr, what: "xz"}, func() {}, nil
-	case bytes.HasPrefix(head[:n], []byte(zstdMagic)):
-		zr, err := zstd.NewReader(bufio.NewReaderSize(whole, 64<<10), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
-		if err != nil {
-			return nil, nil, fmt.Errorf("zstd: %w", err)
-		}
-		return &wrapErr{r: zr, what: "zstd"}, zr.Close, nil
-	}
-	return whole, func() {}, nil
-}
-
-// wrapErr names the decompressor in its errors, except EOF.
-type wrapErr struct {
-	r    io.Reader
-	what string
-}
-
-func (w *wrapErr) Read(p []byte) (int, error) {
-	n, err := w.r.Read(p)
-	if err != nil && err != io.EOF {
-		err = fmt.Errorf("%s: %w", w.what, err)
-	}
-	return n, err
-}
 
 // hashingReader feeds everything read through it into a hash and counts it.
 type hashingReader struct {
@@ -84,13 +29,39 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// ImportNAR imports the NAR read from r (plain, xz or zstd, recognised by
-// its magic bytes) under the store path name name, and returns the
-// PathInfo of the path `nix-store --add` gives the unpacked tree. The NAR
-// must be canonical (the Reader of package nar is strict), so its sha256,
+// ImportNAR imports the NAR file read from r, plain or compressed with
+// xz, zstd or bzip2 (recognised by its magic bytes, see
+// nar.DetectCompression), as ImportPlainNAR imports the NAR inside. A
+// file the decompressor cannot decode is an error wrapping
+// storeclient.ErrCorrupt.
+func ImportNAR(ctx context.Context, store storeclient.Store, r io.Reader, name string) (*storeclient.PathInfo, error) {
+	if err := checkNARName(name); err != nil {
+		return nil, err
+	}
+	c, r, err := nar.DetectCompression(r)
+	if err != nil {
+		return nil, fmt.Errorf("import NAR %s: %w", quote(name), err)
+	}
+	d, err := nar.Decompress(r, c)
+	if err != nil {
+		return nil, fmt.Errorf("import NAR %s: %w", quote(name), err)
+	}
+	defer d.Close()
+	info, err := importNAR(ctx, store, d, name)
+	if err != nil {
+		return nil, fmt.Errorf("import NAR %s: %w", quote(name), err)
+	}
+	return info, nil
+}
+
+// ImportPlainNAR imports the NAR read from r, which it does not
+// decompress, under the store path name name, and returns the PathInfo of
+// the path `nix-store --add` gives the unpacked tree. The NAR must be
+// canonical (the Reader of package nar is strict), so its sha256,
 // computed over the stream as it is read, is the unpacked tree's NAR hash.
 // A malformed NAR is an error wrapping nar.ErrMalformed; nothing of it is
-// made reachable by a PathInfo.
+// made reachable by a PathInfo. A caller that knows the compression of a
+// NAR file (a narinfo's) decompresses it with nar.Decompress.
 //
 // The calling goroutine parses and hashes the NAR and never waits for a
 // blob to be stored while it has memory budget left: small files go to
@@ -99,16 +70,29 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 // the Directories, waiting there for the files' digests. So the end of a
 // directory, or a big file the disk is slow to take, does not stop the
 // parsing of what follows.
-func ImportNAR(ctx context.Context, store storeclient.Store, r io.Reader, name string) (*storeclient.PathInfo, error) {
-	if _, err := storeclient.NewStorePath(storeclient.StorePathDigest{}, name); err != nil {
-		return nil, fmt.Errorf("import NAR: %w", err)
+func ImportPlainNAR(ctx context.Context, store storeclient.Store, r io.Reader, name string) (*storeclient.PathInfo, error) {
+	if err := checkNARName(name); err != nil {
+		return nil, err
 	}
-	dr, closeDec, err := Decompress(r)
+	info, err := importNAR(ctx, store, r, name)
 	if err != nil {
 		return nil, fmt.Errorf("import NAR %s: %w", quote(name), err)
 	}
-	defer closeDec()
+	return info, nil
+}
 
+// checkNARName checks that name can name a store path, before anything is
+// read or stored.
+func checkNARName(name string) error {
+	if _, err := storeclient.NewStorePath(storeclient.StorePathDigest{}, name); err != nil {
+		return fmt.Errorf("import NAR: %w", err)
+	}
+	return nil
+}
+
+// importNAR is ImportPlainNAR after the name is checked; its errors lack
+// the name.
+func importNAR(ctx context.Context, store storeclient.Store, r io.Reader, name string) (*storeclient.PathInfo, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	par := runtime.GOMAXPROCS(0)
@@ -133,8 +117,8 @@ func ImportNAR(ctx context.Context, store storeclient.Store, r io.Reader, name s
 		seqDone <- err
 	}()
 
-	hr := &hashingReader{r: dr, h: sha256.New()}
-	err = ni.parse(ctx, hr)
+	hr := &hashingReader{r: r, h: sha256.New()}
+	err := ni.parse(ctx, hr)
 	if err == nil {
 		err = ni.jobs.flush(ctx) // the sequencer waits for the last batch
 	}
@@ -158,7 +142,7 @@ func ImportNAR(ctx context.Context, store storeclient.Store, r io.Reader, name s
 	ni.bigWG.Wait()
 	wg.Wait()
 	if err != nil {
-		return nil, fmt.Errorf("import NAR %s: %w", quote(name), err)
+		return nil, err
 	}
 	return info, nil
 }

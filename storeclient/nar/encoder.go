@@ -1,5 +1,8 @@
 // Package nar reads and writes Nix archives (NAR), the serialisation whose
 // sha256 is a store path's NarHash, and converts castore trees to NARs.
+// It also reads compressed NAR files (Decompress, DetectCompression): the
+// importer and the binary cache both want the NAR inside such a file, so
+// both use the one decoder, with one set of limits and errors.
 //
 // The framing is written here rather than with go-nix's pkg/nar: the
 // importer must feed the NAR byte stream of a tree into one sha256 while
