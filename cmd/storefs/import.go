@@ -33,7 +33,7 @@ byte-identical to what nix-store --add prints. A symlink is added as a
 symlink, not followed. --name sets the store path name of a single PATH.
 
 With --nar, import adds the NAR in FILE ("-" for standard input), plain or
-compressed with xz or zstd (recognised by its content), and prints the store
+compressed with xz, zstd or bzip2 (recognised by its content), and prints the store
 path nix-store --add would give the unpacked tree. Its name is --name, or by
 default FILE's base name without .nar, .xz and .zst.`,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/storefs/storefs/storeclient"
+	"github.com/storefs/storefs/storeclient/nar"
 )
 
 // ErrBadNarinfo is wrapped by errors about a narinfo that cannot be used:
@@ -84,10 +85,8 @@ func ParseNarInfo(b []byte, want storeclient.StorePathDigest) (*NarInfo, error) 
 		p.CA = ca
 	}
 	out := &NarInfo{Info: p, Compression: ni.Compression, FileSize: ni.FileSize}
-	switch ni.Compression {
-	case "none", "xz", "zstd", "bzip2":
-	default:
-		return nil, fmt.Errorf("%w: %s: compression %q is not supported (none, xz, zstd, bzip2)", ErrBadNarinfo, sp, ni.Compression)
+	if !nar.Compression(ni.Compression).Supported() {
+		return nil, fmt.Errorf("%w: %s: compression %q is not supported (%s)", ErrBadNarinfo, sp, ni.Compression, nar.SupportedCompressions)
 	}
 	if ni.FileHash != nil {
 		var fh [sha256.Size]byte

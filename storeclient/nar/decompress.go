@@ -33,6 +33,19 @@ const (
 // 27); a stream made with --long=28 or more is refused.
 const MaxZstdWindow = 128 << 20
 
+// SupportedCompressions names the compressions Decompress reads, for
+// messages.
+const SupportedCompressions = "none, xz, zstd, bzip2"
+
+// Supported reports whether Decompress reads c.
+func (c Compression) Supported() bool {
+	switch c {
+	case CompressionNone, CompressionXZ, CompressionZstd, CompressionBzip2:
+		return true
+	}
+	return false
+}
+
 // inputBuffer is the size of the buffer between a decoder and its source.
 // The xz decoder reads its input a byte at a time, so without it every
 // byte of a .nar.xz file would be a read system call.
