@@ -23,8 +23,9 @@
 //
 // Every error is an *Error carrying the errno the frontend answers with;
 // Errno(err) returns it (ENOENT, EIO, EPERM, EROFS, EINVAL, EISDIR, ENOTDIR,
-// ENODATA, ERANGE, ENAMETOOLONG, ESTALE, ELOOP). Writes are refused with
-// ReadOnly(op, name) (EROFS), which matches ErrReadOnly.
+// ENODATA, ERANGE, ENAMETOOLONG, ESTALE, ELOOP; ENOTSUP from
+// FS.ReadPrefetched only). Writes are refused with ReadOnly(op, name)
+// (EROFS), which matches ErrReadOnly.
 //
 // # Inode numbers
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"syscall"
 
 	"github.com/storefs/storefs/storeclient"
@@ -101,12 +102,19 @@ func (f *FS) PrefetchFile(ctx context.Context, n Node) error {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.Timeout)
 	defer cancel()
 	t0 := f.backendStart()
-	fl, off, err := storeclient.BlobFile(ctx, f.store, d)
-	if err == nil {
-		adviseWillNeed(fl, off, int64(size))
-		err = fl.Close()
+	type fileRange struct {
+		f   *os.File
+		off int64
 	}
+	r, err := storeCall(f.fsState, BackendBlobFile, func() (fileRange, error) {
+		fl, off, err := storeclient.BlobFile(ctx, f.store, d)
+		return fileRange{fl, off}, err
+	})
 	f.backendEnd(BackendBlobFile, t0, err)
+	if err == nil {
+		adviseWillNeed(r.f, r.off, int64(size))
+		err = r.f.Close()
+	}
 	if err != nil {
 		return backendError("prefetch "+d.String(), "", err)
 	}
