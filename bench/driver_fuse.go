@@ -50,9 +50,6 @@ func startStorefsFUSE(ctx context.Context, env *Env, storeDir, storePath string,
 		return nil, err
 	}
 	opts := fuse.MountOptions{Options: fuse.Options{Logger: env.Log, NoPassthrough: !passthrough}}
-	if bf, ok := s.(fuse.BlobFiler); ok {
-		opts.BlobFiles = bf
-	}
 	srv, err := fuse.Mount(mnt, fsys, opts)
 	if err != nil {
 		s.Close()

@@ -227,9 +227,6 @@ func startStorefsVirtiofs(ctx context.Context, env *Env, storeDir string) (strin
 	// straight from the file into the guest's pages (preadv; passthrough
 	// needs a kernel mount and is not tried).
 	opts := fuse.Options{Logger: env.Log, NoListingCache: true} // as the daemon serves virtio-fs
-	if bf, ok := s.(fuse.BlobFiler); ok {
-		opts.BlobFiles = bf
-	}
 	srv := &virtiofs.Server{
 		Socket: filepath.Join(env.Scratch, "storefs-virtiofs.sock"),
 		Tag:    "storefs",

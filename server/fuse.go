@@ -8,24 +8,22 @@ import (
 
 	"github.com/storefs/storefs/config"
 	"github.com/storefs/storefs/protocols/fuse"
-	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
 )
 
 // fuseFrontend is one FUSE mount.
 type fuseFrontend struct {
-	mnt   config.FUSEMount
-	fs    *vfs.FS
-	store storeclient.Store
-	m     *Metrics
-	log   *slog.Logger
+	mnt config.FUSEMount
+	fs  *vfs.FS
+	m   *Metrics
+	log *slog.Logger
 
 	srv     *fuse.Server
 	created bool // the mountpoint was made by Start; Shutdown removes it
 }
 
-func newFUSEFrontend(mnt config.FUSEMount, fs *vfs.FS, store storeclient.Store, m *Metrics, log *slog.Logger) *fuseFrontend {
-	return &fuseFrontend{mnt: mnt, fs: fs, store: store, m: m, log: log}
+func newFUSEFrontend(mnt config.FUSEMount, fs *vfs.FS, m *Metrics, log *slog.Logger) *fuseFrontend {
+	return &fuseFrontend{mnt: mnt, fs: fs, m: m, log: log}
 }
 
 func (f *fuseFrontend) Name() string { return ProtoFUSE }
@@ -42,9 +40,6 @@ func (f *fuseFrontend) Start(ctx context.Context) error {
 		f.created = true
 	}
 	opts := fuse.MountOptions{Options: fuse.Options{Logger: f.log}, AllowOther: f.mnt.AllowOther}
-	if bf, ok := f.store.(fuse.BlobFiler); ok {
-		opts.BlobFiles = bf
-	}
 	srv, err := fuse.Mount(dir, f.fs, opts)
 	if err != nil {
 		f.removeDir()

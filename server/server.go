@@ -165,7 +165,7 @@ func (s *Server) frontends(cfg *config.Config) []Frontend {
 		fs = append(fs, &metricsFrontend{cfg: cfg.Metrics, m: s.metrics, ready: &s.ready, log: log, guard: guard})
 	}
 	for _, mnt := range cfg.FUSE {
-		fs = append(fs, newFUSEFrontend(mnt, s.fs.View(ProtoFUSE), s.store, s.metrics, s.log.With("frontend", ProtoFUSE)))
+		fs = append(fs, newFUSEFrontend(mnt, s.fs.View(ProtoFUSE), s.metrics, s.log.With("frontend", ProtoFUSE)))
 	}
 	if cfg.NFS.Listen != "" {
 		log := s.log.With("frontend", ProtoNFS)
@@ -192,7 +192,7 @@ func (s *Server) frontends(cfg *config.Config) []Frontend {
 			}})
 	}
 	if cfg.VirtioFS.Socket != "" {
-		fs = append(fs, &virtiofsFrontend{cfg: cfg.VirtioFS, fs: s.fs.View(ProtoVirtioFS), store: s.store, m: s.metrics,
+		fs = append(fs, &virtiofsFrontend{cfg: cfg.VirtioFS, fs: s.fs.View(ProtoVirtioFS), m: s.metrics,
 			log: s.log.With("frontend", ProtoVirtioFS)})
 	}
 	if cfg.GRPC.Listen != "" {

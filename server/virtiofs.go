@@ -10,7 +10,6 @@ import (
 	"github.com/storefs/storefs/config"
 	"github.com/storefs/storefs/protocols/fuse"
 	"github.com/storefs/storefs/protocols/virtiofs"
-	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
 )
 
@@ -22,11 +21,10 @@ const ProtoVirtioFS = "virtiofs"
 // guest mount is served by the FUSE frontend's RawFileSystem over the
 // shared vfs.
 type virtiofsFrontend struct {
-	cfg   config.VirtioFS
-	fs    *vfs.FS
-	store storeclient.Store // for blob files, when the store keeps them
-	m     *Metrics
-	log   *slog.Logger
+	cfg config.VirtioFS
+	fs  *vfs.FS
+	m   *Metrics
+	log *slog.Logger
 
 	srv  *virtiofs.Server
 	done chan error
@@ -42,12 +40,10 @@ func (f *virtiofsFrontend) Start(ctx context.Context) error {
 			// The guest lists directories again through the device
 			// rather than keeping copies in its own page cache: see
 			// fuse.Options.NoListingCache.
+			// Reads that vfs answers with a range of a local file (the
+			// embedded store's blob files) go straight into guest memory
+			// (preadv), without a copy through the daemon.
 			opts := fuse.Options{Logger: f.log, NoListingCache: true}
-			// Reads of the embedded store's blob files then go straight
-			// into guest memory (preadv), without a copy through vfs.
-			if bf, ok := f.store.(fuse.BlobFiler); ok {
-				opts.BlobFiles = bf
-			}
 			return fuse.NewRawFileSystem(f.fs, opts)
 		},
 		Logger: f.log,

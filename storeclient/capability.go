@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 )
 
 // Optional store capabilities. Each is an interface a store may implement
@@ -82,4 +83,59 @@ func OpenBlobSized(ctx context.Context, s BlobService, d Digest, size int64) (Bl
 // own, into a buffer of its own.
 type ContextReaderAt interface {
 	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// How a wrapping store forwards a capability: it embeds what it wraps
+// (which passes Store on) and declares, with an explicit method, only the
+// capabilities that stay true of the wrapper, each calling the helper
+// above on what it wraps, so that it falls back as the helper does. An
+// embedded interface value passes on its own method set only, so nothing
+// is forwarded by accident. The cache store (storeclient/cache) forwards
+// TrustedStore from its fast store, from which it serves everything; it
+// does not forward BlobFiler or BlobPrefetcher, which would have to fetch
+// a blob from the slow store first. A wrapper that changes what a store
+// serves (vfstest.Corrupt) forwards nothing.
+
+// BlobFiler is implemented by stores that keep each blob as a range of a
+// local file (the embedded local store: a blob file of its own, or a range
+// of a pack), for callers that hand a blob to the kernel or advise it to
+// read one ahead. The file's content is trusted only if the store is
+// (IsTrustedLocal).
+type BlobFiler interface {
+	// BlobFile opens the file holding blob d, read-only: the blob is the
+	// bytes [off, off+size) of f. The caller closes f. A missing blob
+	// wraps ErrNotFound.
+	BlobFile(ctx context.Context, d Digest) (f *os.File, off int64, err error)
+}
+
+// BlobFile opens s's file holding blob d through its BlobFiler, or
+// returns an error wrapping errors.ErrUnsupported when s keeps no blob
+// files.
+func BlobFile(ctx context.Context, s BlobService, d Digest) (f *os.File, off int64, err error) {
+	bf, ok := s.(BlobFiler)
+	if !ok {
+		return nil, 0, fmt.Errorf("blob file %s: %w", d, errors.ErrUnsupported)
+	}
+	return bf.BlobFile(ctx, d)
+}
+
+// BlobPrefetcher is implemented by stores that can start reading many
+// blobs from disk at once, in the background (the local store reads its
+// packed blobs ahead as merged ranges of their packs).
+type BlobPrefetcher interface {
+	// WillNeed tells the store that blobs ds are about to be read and
+	// returns those it did not start reading (blobs not packed, or
+	// missing), which a caller may read ahead one by one.
+	WillNeed(ctx context.Context, ds []Digest) ([]Digest, error)
+}
+
+// WillNeed tells s through its BlobPrefetcher that blobs ds are about to
+// be read, and returns those it did not start reading: all of ds when s
+// has no BlobPrefetcher.
+func WillNeed(ctx context.Context, s BlobService, ds []Digest) ([]Digest, error) {
+	p, ok := s.(BlobPrefetcher)
+	if !ok {
+		return ds, nil
+	}
+	return p.WillNeed(ctx, ds)
 }

@@ -7,8 +7,8 @@
 //
 // An FS wraps a storeclient.Store. A Node is a small immutable value: the
 // root (FS.Root), the root node of a PathInfo, or an entry below one.
-// FS.Lookup, FS.ReadDir, FS.Attr, FS.Readlink, FS.Open (then File.ReadAt),
-// FS.Getxattr, FS.Listxattr and FS.Statfs are the operations; FS.Walk
+// FS.Lookup, FS.ReadDir, FS.Attr, FS.Readlink, FS.Open (then File.Read or
+// File.ReadAt), FS.Getxattr, FS.Listxattr and FS.Statfs are the operations; FS.Walk
 // resolves a path for path-based callers. FS.Attr needs no store call, so
 // readdirplus and getattr are free once a node is known.
 //
@@ -23,8 +23,9 @@
 //
 // Every error is an *Error carrying the errno the frontend answers with;
 // Errno(err) returns it (ENOENT, EIO, EPERM, EROFS, EINVAL, EISDIR, ENOTDIR,
-// ENODATA, ERANGE, ENAMETOOLONG, ESTALE, ELOOP). Writes are refused with
-// ReadOnly(op, name) (EROFS), which matches ErrReadOnly.
+// ENODATA, ERANGE, ENAMETOOLONG, ESTALE, ELOOP; ENOTSUP from
+// FS.ReadPrefetched only). Writes are refused with ReadOnly(op, name)
+// (EROFS), which matches ErrReadOnly.
 //
 // # Inode numbers
 //
@@ -65,13 +66,28 @@
 //
 // # Integrity and bounds
 //
-// Stores that do not implement TrustedLocal() bool returning true get every
-// Directory re-hashed on fetch and every blob hashed in full on first open
-// (verify-then-serve; verified digests are remembered in a bounded LRU).
-// Child Directory sizes are checked against what the parent recorded. Every
+// A store that is not trusted local data (storeclient.IsTrustedLocal) gets
+// every Directory re-hashed on fetch and every blob verified before its
+// bytes are served: per chunk group through its bao outboard when the
+// store offers one, or else fetched once, whole, into the spool and hashed
+// (see FS.Open). Child Directory sizes are checked against what the parent recorded. Every
 // backend call is bounded by Options.Timeout. Directories are cached in an
 // LRU of Options.DirectoryCacheSize with one fetch per concurrent miss;
 // nothing else grows with the nodes seen.
+//
+// # Store capabilities
+//
+// What a store can do beyond storeclient.Store is declared once in
+// storeclient (storeclient/capability.go) and found here by type
+// assertion, with the helpers' fallbacks: trust (TrustedStore), bao
+// outboards (OutboardStore), opening a blob of known size
+// (SizedBlobOpener), blob files (BlobFiler) and reading many blobs ahead
+// (BlobPrefetcher). Frontends never ask the store: File.Read says whether
+// a read may be served as a range of a local file, File.PassthroughFile
+// whether the kernel may read a blob's file itself, FS.LocalBlobFiles
+// whether the store keeps trusted blob files at all, and FS.Prefetch,
+// FS.PrefetchFile and FS.ReadPrefetched read files ahead of their reads
+// (trusted local stores only; nothing for the others).
 //
 // A caller whose context is cancelled while a backend call runs (a FUSE
 // INTERRUPT, a 9P Tflush, a closed connection) gets EINTR, not EIO: nothing

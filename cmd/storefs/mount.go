@@ -63,9 +63,6 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, dir string
 		return err
 	}
 	opts := fuse.MountOptions{Options: fuse.Options{Logger: log}, AllowOther: o.allowOther, Force: o.force, Debug: o.debug}
-	if bf, ok := s.(fuse.BlobFiler); ok {
-		opts.BlobFiles = bf
-	}
 	srv, err := fuse.Mount(dir, fsys, opts)
 	if err != nil {
 		return err

@@ -39,10 +39,20 @@
 // Options.NoListingCache, as the virtio-fs frontend sets). Negative lookups
 // are not cached: new store paths can appear in the root.
 //
-// When the store keeps blobs as files (Options.BlobFiles, the embedded
-// local store) and the kernel and privileges allow it, regular files are
-// opened with FUSE passthrough: the kernel reads the blob's file itself and
-// reads never reach the daemon. Otherwise reads of such files are spliced
-// from the blob's file into the FUSE device, and all other reads go
-// through vfs.File.ReadAt.
+// Every read asks vfs (vfs.File.Read), which decides what may be served
+// and how: when it answers with a range of a local file that holds the
+// blob from its start (a trusted store's blob file, a remote blob verified
+// whole into the spool), the range is spliced from that file into the FUSE
+// device; otherwise the bytes vfs returns are sent.
+//
+// When vfs serves the store's blobs as trusted local files
+// (vfs.FS.LocalBlobFiles: the embedded local store), two more things
+// happen. Where the kernel and privileges allow it, regular files whose
+// blob is a file of its own (vfs.File.PassthroughFile) are opened with
+// FUSE passthrough: the kernel reads the blob's file itself and reads
+// never reach the daemon. And opening the first file of a directory has
+// vfs read the directory's other small files ahead, storing those it read
+// ahead in the kernel's page cache (see prefetch.go). The package never
+// asks the store itself: what the store can do (storeclient's optional
+// capabilities) is vfs' business.
 package fuse

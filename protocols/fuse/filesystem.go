@@ -6,7 +6,6 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math"
-	"os"
 	"syscall"
 	"time"
 
@@ -18,14 +17,10 @@ import (
 )
 
 // Options configure the FUSE frontend. The zero value serves with the
-// defaults: passthrough off, logging to slog.Default().
+// defaults, logging to slog.Default(). Passthrough and prefetching are on
+// where vfs serves the store's blobs as trusted local files
+// (vfs.FS.LocalBlobFiles, the embedded local store).
 type Options struct {
-	// BlobFiles, if set, opens blobs as files for FUSE passthrough and
-	// splice. It is used only when it also reports TrustedLocal() true,
-	// the rule vfs applies before serving a blob without verifying it.
-	// The embedded local store (storeclient/local) implements it.
-	BlobFiles BlobFiler
-
 	// NoPassthrough keeps reads in the daemon even where passthrough
 	// works: they are spliced from the blob files instead (for
 	// comparison and for debugging).
@@ -41,31 +36,6 @@ type Options struct {
 
 	// Logger receives the frontend's log lines. Default slog.Default().
 	Logger *slog.Logger
-}
-
-// BlobFiler is implemented by stores whose blobs are ranges of files on a
-// local filesystem whose content was verified when it was written, such as
-// the embedded local store. Which files' blobs the kernel may read
-// itself is vfs' rule (vfs.File.BlobFile); the others are read through
-// vfs.
-type BlobFiler interface {
-	// OpenBlob opens the blob with digest d (the prefetcher reads
-	// packed blobs with it; a store may share one descriptor among the
-	// readers of many blobs).
-	OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient.BlobReader, error)
-	// BlobFile opens the file holding the blob with digest d, read-only;
-	// the blob starts at off in it. The caller closes f.
-	BlobFile(ctx context.Context, d storeclient.Digest) (f *os.File, off int64, err error)
-	// TrustedLocal reports whether the blob files may be served without
-	// verifying them.
-	TrustedLocal() bool
-}
-
-// BlobPrefetcher is implemented by BlobFiles that can start reading many
-// blobs from disk at once (the local store reads the packed ones ahead as
-// pack ranges). WillNeed returns the blobs it did not read ahead.
-type BlobPrefetcher interface {
-	WillNeed(ctx context.Context, ds []storeclient.Digest) ([]storeclient.Digest, error)
 }
 
 // forever is the entry and attribute timeout: content never changes while
@@ -88,8 +58,8 @@ const dirBlockSize = 4096
 type filesystem struct {
 	vfs *vfs.FS
 	log *slog.Logger
-	pt  *passthrough // nil: never passthrough (no BlobFiles, or not trusted)
-	pf  *prefetcher  // nil: no prefetching (no BlobFiles, or not trusted)
+	pt  *passthrough // nil: never passthrough (no trusted local blob files)
+	pf  *prefetcher  // nil: no prefetching (no trusted local blob files)
 
 	noListingCache bool // Options.NoListingCache
 }
@@ -110,12 +80,12 @@ func newFileSystem(fsys *vfs.FS, opts Options) (fuse.RawFileSystem, *filesystem)
 		log = slog.Default()
 	}
 	s := &filesystem{vfs: fsys.View("fuse"), log: log, noListingCache: opts.NoListingCache}
-	if opts.BlobFiles != nil && opts.BlobFiles.TrustedLocal() {
+	if s.vfs.LocalBlobFiles() {
 		s.pt = &passthrough{log: log}
 		if opts.NoPassthrough {
 			s.pt.off.Store(true)
 		}
-		s.pf = newPrefetcher(opts.BlobFiles)
+		s.pf = newPrefetcher(s.vfs)
 	}
 	root := &dirNode{node: node{fs: s, n: s.vfs.Root()}}
 	entry, attr := forever, forever

@@ -61,9 +61,11 @@ type Server struct {
 // The mount is read-only with default_permissions, named storefs (fsname
 // and subtype). Entries and attributes are cached forever, files keep
 // their page cache across opens, READ and readahead go up to 1 MiB,
-// directory operations run in parallel, and files of a store that keeps
-// blobs as files (opts.BlobFiles) use FUSE passthrough where the kernel
-// and privileges allow it; otherwise reads are spliced from the blob file.
+// directory operations run in parallel, and files of a store whose blobs
+// vfs serves as trusted local files (vfs.FS.LocalBlobFiles) use FUSE
+// passthrough where the kernel and privileges allow it; otherwise reads
+// are spliced from the blob file. Prefetching workers run while it is
+// mounted (see prefetch.go).
 func Mount(dir string, fsys *vfs.FS, opts MountOptions) (*Server, error) {
 	log := opts.Logger
 	if log == nil {

@@ -59,7 +59,7 @@ func TestPackedFiles(t *testing.T) {
 	}
 	for _, m := range readModes {
 		t.Run(m.name, func(t *testing.T) {
-			srv := mountFS(t, newVFS(t, s), MountOptions{Options: m.opts(s)})
+			srv := mountFS(t, m.vfs(t, s), MountOptions{Options: m.opts})
 			root := filepath.Join(srv.Dir(), pi.StorePath.Basename())
 			// List the directories (the kernel then knows their files),
 			// open one file of each and give the prefetcher a moment: the

@@ -2,13 +2,10 @@ package fuse
 
 import (
 	"context"
-	"errors"
-	"io"
 	"sync"
 	"sync/atomic"
 
 	"github.com/hanwen/go-fuse/v2/fs"
-	"golang.org/x/sys/unix"
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
@@ -18,20 +15,21 @@ import (
 // and one READ round trip to the daemon per file, unless the work is done
 // in advance. When a file of a directory is first opened, the prefetcher
 // works through the other small files of that directory in the
-// background:
+// background, through vfs (which reads ahead only a store that keeps its
+// blobs as trusted local files, vfs.FS.LocalBlobFiles):
 //
-//   - a store that packs small blobs (BlobPrefetcher, the local store)
-//     reads them ahead as ranges of its pack files (the files of one
-//     directory lie together there, so this is one sequential read); the
-//     prefetcher then reads each packed file and stores its bytes in the
-//     kernel's page cache of the FUSE file (FUSE_NOTIFY_STORE), so that
-//     the reads that follow are served by the kernel without a READ
-//     request;
-//   - blobs that are files of their own (big blobs, stores written before
-//     packs, which passthrough may hand to the kernel) lie in digest order
-//     on disk, so each is opened and advised (posix_fadvise WILLNEED) by
-//     many workers at once: the disk then works on them in parallel, and
-//     the reads that follow find them in the page cache.
+//   - vfs.FS.Prefetch has the store read them ahead where it can (the
+//     local store reads its packed blobs as ranges of its pack files; the
+//     files of one directory lie together there, so this is one
+//     sequential read); the prefetcher then reads each file read ahead
+//     (vfs.FS.ReadPrefetched) and stores its bytes in the kernel's page
+//     cache of the FUSE file (FUSE_NOTIFY_STORE), so that the reads that
+//     follow are served by the kernel without a READ request;
+//   - the others (blobs that are files of their own: big blobs, stores
+//     written before packs, which passthrough may hand to the kernel) lie
+//     in digest order on disk, so each is advised by vfs.FS.PrefetchFile
+//     from many workers at once: the disk then works on them in parallel,
+//     and the reads that follow find them in the page cache.
 //
 // Only whole small blobs are prefetched, each directory once per node.
 const (
@@ -46,11 +44,11 @@ const (
 // prefetchFile is a small file of a directory.
 type prefetchFile struct {
 	name string
-	d    storeclient.Digest
+	n    vfs.Node
 	size int64
 }
 
-// prefetchJob is a directory's small files (dir set), or one blob file to
+// prefetchJob is a directory's small files (dir set), or one file to
 // advise.
 type prefetchJob struct {
 	dir   *fs.Inode
@@ -61,8 +59,7 @@ type prefetchJob struct {
 // prefetcher owns its worker goroutines: start them with start, end them
 // with stop (Server.Unmount does both through Mount).
 type prefetcher struct {
-	files BlobFiler
-	ahead BlobPrefetcher // nil: every blob is advised as a file of its own
+	fs    *vfs.FS
 	queue chan prefetchJob
 	wg    sync.WaitGroup
 	ctx   context.Context
@@ -71,9 +68,9 @@ type prefetcher struct {
 	bufs  sync.Pool // *[]byte of prefetchMaxBytes, for pushing file contents
 }
 
-func newPrefetcher(files BlobFiler) *prefetcher {
-	p := &prefetcher{files: files, queue: make(chan prefetchJob, prefetchQueue)}
-	p.ahead, _ = files.(BlobPrefetcher)
+// newPrefetcher returns a prefetcher reading ahead through fsys.
+func newPrefetcher(fsys *vfs.FS) *prefetcher {
+	p := &prefetcher{fs: fsys, queue: make(chan prefetchJob, prefetchQueue)}
 	p.bufs.New = func() any { b := make([]byte, prefetchMaxBytes); return &b }
 	return p
 }
@@ -106,31 +103,32 @@ func (p *prefetcher) work() {
 				p.directoryJob(j)
 				continue
 			}
-			f, off, err := p.files.BlobFile(p.ctx, j.one.d)
-			if err != nil {
-				continue
-			}
-			unix.Fadvise(int(f.Fd()), off, j.one.size, unix.FADV_WILLNEED)
-			f.Close()
+			// A hint: a file that cannot be advised is read when it is
+			// read, and vfs logs what is wrong with the store then.
+			_ = p.fs.PrefetchFile(p.ctx, j.one.n)
 		}
 	}
 }
 
-// directoryJob reads a directory's packed files ahead and stores them in
-// the kernel's cache, in directory order (the order a walk reads them),
-// and queues the others to be advised.
+// directoryJob has vfs read a directory's files ahead, stores those it
+// read ahead in the kernel's cache, in directory order (the order a walk
+// reads them), and queues the others to be advised.
 func (p *prefetcher) directoryJob(j prefetchJob) {
-	ds := make([]storeclient.Digest, len(j.files))
+	ns := make([]vfs.Node, len(j.files))
 	for i, f := range j.files {
-		ds[i] = f.d
+		ns[i] = f.n
 	}
-	rest, err := p.ahead.WillNeed(p.ctx, ds)
+	ahead, rest, err := p.fs.Prefetch(p.ctx, ns)
 	if err != nil {
 		return
 	}
-	unpacked := make(map[storeclient.Digest]bool, len(rest))
-	for _, d := range rest {
-		unpacked[d] = true
+	isAhead := make(map[storeclient.Digest]bool, len(ahead))
+	for _, n := range ahead {
+		isAhead[n.StoreNode().Digest()] = true
+	}
+	isRest := make(map[storeclient.Digest]bool, len(rest))
+	for _, n := range rest {
+		isRest[n.StoreNode().Digest()] = true
 	}
 	bp := p.bufs.Get().(*[]byte)
 	defer p.bufs.Put(bp)
@@ -139,17 +137,18 @@ func (p *prefetcher) directoryJob(j prefetchJob) {
 		if p.ctx.Err() != nil {
 			return
 		}
-		if unpacked[f.d] {
+		d := f.n.StoreNode().Digest()
+		if isRest[d] {
 			if !p.enqueue(prefetchJob{one: f}) {
 				return
 			}
 			continue
 		}
-		if pushed+f.size > pushMaxBytes {
+		if !isAhead[d] || pushed+f.size > pushMaxBytes {
 			continue
 		}
 		pushed += f.size
-		p.push(j.dir, f, (*bp)[:f.size])
+		p.push(j.dir, f, *bp)
 	}
 }
 
@@ -161,19 +160,11 @@ func (p *prefetcher) push(dir *fs.Inode, f prefetchFile, buf []byte) {
 	if child == nil {
 		return
 	}
-	r, err := p.files.OpenBlob(p.ctx, f.d)
+	b, err := p.fs.ReadPrefetched(p.ctx, f.n, buf)
 	if err != nil {
 		return
 	}
-	defer r.Close()
-	if r.Size() != f.size {
-		return
-	}
-	n, err := r.ReadAt(buf, 0)
-	if n != len(buf) || (err != nil && !errors.Is(err, io.EOF)) {
-		return
-	}
-	child.WriteCache(0, buf)
+	child.WriteCache(0, b)
 }
 
 // enqueue queues a job, never blocking: it reports false if the queue is
@@ -202,18 +193,12 @@ func (p *prefetcher) directory(ctx context.Context, dir *dirNode) {
 		if e.Node.Kind() != storeclient.KindFile || sn.Size() == 0 || sn.Size() > prefetchMaxBytes {
 			continue
 		}
-		f := prefetchFile{name: string(e.Name), d: sn.Digest(), size: int64(sn.Size())}
-		if p.ahead == nil {
-			if !p.enqueue(prefetchJob{one: f}) {
-				return
-			}
-			continue
-		}
-		j.files = append(j.files, f)
+		j.files = append(j.files, prefetchFile{name: string(e.Name), n: e.Node, size: int64(sn.Size())})
 	}
 	if len(j.files) > 0 {
 		// The store looks the blobs up in its index and reads them: a
-		// worker does it, so the open that triggered this does not wait.
+		// worker has vfs do it, so the open that triggered this does not
+		// wait.
 		p.enqueue(j)
 	}
 }

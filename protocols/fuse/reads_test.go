@@ -65,15 +65,35 @@ func putBig(t *testing.T, s storeclient.Store, size int) []byte {
 	return data
 }
 
-// readModes are the three ways a file's bytes reach a reader.
-var readModes = []struct {
+// readMode is one of the three ways a file's bytes reach a reader.
+type readMode struct {
 	name string
-	opts func(s *local.Store) Options
-}{
-	{"passthrough", func(s *local.Store) Options { return Options{BlobFiles: s} }},
-	{"splice", func(s *local.Store) Options { return Options{BlobFiles: s, NoPassthrough: true} }},
-	{"vfs", func(s *local.Store) Options { return Options{} }},
+	opts Options
+	// noFiles hides the local store's blob files from vfs
+	// (vfs.FS.LocalBlobFiles is false): no passthrough, no prefetching.
+	noFiles bool
 }
+
+var readModes = []readMode{
+	{name: "passthrough"},
+	{name: "splice", opts: Options{NoPassthrough: true}},
+	{name: "vfs", noFiles: true},
+}
+
+// vfs returns the FS over s that the mode reads through.
+func (m readMode) vfs(t *testing.T, s *local.Store) *vfs.FS {
+	t.Helper()
+	if m.noFiles {
+		return newVFS(t, noBlobFiles{s})
+	}
+	return newVFS(t, s)
+}
+
+// noBlobFiles passes a store's trust on but not its blob files
+// (storeclient.BlobFiler) or its readahead.
+type noBlobFiles struct{ storeclient.Store }
+
+func (n noBlobFiles) TrustedLocal() bool { return storeclient.IsTrustedLocal(n.Store) }
 
 func newVFS(t *testing.T, s storeclient.Store) *vfs.FS {
 	t.Helper()
@@ -96,10 +116,10 @@ func TestConcurrentReads(t *testing.T) {
 	big := putBig(t, s, 256<<20)
 	for _, m := range readModes {
 		t.Run(m.name, func(t *testing.T) {
-			opts := m.opts(s)
+			opts := m.opts
 			var logged lockedBuffer
 			opts.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logged, testWriter{t}), nil))
-			srv := mountFS(t, newVFS(t, s), MountOptions{Options: opts})
+			srv := mountFS(t, m.vfs(t, s), MountOptions{Options: opts})
 			defer func() {
 				// As root on a kernel that offers it, passthrough must
 				// really be on (the reads above went around the daemon).
@@ -165,7 +185,7 @@ func TestClientKilledMidRead(t *testing.T) {
 	want := sha256.Sum256(big)
 	for _, m := range readModes {
 		t.Run(m.name, func(t *testing.T) {
-			srv := mountFS(t, newVFS(t, s), MountOptions{Options: m.opts(s)})
+			srv := mountFS(t, m.vfs(t, s), MountOptions{Options: m.opts})
 			path := srv.Dir() + "/" + bigName
 			for range 3 {
 				cmd := exec.CommandContext(context.Background(), cat, path)

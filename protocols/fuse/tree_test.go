@@ -27,7 +27,7 @@ func TestDirectoryAliasing(t *testing.T) {
 	if err := storetest.NewFixtures().Fill(t.Context(), s, storetest.FillOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	srv := mountFS(t, newVFS(t, s), MountOptions{Options: Options{BlobFiles: s}})
+	srv := mountFS(t, newVFS(t, s), MountOptions{})
 	a := srv.Dir() + "/" + storetest.RootWithKeep
 	b := srv.Dir() + "/" + storetest.RootComplicated + "/keep"
 	var ino [2]uint64
@@ -158,7 +158,7 @@ func TestImportedTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := mountFS(t, newVFS(t, s), MountOptions{Options: Options{BlobFiles: s}})
+	srv := mountFS(t, newVFS(t, s), MountOptions{})
 	mnt := filepath.Join(srv.Dir(), pi.StorePath.Basename())
 	if out, err := exec.Command(diff, "-r", "--no-dereference", src, mnt).CombinedOutput(); err != nil {
 		t.Errorf("diff -r %s %s: %v\n%s", src, mnt, err, out)

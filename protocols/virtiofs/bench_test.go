@@ -44,7 +44,7 @@ func BenchmarkHandleRead128K(b *testing.B) {
 		b.Fatal(err)
 	}
 	sess := newFuseSession(func() gofuse.RawFileSystem {
-		return storefsfuse.NewRawFileSystem(fsys, storefsfuse.Options{BlobFiles: s})
+		return storefsfuse.NewRawFileSystem(fsys, storefsfuse.Options{})
 	}, gofuse.MountOptions{MaxWrite: DefaultMaxWrite}, slog.Default())
 	do := func(in []byte, out ...[]byte) []byte {
 		c := &chain{in: [][]byte{in}, out: out}

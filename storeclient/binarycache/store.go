@@ -236,13 +236,10 @@ func (s *Store) readCacheInfo(ctx context.Context) error {
 	return nil
 }
 
-// TrustedLocal reports whether the cache store is trusted: content is
-// verified when it is fetched, so the Store is as trustworthy as the
-// store it keeps that content in.
-func (s *Store) TrustedLocal() bool {
-	tl, ok := s.cache.(interface{ TrustedLocal() bool })
-	return ok && tl.TrustedLocal()
-}
+// TrustedLocal implements storeclient.TrustedStore: content is verified
+// when it is fetched, so the Store is as trustworthy as the store it keeps
+// that content in.
+func (s *Store) TrustedLocal() bool { return storeclient.IsTrustedLocal(s.cache) }
 
 // Cache returns the cache store.
 func (s *Store) Cache() storeclient.Store { return s.cache }

@@ -31,10 +31,6 @@ type treeGetter interface {
 	GetDirectoryTree(ctx context.Context, d storeclient.Digest) ([]*storeclient.Directory, error)
 }
 
-type trustedLocal interface {
-	TrustedLocal() bool
-}
-
 // Store is a fast store in front of a slow one.
 type Store struct {
 	fast, slow storeclient.Store
@@ -47,7 +43,10 @@ type Store struct {
 	cancel context.CancelFunc
 }
 
-var _ storeclient.Store = (*Store)(nil)
+var (
+	_ storeclient.Store        = (*Store)(nil)
+	_ storeclient.TrustedStore = (*Store)(nil)
+)
 
 // New returns a Store that fills fast from slow. It owns both: Close
 // closes them.
@@ -59,14 +58,13 @@ func New(fast, slow storeclient.Store, logger *slog.Logger) *Store {
 	return &Store{fast: fast, slow: slow, log: logger, ctx: ctx, cancel: cancel}
 }
 
-// TrustedLocal reports whether the fast store is trusted: everything served
-// comes from it, and what was filled into it was verified on the way (blob
-// digests re-hashed here, Directories by the slow store's GetDirectory and
-// the fast store's re-hash).
-func (s *Store) TrustedLocal() bool {
-	t, ok := s.fast.(trustedLocal)
-	return ok && t.TrustedLocal()
-}
+// TrustedLocal implements storeclient.TrustedStore: the Store is trusted
+// when its fast store is. Everything served comes from the fast store, and
+// what was filled into it was verified on the way (blob digests re-hashed
+// here, Directories by the slow store's GetDirectory and the fast store's
+// re-hash). The cache forwards no other capability (see
+// storeclient/capability.go).
+func (s *Store) TrustedLocal() bool { return storeclient.IsTrustedLocal(s.fast) }
 
 // Close closes both stores.
 func (s *Store) Close() error {

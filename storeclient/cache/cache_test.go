@@ -190,3 +190,33 @@ func (l *lying) OpenBlob(ctx context.Context, d storeclient.Digest) (storeclient
 	}
 	return l.Store.OpenBlob(ctx, d)
 }
+
+// TestCapabilities checks which store capabilities the cache passes on:
+// trust from its fast store, whatever the slow one is, and nothing that
+// would need a fill from the slow store to answer.
+func TestCapabilities(t *testing.T) {
+	tests := []struct {
+		name        string
+		fast, slow  storeclient.Store
+		wantTrusted bool
+	}{
+		{"trusted fast, untrusted slow", memory.New(), &counting{Store: memory.New()}, true},
+		{"untrusted fast, trusted slow", &counting{Store: memory.New()}, memory.New(), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := cache.New(tt.fast, tt.slow, quiet())
+			defer s.Close()
+			if got := storeclient.IsTrustedLocal(s); got != tt.wantTrusted {
+				t.Errorf("IsTrustedLocal = %v, want %v", got, tt.wantTrusted)
+			}
+			var st storeclient.Store = s
+			if _, ok := st.(storeclient.BlobFiler); ok {
+				t.Error("the cache is a BlobFiler: a blob not yet in the fast store has no file")
+			}
+			if _, ok := st.(storeclient.BlobPrefetcher); ok {
+				t.Error("the cache is a BlobPrefetcher")
+			}
+		})
+	}
+}

@@ -8,7 +8,13 @@ import (
 	"github.com/storefs/storefs/storeclient"
 )
 
-// BlobFile opens the file holding the blob with digest d, read-only, for
+// The local store keeps blobs as files and reads packed ones ahead.
+var (
+	_ storeclient.BlobFiler      = (*Store)(nil)
+	_ storeclient.BlobPrefetcher = (*Store)(nil)
+)
+
+// BlobFile implements storeclient.BlobFiler. It opens the file holding the blob with digest d, read-only, for
 // callers that hand a file to the kernel: the blob is the bytes
 // [off, off+size) of f, where off is 0 for a blob file of its own and the
 // blob's offset for a packed blob (then f is the pack, holding other blobs

@@ -17,25 +17,20 @@ type Source interface {
 	GetDirectory(ctx context.Context, d storeclient.Digest) (*storeclient.Directory, error)
 }
 
-// trustedLocal is implemented by stores whose blobs were hashed when they
-// were stored and need no re-verification on read.
-type trustedLocal interface {
-	TrustedLocal() bool
-}
-
 // copyBufSize is the chunk in which blob contents are streamed.
 const copyBufSize = 256 << 10
 
 // WriteNAR writes the NAR serialisation of the tree rooted at node to w.
 // Blob contents are streamed in chunks, never held whole; each blob's size
-// must match its node, and unless the store is trusted (TrustedLocal) its
-// BLAKE3 digest is checked as it streams, so a corrupt blob ends the NAR
+// must match its node, and unless src is a trusted store
+// (storeclient.IsTrustedLocal; a Source that is not a whole
+// storeclient.BlobService is not) its BLAKE3 digest is checked as it streams, so a corrupt blob ends the NAR
 // with an error wrapping storeclient.ErrCorrupt.
 func WriteNAR(ctx context.Context, w io.Writer, src Source, node storeclient.Node) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	nw := &narWriter{src: src, enc: NewEncoder(bw), buf: make([]byte, copyBufSize)}
-	if t, ok := src.(trustedLocal); ok {
-		nw.trusted = t.TrustedLocal()
+	if bs, ok := src.(storeclient.BlobService); ok {
+		nw.trusted = storeclient.IsTrustedLocal(bs)
 	}
 	if err := nw.node(ctx, node, "/"); err != nil {
 		return err

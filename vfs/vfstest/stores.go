@@ -119,11 +119,10 @@ func (e *extraDirs) GetDirectory(ctx context.Context, d storeclient.Digest) (*st
 	return e.Store.GetDirectory(ctx, d)
 }
 
-// TrustedLocal passes the wrapped store's answer on.
-func (e *extraDirs) TrustedLocal() bool {
-	t, ok := e.Store.(interface{ TrustedLocal() bool })
-	return ok && t.TrustedLocal()
-}
+// TrustedLocal implements storeclient.TrustedStore with the wrapped
+// store's answer: the extra Directories are the test's own, and the rest
+// is served as it is.
+func (e *extraDirs) TrustedLocal() bool { return storeclient.IsTrustedLocal(e.Store) }
 
 // ErrBackend is what a Failing store answers.
 var ErrBackend = errors.New("vfstest: injected backend failure")
