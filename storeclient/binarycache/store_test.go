@@ -82,7 +82,7 @@ func TestFetchCompressions(t *testing.T) {
 			if got := pathInfos(t, cache); got != 2 {
 				t.Errorf("cache holds %d PathInfos, want 2", got)
 			}
-			if !s.TrustedLocal() {
+			if !storeclient.IsTrustedLocal(s) {
 				t.Error("a store over a memory cache should be trusted-local")
 			}
 		})

@@ -226,9 +226,8 @@ func TestBlobReaderFile(t *testing.T) {
 	if _, err := f.File().ReadAt(b, 6); err != nil || string(b) != "World" {
 		t.Errorf("File().ReadAt = %q, %v", b, err)
 	}
-	var trusted interface{ TrustedLocal() bool } = s
-	if !trusted.TrustedLocal() {
-		t.Error("TrustedLocal() = false")
+	if !storeclient.IsTrustedLocal(s) {
+		t.Error("IsTrustedLocal = false")
 	}
 }
 
