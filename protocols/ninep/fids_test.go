@@ -35,9 +35,9 @@ func waitFids(t *testing.T, srv *ninep.Server, want int64) {
 	t.Fatalf("server counts %d fid references, want %d", ninep.ServerFids(srv), want)
 }
 
-// TestFidReferences: MaxFids counts the library's references, one per name
-// a walk passed through, kept while a fid walked from them lives; the
-// count follows clunks, replaced fids, clones and xattr fids, and goes
+// TestFidReferences: MaxFids counts walk-path entries, one per name a walk
+// passed through, kept while a fid walked from them lives; the count
+// follows clunks, replaced fids, clones, xattr fids and attaches, and goes
 // back to zero when connections end.
 func TestFidReferences(t *testing.T) {
 	fsys, root, _ := deepTree(t)
@@ -83,11 +83,12 @@ func TestFidReferences(t *testing.T) {
 		}
 	}
 	waitFids(t, srv, 1+4*16)
-	// An aname of 3 components: the root and 3.
+	// An aname of 3 components: one entry, the attach root (a walk of
+	// ".." never goes above it).
 	if _, err := c.attach(30, "", root+"/d0/d1", 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFids(t, srv, 1+4*16+4)
+	waitFids(t, srv, 1+4*16+1)
 	c.conn.Close()
 	waitFids(t, srv, 0)
 }
