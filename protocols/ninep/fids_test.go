@@ -144,7 +144,7 @@ func heapInUse() uint64 {
 
 // TestFidMemory: the heap a connection holds for fids is bounded by
 // MaxFids however the fids are made (here by Twalks of 16 names, each
-// holding 16 of the library's references), and what one reference costs.
+// holding 16 walk-path entries), and what one entry costs.
 // NINEP_HEAP_PROFILE=FILE writes a heap profile with the fids held.
 func TestFidMemory(t *testing.T) {
 	if testing.Short() {
@@ -194,7 +194,7 @@ func TestFidMemory(t *testing.T) {
 }
 
 // TestReadBuffers: a client that sends many reads and takes no reply pins
-// at most MaxReadBytes of the library's read buffers (before, one msize
+// at most MaxReadBytes of read buffers (before, one msize
 // buffer per request in flight: up to MaxRequests of them).
 func TestReadBuffers(t *testing.T) {
 	fsys, _ := localFS(t, vfs.Options{})

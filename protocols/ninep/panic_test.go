@@ -99,7 +99,7 @@ func TestPanicInRequest(t *testing.T) {
 	}
 
 	// A Close panics when the connection ends with the file open: the
-	// library closes it outside any handler.
+	// server closes it outside any request.
 	obs.set(vfs.OpClose)
 	c.conn.Close()
 	logs.waitFor(t, "request=Tclunk", 1)
