@@ -52,7 +52,8 @@ type call struct {
 // written one whole message at a time under wmu.
 //
 // Requests that never wait on the store (Tgetattr, Tstatfs, Treadlink,
-// Tclunk, …) are answered by the loop itself, before it reads the next;
+// Tclunk, a Tread of a local file, …) are answered by the loop itself,
+// before it reads the next;
 // the others each get a goroutine, at most Options.MaxRequests of them,
 // Treads and Treaddirs at most Options.MaxReadBytes/msize: the loop reads
 // no further until one is answered.
@@ -287,7 +288,7 @@ func (c *conn) quick(r *request) bool {
 	switch r.typ {
 	case tTgetattr, tTstatfs, tTreadlink, tTfsync, tTlock:
 		return true
-	case tTclunk, tTremove: // quick unless it closes an open file
+	case tTclunk, tTremove, tTread:
 		f := c.getFid(r.fid)
 		if f == nil {
 			return true
@@ -295,7 +296,13 @@ func (c *conn) quick(r *request) bool {
 		defer c.release(f)
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return f.file == nil
+		if r.typ == tTread {
+			// A read from a local file (the fid's last one was) is a
+			// file range from vfs, sent with sendfile: nothing to wait
+			// for but the socket, which a goroutine would wait for too.
+			return f.blob != nil && c.raw != nil && !c.noSendfile.Load()
+		}
+		return f.file == nil // Tclunk, Tremove: unless it closes an open file
 	}
 	return false
 }

@@ -71,21 +71,23 @@ func (b *fidBudget) reserve(n, credit int) bool {
 	return true
 }
 
-// freshEntries returns how many entries holding e would count: e and its
-// ancestors that no one holds yet (made by the walk being committed).
-func freshEntries(e *entry) int {
+// freshEntries returns how many entries holding e would count, e and its
+// ancestors that no one holds yet (made by the walk being committed), and
+// the first ancestor that is held.
+func freshEntries(e *entry) (int, *entry) {
 	n := 0
 	for ; e != nil && e.refs == 0; e = e.parent {
 		n++
 	}
-	return n
+	return n, e
 }
 
 // freeableEntries returns how many entries dropping e would free: e and
-// its ancestors that nothing else holds.
-func freeableEntries(e *entry) int {
+// its ancestors that nothing else holds, up to keep (which a new walk path
+// holds).
+func freeableEntries(e, keep *entry) int {
 	n := 0
-	for ; e != nil && e.refs == 1; e = e.parent {
+	for ; e != nil && e.refs == 1 && e != keep; e = e.parent {
 		n++
 	}
 	return n
@@ -160,9 +162,10 @@ func (c *conn) closeFile(h *vfs.File) {
 func (c *conn) install(n uint32, e *entry, attrFid bool, xattr []byte) errno {
 	c.mu.Lock()
 	old := c.fids[n]
-	fresh, credit := freshEntries(e), 0
-	if old != nil {
-		credit = freeableEntries(old.e)
+	fresh, keep := freshEntries(e)
+	credit := 0
+	if old != nil && old.refs.Load() == 1 { // else a request still uses it
+		credit = freeableEntries(old.e, keep)
 	}
 	held := c.entries + fresh - credit
 	if held > c.srv.opts.MaxFids {
