@@ -576,9 +576,8 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-// TestShutdown: Close and a done context close open connections (p9's
-// ServeContext leaves them open) and Serve returns; goleak in TestMain
-// checks that nothing is left.
+// TestShutdown: Close and a done context close open connections and Serve
+// returns; goleak in TestMain checks that nothing is left.
 func TestShutdown(t *testing.T) {
 	fsys := fixtureFS(t, vfs.Options{})
 	srv, addr := startServer(t, fsys, "tcp", ninep.Options{})

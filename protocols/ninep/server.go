@@ -64,9 +64,10 @@ type Options struct {
 	// counts n, a clone (no names), an xattr fid or a Tattach 1 (fids.go).
 	// Linux v9fs walks one name at a time from the parent's fid and holds
 	// one fid per cached dentry and open file, so for it this is its fid
-	// count. Each entry costs about 0.3 KiB of heap with its fid
-	// (measured by TestFidMemory), so the default DefaultMaxFids, 65 536,
-	// is about 20 MiB per connection. It stays that high because a guest
+	// count. Each entry costs about 0.3 KiB of heap with its fid, less
+	// for fids made by long walks (measured by TestFidMemory: 260 bytes
+	// per fid of one name), so the default DefaultMaxFids, 65 536, is
+	// about 16 MiB per connection. It stays that high because a guest
 	// mounting with cache=loose keeps a fid per cached dentry: tens of
 	// thousands after walking a large closure, and v9fs does not give fids
 	// back when refused.
