@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os/exec"
 	"path/filepath"
 )
@@ -21,7 +22,9 @@ const ninepWalkEntries = 7000
 //   - 9p-read 1M: the big file at msize 1 MiB (peer: diod's best row,
 //     which diod serves at 64 KiB whatever the client asks);
 //   - 9p-walk: Twalk+Tgetattr of the first 7 000 entries of the tree, with
-//     Treaddir per directory, by the Go p9 client (peer: diod).
+//     Treaddir per directory, by the Go p9 client (peer: diod);
+//   - 9p-walk tree: the same walk of every entry of the tree (the issue's
+//     target: at most diod's time).
 //
 // The corpus is in the page cache and every system reads once untimed
 // before its timed runs. Peers and tools that are not installed are
@@ -29,7 +32,7 @@ const ninepWalkEntries = 7000
 func ninepWorkload() Workload {
 	return Workload{
 		Name: "9p",
-		Doc:  "9P2000.L: big-file reads at msize 64 KiB and 1 MiB, walk+getattr of 7 000 entries; storefs vs diod",
+		Doc:  "9P2000.L: big-file reads at msize 64 KiB and 1 MiB, walk+getattr of 7 000 entries and of the whole tree; storefs vs diod",
 		Run:  runNinepWorkload,
 	}
 }
@@ -81,12 +84,14 @@ func runNinepWorkload(ctx context.Context, env *Env) ([]Result, error) {
 	gocat := func(s *ninepServer, msize uint32) func() (int64, error) {
 		return func() (int64, error) { return p9Cat(s, msize, BigName) }
 	}
-	walk := func(s *ninepServer) func() (int64, error) {
+	walkN := func(s *ninepServer, limit int) func() (int64, error) {
 		return func() (int64, error) {
-			n, err := p9Walk(s, 1<<16, "", ninepWalkEntries)
+			n, err := p9Walk(s, 1<<16, "", limit)
 			return int64(n), err
 		}
 	}
+	walk := func(s *ninepServer) func() (int64, error) { return walkN(s, ninepWalkEntries) }
+	walkAll := func(s *ninepServer) func() (int64, error) { return walkN(s, math.MaxInt) }
 	catSkip := ""
 	if diodcatErr != nil {
 		catSkip = "diodcat is not installed"
@@ -108,6 +113,8 @@ func runNinepWorkload(ctx context.Context, env *Env) ([]Result, error) {
 		{"9p-read 1M", "storefs ← Go p9 client, msize 1M", false, sf, "", gocat(sf, 1<<20), size, 1},
 		{"9p-walk", "diod ← Go p9 client walk+getattr", true, diod, diodSkipped, walk(diod), 0, ninepWalkEntries},
 		{"9p-walk", "storefs ← Go p9 client walk+getattr", false, sf, "", walk(sf), 0, ninepWalkEntries},
+		{"9p-walk tree", "diod ← Go p9 client walk+getattr, every entry", true, diod, diodSkipped, walkAll(diod), 0, 0},
+		{"9p-walk tree", "storefs ← Go p9 client walk+getattr, every entry", false, sf, "", walkAll(sf), 0, 0},
 	}
 	var cs []contender
 	var idx []int

@@ -12,8 +12,8 @@ import (
 )
 
 // BenchmarkRead reads a 3 MiB file from a local store over loopback TCP,
-// one Tread of msize-11 bytes at a time, with sendfile (the wire layer
-// answers the reads) and copied through the library.
+// one Tread of msize-11 bytes at a time, with sendfile and copied
+// (Options.NoSendfile).
 func BenchmarkRead(b *testing.B) {
 	fsys, files := localFS(b, vfs.Options{})
 	data := files[rootBig1]

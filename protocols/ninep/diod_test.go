@@ -87,6 +87,9 @@ func TestDiodTools(t *testing.T) {
 		{"", root + "/run.sh", "run.sh"},
 		{"/", root + "/f007-xxxxxxx", "f007-xxxxxxx"},
 		{"/", deep, "d0/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/d13/d14/d15/d16/deep.txt"},
+		{"/", root + "/d0/../run.sh", "run.sh"}, // diod serves "." and ".." in a path
+		{root, "./d0/d1/../../big.bin", "big.bin"},
+		{root, "../big.bin", "big.bin"}, // never above the attach root
 	} {
 		wantData, err := os.ReadFile(filepath.Join(src, f.src))
 		if err != nil {

@@ -1,54 +1,68 @@
 package ninep
 
 import (
-	"strings"
+	"os"
+	"sync"
 	"sync/atomic"
+
+	"github.com/storefs/storefs/vfs"
 )
 
-// Fid accounting. What a fid costs is the p9 library's: it keeps a fidRef
-// (and the File it wraps, and entries in its path tree) for every name a
-// walk passed through, each holding its parent, so a fid made by a Twalk
-// of 16 names holds 16 of them until it and every fid walked from it are
-// clunked. The wire layer mirrors that graph (libRef, 16 bytes each) from
-// the requests and replies it sees, so that Options.MaxFids and
-// MaxServerFids bound the library's references themselves, not merely
-// the fid numbers: about 0.4 KiB of heap each (see Options.MaxFids).
+// Fids and their walk paths.
 //
-// The mirror is exact because the wire layer orders what could make it
-// differ from the library's: a request that re-makes or clunks a fid
-// waits until no other request that uses or changes that fid is in
-// flight (fidUse), and a walk holds its source fid's libRef from the
-// moment it is read, as the library holds the fidRef from its lookup.
-// Linux never has two such requests on one fid in flight, so it never
-// waits.
+// Each fid stands at an entry: a vfs node and the entry it was walked from,
+// back to the entry its Tattach made (the attach root, parent nil). A walk
+// of ".." goes to the parent entry, never above the attach root; "." stays.
+// Entries are shared: a fid walked from another holds its source's entry as
+// the parent of its first new one. Every name a walk passes through makes
+// one entry (a walk of no names, a clone, makes one too: a sibling of the
+// source's), and an entry lives while a fid stands at it or below it.
+// Options.MaxFids and MaxServerFids bound the entries held, so they bound
+// a connection's memory however its fids were made.
 
-// fidFloor is how many references every connection may hold whatever the
+// fidFloor is how many entries every connection may hold whatever the
 // server's count: connections that hold many cannot lock out one that
-// holds a few (a new mount). The server's references are thus at most
+// holds a few (a new mount). The server's entries are thus at most
 // MaxServerFids plus fidFloor per connection (netguard bounds those).
 const fidFloor = 1024
 
-// libRef mirrors one p9 fidRef: its parent and its reference count (the
-// fid table's, its children's and in-flight walks').
-type libRef struct {
-	parent *libRef
+// entry is one step of a walk path. node and parent never change; refs (the
+// fids standing at it and the entries below it) is guarded by conn.mu, and
+// is 0 until the walk that made the entry is committed.
+type entry struct {
+	node   vfs.Node
+	parent *entry
 	refs   int32
 }
 
-// fidUse counts the requests in flight that use a fid: walks from it
-// (which read its libRef), and requests that change it (make it anew,
-// clunk or remove it).
-type fidUse struct{ walks, changes int32 }
+// fid is one fid of a connection.
+type fid struct {
+	e *entry
+	// refs counts the fid table's reference and each request using the
+	// fid; the last release closes what the fid opened.
+	refs atomic.Int32
 
-// fidBudget is the count of library references of all of a Server's
-// connections, with its bound.
+	mu     sync.Mutex
+	opened bool      // Tlopen succeeded
+	file   *vfs.File // an opened regular file
+	xattr  []byte    // an xattr fid's value (or name list), read with Tread
+	isAttr bool      // an xattr fid
+	// blob and blobSize cache the size of the local file of file's reads
+	// (vfs.ReadResult.File), checked before a range of it goes out with
+	// sendfile.
+	blob     *os.File
+	blobSize int64
+}
+
+// fidBudget is the count of entries of all of a Server's connections, with
+// its bound.
 type fidBudget struct {
 	n   atomic.Int64
 	max int64
 }
 
-// reserve counts n more references if the total stays within the bound
-// once credit are freed.
+// reserve counts n more entries if the total stays within the bound once
+// credit are freed.
 func (b *fidBudget) reserve(n, credit int) bool {
 	if b.n.Add(int64(n))-int64(credit) > b.max {
 		b.n.Add(-int64(n))
@@ -57,143 +71,160 @@ func (b *fidBudget) reserve(n, credit int) bool {
 	return true
 }
 
-// newRefs reports how many library references request req makes if it
-// succeeds: one per name walked (one for a walk of none, which clones the
-// fid), the root and one per component of a Tattach's aname, one for an
-// xattr fid.
-func newRefs(typ uint8, names int, aname []byte) int {
-	switch typ {
-	case tTattach:
-		// As p9 does: one leading "/" is dropped, the rest split at "/".
-		a := string(aname)
-		a = strings.TrimPrefix(a, "/")
-		if a == "" {
-			return 1
-		}
-		return 2 + strings.Count(a, "/")
-	case tTwalk, tTwalkgetattr:
-		return max(names, 1)
-	}
-	return 1 // Txattrwalk
-}
-
-// walksFrom reports whether a request of type typ walks from its fid.
-func walksFrom(typ uint8) bool {
-	return typ == tTwalk || typ == tTwalkgetattr || typ == tTxattrwalk
-}
-
-// conflictLocked reports whether req must wait for requests in flight on
-// its fids (see above). c.mu is held.
-func (c *wireConn) conflictLocked(req *request) bool {
-	if c.versioning {
-		// The library sets the session up (its msize, its read
-		// buffers) while it handles Tversion, concurrently with what
-		// follows: a Tread handled first found no read buffers.
-		return true
-	}
-	if req.newFid != noFid {
-		if u := c.fidUse[req.newFid]; u.walks > 0 || u.changes > 0 {
-			return true
-		}
-	}
-	if walksFrom(req.typ) || req.typ == tTclunk || req.typ == tTremove {
-		return c.fidUse[req.fid].changes > 0
-	}
-	return false
-}
-
-// useLocked marks (d = 1) or unmarks (d = -1) the fids req uses.
-func (c *wireConn) useLocked(req *request, d int32) {
-	mark := func(fid uint32, walks, changes int32) {
-		u := c.fidUse[fid]
-		u.walks += walks
-		u.changes += changes
-		if u == (fidUse{}) {
-			delete(c.fidUse, fid)
-		} else {
-			c.fidUse[fid] = u
-		}
-	}
-	if walksFrom(req.typ) {
-		mark(req.fid, d, 0)
-	}
-	if req.newFid != noFid {
-		mark(req.newFid, 0, d)
-	}
-	if req.typ == tTclunk || req.typ == tTremove {
-		mark(req.fid, 0, d)
-	}
-}
-
-// freeableLocked returns how many references dropping r would free: r and
-// its ancestors that nothing else holds.
-func freeableLocked(r *libRef) int {
+// freshEntries returns how many entries holding e would count, e and its
+// ancestors that no one holds yet (made by the walk being committed), and
+// the first ancestor that is held.
+func freshEntries(e *entry) (int, *entry) {
 	n := 0
-	for ; r != nil && r.refs == 1; r = r.parent {
+	for ; e != nil && e.refs == 0; e = e.parent {
+		n++
+	}
+	return n, e
+}
+
+// freeableEntries returns how many entries dropping e would free: e and
+// its ancestors that nothing else holds, up to keep (which a new walk path
+// holds).
+func freeableEntries(e, keep *entry) int {
+	n := 0
+	for ; e != nil && e.refs == 1 && e != keep; e = e.parent {
 		n++
 	}
 	return n
 }
 
-// newRefLocked makes a reference with one count (its holder's), whose
-// parent's count the caller has already taken.
-func (c *wireConn) newRefLocked(parent *libRef) *libRef {
-	c.refs++
-	c.budget.n.Add(1)
-	return &libRef{parent: parent, refs: 1}
+// holdLocked takes a reference on e for a fid, counting e's fresh entries
+// in the connection's (the caller counts them in the server's). c.mu is
+// held.
+func (c *conn) holdLocked(e *entry) {
+	for ; e != nil; e = e.parent {
+		e.refs++
+		if e.refs > 1 {
+			return // held already, and so are its ancestors
+		}
+		c.entries++
+	}
 }
 
-// dropLocked drops one count of r, freeing it and the ancestors only it
-// held.
-func (c *wireConn) dropLocked(r *libRef) {
-	for r != nil {
-		if r.refs--; r.refs > 0 {
+// dropLocked drops a fid's reference on e, freeing it and the ancestors
+// only it held. c.mu is held.
+func (c *conn) dropLocked(e *entry) {
+	for ; e != nil; e = e.parent {
+		if e.refs--; e.refs > 0 {
 			return
 		}
-		c.refs--
-		c.budget.n.Add(-1)
-		r = r.parent
+		c.entries--
+		c.srv.fids.n.Add(-1)
 	}
 }
 
-// madeLocked mirrors a successful request that made req.newFid.
-func (c *wireConn) madeLocked(req *request) {
-	var ref *libRef
-	switch {
-	case req.typ == tTattach:
-		for range req.charge {
-			ref = c.newRefLocked(ref)
-		}
-	case req.typ == tTxattrwalk:
-		ref = c.newRefLocked(nil) // shares the File, not the chain
-		c.dropLocked(req.parent)
-	case req.names == 0: // a clone: a sibling of the source
-		if p := req.parent; p != nil && p.parent != nil {
-			p.parent.refs++
-		}
-		if req.parent != nil {
-			ref = c.newRefLocked(req.parent.parent)
-		} else {
-			ref = c.newRefLocked(nil)
-		}
-		c.dropLocked(req.parent)
-	default: // the walk's hold on the source becomes its first name's parent
-		ref = req.parent
-		for range req.names {
-			ref = c.newRefLocked(ref)
-		}
-	}
-	old := c.fids[req.newFid]
-	c.fids[req.newFid] = ref
-	c.dropLocked(old)
-}
-
-// release gives back the references of a connection that ended: the
-// library has dropped them all.
-func (c *wireConn) release() {
+// getFid returns fid number n with a reference the caller releases, or
+// nil.
+func (c *conn) getFid(n uint32) *fid {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.budget.n.Add(-int64(c.refs + c.pendingRefs))
-	c.refs, c.pendingRefs = 0, 0
-	clear(c.fids)
+	f := c.fids[n]
+	if f != nil {
+		f.refs.Add(1)
+	}
+	c.mu.Unlock()
+	return f
+}
+
+// release drops a reference to f; the last closes its file and drops its
+// entries.
+func (c *conn) release(f *fid) {
+	if f.refs.Add(-1) != 0 {
+		return
+	}
+	c.mu.Lock()
+	c.dropLocked(f.e)
+	c.mu.Unlock()
+	if f.file != nil {
+		c.closeFile(f.file)
+	}
+}
+
+// closeFile closes a fid's vfs.File; a panic in it is logged, not passed
+// on (it runs when a connection ends, outside any request).
+func (c *conn) closeFile(h *vfs.File) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.panics.log("ninep: panic in a request; answered EIO", "Tclunk", v)
+		}
+	}()
+	h.Close()
+}
+
+// install makes fid number n stand at e, replacing whatever fid n was,
+// unless the connection or the server would hold too many entries: then it
+// answers EMFILE. e's fresh entries (see freshEntries) are counted from
+// here on.
+func (c *conn) install(n uint32, e *entry, attrFid bool, xattr []byte) errno {
+	c.mu.Lock()
+	old := c.fids[n]
+	fresh, keep := freshEntries(e)
+	credit := 0
+	if old != nil && old.refs.Load() == 1 { // else a request still uses it
+		credit = freeableEntries(old.e, keep)
+	}
+	held := c.entries + fresh - credit
+	if held > c.srv.opts.MaxFids {
+		c.fidLimitLocked("ninep: fid limit of the connection reached; answering EMFILE", "max_fids", c.srv.opts.MaxFids)
+		c.mu.Unlock()
+		return errTooManyFids
+	}
+	if held > fidFloor {
+		if !c.srv.fids.reserve(fresh, credit) {
+			c.fidLimitLocked("ninep: fid limit of the server reached; answering EMFILE", "max_server_fids", c.srv.opts.MaxServerFids)
+			c.mu.Unlock()
+			return errTooManyFids
+		}
+	} else {
+		c.srv.fids.n.Add(int64(fresh))
+	}
+	f := &fid{e: e, isAttr: attrFid, xattr: xattr}
+	f.refs.Store(1)
+	c.holdLocked(e)
+	c.fids[n] = f
+	c.mu.Unlock()
+	if old != nil {
+		c.release(old)
+	}
+	return 0
+}
+
+// fidLimitLocked logs a fid limit, once per connection: a client may ask
+// again and again.
+func (c *conn) fidLimitLocked(msg, key string, limit int) {
+	if !c.fidLimitLogged {
+		c.fidLimitLogged = true
+		c.log.Warn(msg, key, limit)
+	}
+}
+
+// remove takes fid n out of the table (Tclunk, Tremove); it reports
+// whether there was one. The fid's file is closed once requests still
+// using it are done.
+func (c *conn) remove(n uint32) bool {
+	c.mu.Lock()
+	f := c.fids[n]
+	delete(c.fids, n)
+	c.mu.Unlock()
+	if f == nil {
+		return false
+	}
+	c.release(f)
+	return true
+}
+
+// releaseAll drops every fid of a connection that ended; no request is in
+// flight.
+func (c *conn) releaseAll() {
+	c.mu.Lock()
+	fids := c.fids
+	c.fids = make(map[uint32]*fid)
+	c.mu.Unlock()
+	for _, f := range fids {
+		c.release(f)
+	}
 }

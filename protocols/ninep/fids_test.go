@@ -35,9 +35,9 @@ func waitFids(t *testing.T, srv *ninep.Server, want int64) {
 	t.Fatalf("server counts %d fid references, want %d", ninep.ServerFids(srv), want)
 }
 
-// TestFidReferences: MaxFids counts the library's references, one per name
-// a walk passed through, kept while a fid walked from them lives; the
-// count follows clunks, replaced fids, clones and xattr fids, and goes
+// TestFidReferences: MaxFids counts walk-path entries, one per name a walk
+// passed through, kept while a fid walked from them lives; the count
+// follows clunks, replaced fids, clones, xattr fids and attaches, and goes
 // back to zero when connections end.
 func TestFidReferences(t *testing.T) {
 	fsys, root, _ := deepTree(t)
@@ -83,11 +83,12 @@ func TestFidReferences(t *testing.T) {
 		}
 	}
 	waitFids(t, srv, 1+4*16)
-	// An aname of 3 components: the root and 3.
+	// An aname of 3 components: one entry, the attach root (a walk of
+	// ".." never goes above it).
 	if _, err := c.attach(30, "", root+"/d0/d1", 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFids(t, srv, 1+4*16+4)
+	waitFids(t, srv, 1+4*16+1)
 	c.conn.Close()
 	waitFids(t, srv, 0)
 }
@@ -143,7 +144,7 @@ func heapInUse() uint64 {
 
 // TestFidMemory: the heap a connection holds for fids is bounded by
 // MaxFids however the fids are made (here by Twalks of 16 names, each
-// holding 16 of the library's references), and what one reference costs.
+// holding 16 walk-path entries), and what one entry costs.
 // NINEP_HEAP_PROFILE=FILE writes a heap profile with the fids held.
 func TestFidMemory(t *testing.T) {
 	if testing.Short() {
@@ -193,7 +194,7 @@ func TestFidMemory(t *testing.T) {
 }
 
 // TestReadBuffers: a client that sends many reads and takes no reply pins
-// at most MaxReadBytes of the library's read buffers (before, one msize
+// at most MaxReadBytes of read buffers (before, one msize
 // buffer per request in flight: up to MaxRequests of them).
 func TestReadBuffers(t *testing.T) {
 	fsys, _ := localFS(t, vfs.Options{})

@@ -99,7 +99,7 @@ func TestPanicInRequest(t *testing.T) {
 	}
 
 	// A Close panics when the connection ends with the file open: the
-	// library closes it outside any handler.
+	// server closes it outside any request.
 	obs.set(vfs.OpClose)
 	c.conn.Close()
 	logs.waitFor(t, "request=Tclunk", 1)
@@ -128,10 +128,11 @@ func (o *panicObserver) OpEnd(string, vfs.Op, time.Duration, int, error) {}
 func (o *panicObserver) CacheLookup(string, bool)                        {}
 func (o *panicObserver) BackendCall(string, time.Duration, error)        {}
 
-// TestPanicInWireLayer: a panic in the wire layer's own paths (here in the
-// Observer it calls for a Tread it answers itself) closes that connection
-// with one Error line; other connections and the server go on. A read
-// that panics in vfs (sent with sendfile or copied) answers EIO.
+// TestPanicInWireLayer: a read that panics in vfs (sent with sendfile,
+// again on a fid already read from, or copied) answers EIO and the
+// connection goes on; a panic in the message loop itself (here in the
+// logger it calls for a refused Tversion) closes that connection with one
+// Error line, and other connections and the server go on.
 func TestPanicInWireLayer(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("sendfile is used on Linux only")
@@ -139,7 +140,7 @@ func TestPanicInWireLayer(t *testing.T) {
 	var obs panicObserver
 	fsys, files := localFS(t, vfs.Options{Observer: &obs})
 	var logs logBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
+	log := slog.New(panicHandler{slog.NewTextHandler(&logs, nil)})
 	_, addr := startServer(t, fsys, "tcp", ninep.Options{Logger: log})
 	_, slowAddr := startServer(t, fsys, "tcp", ninep.Options{Logger: log, NoSendfile: true})
 	check := func() {
@@ -150,8 +151,8 @@ func TestPanicInWireLayer(t *testing.T) {
 		}
 	}
 
-	// The library's Rread: vfs.File.Read calls the Observer (the read is
-	// then sent with sendfile): EIO, and the connection goes on.
+	// vfs.File.Read calls the Observer (the read is then sent with
+	// sendfile): EIO, and the connection goes on.
 	c := openRaw(t, "tcp", addr, 1<<16, rootBig1)
 	obs.set(vfs.OpRead)
 	_, err := c.read(2, 0, 40000)
@@ -159,20 +160,28 @@ func TestPanicInWireLayer(t *testing.T) {
 	wantErrno(t, "sendfile read with a panicking Observer", err, syscall.EIO)
 	check()
 
-	// A Tread the wire layer answers itself (the fid's second read).
+	// The fid's second read, after one sent with sendfile.
 	c = openRaw(t, "tcp", addr, 1<<16, rootBig1)
 	if _, err := c.read(2, 0, 40000); err != nil {
 		t.Fatal(err)
 	}
 	obs.set(vfs.OpRead)
-	c.send(frame(tread, 1, msg{}.u32(2).u64(0).u32(40000)))
-	if !c.isClosed() {
-		t.Error("panic while answering a Tread: connection still open")
-	}
+	_, err = c.read(2, 0, 40000)
 	obs.set()
-	logs.waitFor(t, "request=Tread", 1)
-	if n := logs.count(`msg="ninep: panic in the wire layer; closing the connection"`); n != 1 {
-		t.Errorf("%d wire-layer panic lines, want 1:\n%s", n, &logs)
+	wantErrno(t, "second read with a panicking Observer", err, syscall.EIO)
+	if b, err := c.read(2, 7, 40000); err != nil || !bytes.Equal(b, files[rootBig1][7:40007]) {
+		t.Errorf("read after the panic: %d bytes, %v", len(b), err)
+	}
+
+	// A panic in the message loop.
+	raw := dialRaw(t, "tcp", addr)
+	raw.send(frame(tversion, noTag, msg{}.u32(8192).str(panicVersion)))
+	if !raw.isClosed() {
+		t.Error("panic in the message loop: connection still open")
+	}
+	logs.waitFor(t, "request=Tversion", 1)
+	if n := logs.count(`msg="ninep: panic in the message loop; closing the connection"`); n != 1 {
+		t.Errorf("%d message-loop panic lines, want 1:\n%s", n, &logs)
 	}
 	check()
 
@@ -185,4 +194,32 @@ func TestPanicInWireLayer(t *testing.T) {
 	if b, err := c.read(2, 0, 40000); err != nil || !bytes.Equal(b, files[rootBig1][:40000]) {
 		t.Errorf("read after the panic: %d bytes, %v", len(b), err)
 	}
+}
+
+// panicVersion is a Tversion version string whose refusal makes
+// panicHandler panic.
+const panicVersion = "9P-panic"
+
+// panicHandler is a slog.Handler that panics on the log line of a refused
+// Tversion of panicVersion, which the message loop writes.
+type panicHandler struct{ slog.Handler }
+
+func (h panicHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "ninep: refused version" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "version" && strings.Contains(a.Value.String(), panicVersion) {
+				panic("injected: log line of a refused version")
+			}
+			return true
+		})
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h panicHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return panicHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h panicHandler) WithGroup(name string) slog.Handler {
+	return panicHandler{h.Handler.WithGroup(name)}
 }

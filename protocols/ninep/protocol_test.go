@@ -576,9 +576,8 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-// TestShutdown: Close and a done context close open connections (p9's
-// ServeContext leaves them open) and Serve returns; goleak in TestMain
-// checks that nothing is left.
+// TestShutdown: Close and a done context close open connections and Serve
+// returns; goleak in TestMain checks that nothing is left.
 func TestShutdown(t *testing.T) {
 	fsys := fixtureFS(t, vfs.Options{})
 	srv, addr := startServer(t, fsys, "tcp", ninep.Options{})
@@ -689,4 +688,68 @@ func TestBoundedDecoding(t *testing.T) {
 	if _, _, err := c.lopen(2, 0); err != nil {
 		t.Errorf("after the hostile requests: %v", err)
 	}
+}
+
+// TestWalkDots: "." stays where it is, ".." goes to the parent on the fid's
+// walk path (also across Twalks and clones), and neither ever goes above
+// the attach root, the store root or an aname's subtree.
+func TestWalkDots(t *testing.T) {
+	fsys, root, _ := deepTree(t)
+	_, addr := startServer(t, fsys, "tcp", ninep.Options{})
+	c := session(t, addr, 1<<20) // fid 1: the store root
+	rootQ, _, _, err := c.getattr(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, err := c.walk(1, 2, root, "d0", "d1")
+	if err != nil || len(qs) != 3 {
+		t.Fatalf("walk root/d0/d1: %v, %v", qs, err)
+	}
+	top, d0, d1 := qs[0], qs[1], qs[2]
+	for _, tc := range []struct {
+		name  string
+		from  uint32
+		names []string
+		want  qid
+	}{
+		{"d1/..", 2, []string{".."}, d0},
+		{"d1/../..", 2, []string{"..", ".."}, top},
+		{"d1/.", 2, []string{"."}, d1},
+		{"d1/./../d1", 2, []string{".", "..", "d1"}, d1},
+		{"above the store root", 1, []string{"..", "..", root}, top},
+		{"store root/.", 1, []string{"."}, rootQ},
+		{"down and up", 1, []string{root, "d0", "..", "..", root}, top},
+	} {
+		qs, err := c.walk(tc.from, 10, tc.names...)
+		if err != nil || len(qs) != len(tc.names) || qs[len(qs)-1] != tc.want {
+			t.Errorf("%s: %v, %v; want last %v", tc.name, qs, err, tc.want)
+		}
+		c.clunk(10)
+	}
+	// A clone keeps the walk path; a fid walked from another goes on up
+	// through the other's path, even after that fid is clunked.
+	if _, err := c.walk(2, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.walk(3, 4, "d2"); err != nil {
+		t.Fatal(err)
+	}
+	c.clunk(2)
+	c.clunk(3)
+	if qs, err := c.walk(4, 5, "..", "..", ".."); err != nil || len(qs) != 3 || qs[0] != d1 || qs[1] != d0 || qs[2] != top {
+		t.Errorf("d2/../../..: %v, %v; want %v %v %v", qs, err, d1, d0, top)
+	}
+	// An aname's subtree is the top: ".." from it stays.
+	if _, err := c.attach(20, "", root+"/d0", 0); err != nil {
+		t.Fatal(err)
+	}
+	if qs, err := c.walk(20, 21, "..", "..", "d1"); err != nil || len(qs) != 3 || qs[0] != d0 || qs[2] != d1 {
+		t.Errorf("attach root/d0, walk ../../d1: %v, %v", qs, err)
+	}
+	// "." and ".." of a file are ENOTDIR, as any name in it.
+	if _, err := c.walk(1, 30, root, "run.sh"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.walk(30, 31, "..")
+	wantErrno(t, "walk .. from a file", err, syscall.ENOTDIR)
 }

@@ -212,7 +212,7 @@ func (c *rawConn) walk(fid, newfid uint32, names ...string) ([]qid, error) {
 }
 
 // walkgetattr sends p9's Twalkgetattr (a Twalk whose reply also carries
-// the result's attributes), which the library accepts under 9P2000.L.
+// the result's attributes), which the server serves under 9P2000.L.
 func (c *rawConn) walkgetattr(fid, newfid uint32, names ...string) error {
 	_, err := c.call(twalkget, walkBody(fid, newfid, names))
 	return err

@@ -3,186 +3,134 @@ package ninep
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
 	"os"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/hugelgupf/p9/linux"
 
 	"github.com/storefs/storefs/protocols/internal/sendfile"
-	"github.com/storefs/storefs/vfs"
 )
 
-// Zero-copy Rread. The p9 library answers Tread by calling file.ReadAt with
-// a buffer from its pool and then writing the reply to the wire layer in
-// pieces: header, count, and that same buffer as payload. When the blob is
-// a file on a local filesystem, file.ReadAt does not read: it records
-// where the bytes are (splicedReads, keyed by the buffer's first byte) and
-// returns the count the read would have had. The wire layer, finding the
-// payload in splicedReads, writes the 11-byte header and then has the
-// kernel send the payload from the blob file with sendfile(2): page cache
-// to socket, with neither the pread into the buffer nor the copy out of it
-// through user space. The library still does everything else (fid lookup,
-// open and xattr checks, flushes, tags), so replies are the same either way.
+// Reads. vfs.File.Read gives a read's bytes either in memory or as a range
+// of a local file that holds them, verified (vfs.ReadResult). A range of at
+// least spliceMin bytes goes out with sendfile(2): the Rread header from
+// memory, then the payload page cache to socket, with neither a pread into
+// a buffer nor a copy out of it through user space. Before that, the range
+// is checked against the file's size (once per file and fid), so a blob
+// file shorter than its blob is read by copying, which answers EIO, instead
+// of failing after the header went out.
 
 // spliceMin is the smallest Rread payload sent with sendfile.
 const spliceMin = sendfile.MinPayload
 
-// splicedRead is where the payload of one Rread is: n bytes at off in f,
-// from the blob of size bytes that starts at base in f.
-type splicedRead struct {
-	f          *os.File
-	off        int64
-	n          int
-	base, size int64
+// fileRange is an Rread payload in a file: n bytes at off in f.
+type fileRange struct {
+	f   *os.File
+	off int64
+	n   int
 }
 
-// directFile is a fid the wire layer answers Tread for itself, without the
-// library: a fid the library has read a blob file through (file.ReadAt
-// left a splicedRead), until the fid is clunked or made again.
-type directFile struct {
-	f          *os.File
-	base, size int64
-}
-
-// splicedReads are the Rread payloads file.ReadAt left for the wire layer
-// to send from their files, keyed by the first byte of the library's
-// buffer: the buffer belongs to one Tread from ReadAt until its reply is
-// written, so the key is unique while the entry exists.
-type splicedReads struct {
-	off atomic.Bool // sendfile failed on this connection: reads are copied
-	mu  sync.Mutex
-	m   map[*byte]splicedRead
-}
-
-// enabled reports whether reads may be left for sendfile.
-func (s *splicedReads) enabled() bool { return s != nil && !s.off.Load() }
-
-// disable makes later reads copy.
-func (s *splicedReads) disable() { s.off.Store(true) }
-
-func newSplicedReads() *splicedReads { return &splicedReads{m: make(map[*byte]splicedRead)} }
-
-// put records that the payload buf (not filled) is len(buf) bytes at
-// offset off of the blob of size bytes at base in f.
-func (s *splicedReads) put(buf []byte, f *os.File, base, size, off int64) {
-	s.mu.Lock()
-	s.m[&buf[0]] = splicedRead{f: f, off: base + off, n: len(buf), base: base, size: size}
-	s.mu.Unlock()
-}
-
-// take returns and forgets the entry of payload, if file.ReadAt left one.
-// An entry whose length differs from the payload's is an error: the
-// buffer holds no data, so it must not be sent.
-func (s *splicedReads) take(payload []byte) (splicedRead, bool, error) {
-	if len(payload) == 0 {
-		return splicedRead{}, false, nil
+// read answers Tread: from an xattr fid's value, or from the fid's open
+// file.
+func (c *conn) read(f *fid, r *request) result {
+	if f.isAttr {
+		var b []byte
+		if r.off < uint64(len(f.xattr)) {
+			b = f.xattr[r.off:]
+			b = b[:min(len(b), int(r.count))]
+		}
+		return rread(r.tag, b)
 	}
-	s.mu.Lock()
-	r, ok := s.m[&payload[0]]
-	if ok {
-		delete(s.m, &payload[0])
+	f.mu.Lock()
+	opened, h := f.opened, f.file
+	f.mu.Unlock()
+	if !opened {
+		return result{err: errNotOpen}
 	}
-	s.mu.Unlock()
-	if ok && r.n != len(payload) {
-		return splicedRead{}, false, fmt.Errorf("ninep: Rread payload of %d bytes for a sendfile read of %d", len(payload), r.n)
+	if h == nil {
+		// An open directory: vfs says what reading one is (EISDIR).
+		_, err := c.srv.fs.Open(c.ctx, f.e.node)
+		if err == nil {
+			return result{err: errNotOpen}
+		}
+		return result{err: errnoOf(err)}
 	}
-	return r, ok, nil
-}
-
-// sendSpliced sends an Rread whose payload r is in a blob file (see
-// sendfileReply). A direct read (buf nil) bypassed vfs, so it is reported
-// to the FS's Observer here; vfs counted the others when file.ReadAt
-// asked it.
-func (c *wireConn) sendSpliced(frame, buf []byte, r splicedRead) error {
-	obs, proto := c.fs.Options().Observer, c.fs.Protocol()
-	if obs == nil || buf != nil {
-		return c.sendfileReply(frame, buf, r)
+	if r.off > 1<<63-1 {
+		r.off = 1<<63 - 1 // past any end: vfs answers 0 bytes
 	}
-	t0 := time.Now()
-	obs.OpStart(proto, vfs.OpRead)
-	err := c.sendfileReply(frame, buf, r)
-	n := r.n
+	buf := c.getBuf()
+	done := func() { c.putBuf(buf) }
+	res, err := h.Read(buf[:r.count], int64(r.off))
 	if err != nil {
-		n = 0
+		done()
+		return result{err: errnoOf(err)}
 	}
-	obs.OpEnd(proto, vfs.OpRead, time.Since(t0), n, err)
-	return err
+	if res.File != nil && res.Len >= spliceMin && c.raw != nil && !c.noSendfile.Load() && f.holds(res.File, res.Off+int64(res.Len)) {
+		done()
+		out := rreadHead(r.tag, res.Len)
+		out.file = &fileRange{f: res.File, off: res.Off, n: res.Len}
+		return out
+	}
+	b, err := res.Bytes(buf)
+	if err != nil {
+		done()
+		return result{err: errnoOf(err)}
+	}
+	out := rread(r.tag, b)
+	out.done = done
+	return out
+}
+
+// holds reports whether file blob (the one f's reads come from) has at
+// least end bytes.
+func (f *fid) holds(blob *os.File, end int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.blob != blob {
+		st, err := blob.Stat()
+		if err != nil {
+			return false
+		}
+		f.blob, f.blobSize = blob, st.Size()
+	}
+	return end <= f.blobSize
+}
+
+// rreadHead returns an Rread of n payload bytes without its payload.
+func rreadHead(tag uint16, n int) result {
+	e := newReply(tTread+1, tag, 4)
+	e.u32(uint32(n))
+	return result{msg: e.done(n)}
+}
+
+// rread returns an Rread of payload b.
+func rread(tag uint16, b []byte) result {
+	res := rreadHead(tag, len(b))
+	if b == nil {
+		b = []byte{}
+	}
+	res.data = b
+	return res
 }
 
 // sendCopied sends what sendfile did not: the payload from byte from on,
-// read into buf (the library's buffer, the reply's until Write returns;
-// nil for a Tread the wire layer answers itself) and
-// written from memory, after the header frame unless frame is nil (already
-// sent). The caller holds sendMu. If the read fails before anything was
-// sent the reply becomes Rlerror EIO, as vfs answers a failed read; after
-// part of the reply went out the stream is unusable and the connection is
+// read into memory and written after head unless head is nil (already
+// sent). The caller holds wmu. If the read fails before anything was sent
+// the reply becomes Rlerror EIO, as vfs answers a failed read; after part
+// of the reply went out the stream is unusable and the connection is
 // closed.
-func (c *wireConn) sendCopied(frame, buf []byte, r splicedRead, from int) error {
-	if buf == nil {
-		buf = make([]byte, r.n) // a direct read: no library buffer
-	}
-	if _, err := r.f.ReadAt(buf[from:], r.off+int64(from)); err != nil {
-		if frame != nil {
+func (c *conn) sendCopied(head []byte, r fileRange, from int) error {
+	buf := make([]byte, r.n-from)
+	if _, err := r.f.ReadAt(buf, r.off+int64(from)); err != nil {
+		if head != nil {
 			c.log.Warn("ninep: reading a blob file for Rread failed", "err", err)
-			_, werr := c.conn.Write(rlerror(binary.LittleEndian.Uint16(frame[5:]), linux.EIO))
-			return werr
+			return c.write(rlerror(binary.LittleEndian.Uint16(head[5:]), errPanic))
 		}
 		c.log.Error("ninep: closing connection: reading a blob file failed in the middle of an Rread", "err", err)
 		c.Close()
 		return fmt.Errorf("ninep: Rread from blob file: %w", err)
 	}
-	var bufs net.Buffers
-	if frame != nil {
-		bufs = append(bufs, frame)
+	if head != nil {
+		if err := c.write(head); err != nil {
+			return err
+		}
 	}
-	bufs = append(bufs, buf[from:])
-	_, err := bufs.WriteTo(c.conn)
-	return err
-}
-
-// learn makes fid a direct fid after the library answered its Tread req
-// from the blob file of r, unless the fid was clunked or made again since
-// the request was read (its reference changed).
-func (c *wireConn) learn(req request, r splicedRead) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if ref := c.fids[req.fid]; ref != nil && ref == req.ref {
-		c.direct[req.fid] = directFile{f: r.f, base: r.base, size: r.size}
-	}
-}
-
-// readDirect answers a Tread of a direct fid itself, with sendfile, before
-// reading the next request (so a Tflush of it finds it answered, as the
-// library would). It leaves to the library what the library answers
-// differently from a plain read: other fids, reads at or past the end of
-// the file, and reads of fewer than spliceMin bytes. It reports whether
-// it answered.
-func (c *wireConn) readDirect(tag uint16, fid uint32, off uint64, count uint32) (bool, error) {
-	if !c.spliced.enabled() {
-		return false, nil
-	}
-	c.mu.Lock()
-	d, ok := c.direct[fid]
-	_, busy := c.inflight[tag] // a reused tag: start reports it
-	c.mu.Unlock()
-	if !ok || busy || off >= uint64(d.size) {
-		return false, nil
-	}
-	n := min(uint64(count), uint64(d.size)-off)
-	if n < spliceMin {
-		return false, nil
-	}
-	frame := make([]byte, 0, ioHeaderSize)
-	frame = binary.LittleEndian.AppendUint32(frame, uint32(ioHeaderSize+n))
-	frame = append(frame, tRread)
-	frame = binary.LittleEndian.AppendUint16(frame, tag)
-	frame = binary.LittleEndian.AppendUint32(frame, uint32(n))
-	if err := c.sendSpliced(frame, nil, splicedRead{f: d.f, off: d.base + int64(off), n: int(n)}); err != nil {
-		c.failSend(err)
-		return true, err
-	}
-	return true, nil
+	return c.write(buf)
 }

@@ -4,11 +4,7 @@ package ninep
 
 // initSendfile leaves zero-copy Rread off: it is implemented for Linux
 // only.
-func (c *wireConn) initSendfile() {}
+func (c *conn) initSendfile() {}
 
-// sendfileReply is never called without initSendfile; it copies.
-func (c *wireConn) sendfileReply(frame, buf []byte, r splicedRead) error {
-	c.lockSend()
-	defer c.sendMu.Unlock()
-	return c.sendCopied(frame, buf, r, 0)
-}
+// sendFile is never called without initSendfile; it copies.
+func (c *conn) sendFile(head []byte, r fileRange) error { return c.sendCopied(head, r, 0) }

@@ -139,8 +139,8 @@ func openRaw(t testing.TB, network, addr string, msize uint32, name string) *raw
 	return c
 }
 
-// TestSendfileReads: reads sent with sendfile (through the library, then
-// answered by the wire layer) carry exactly the bytes and errors of reads
+// TestSendfileReads: reads sent with sendfile (a fid's first read and
+// the later ones) carry exactly the bytes and errors of reads
 // copied through memory, at odd offsets and counts, at the end of the file
 // and past it, over TCP and unix sockets.
 func TestSendfileReads(t *testing.T) {
@@ -174,8 +174,8 @@ func compareReads(t *testing.T, name string, data []byte, msize uint32, slowAddr
 		{"sendfile tcp", openRaw(t, "tcp", fastAddr, msize, name)},
 		{"sendfile unix", openRaw(t, "unix", unixAddr, msize, name)},
 	}
-	// Every case twice: the first read of a fid goes through the library,
-	// later ones are the wire layer's own.
+	// Every case twice: a fid's first read (which checks the blob file's
+	// size) and a later one.
 	for round := range 2 {
 		for _, rc := range readCases(len(data), msize) {
 			off, count := rc[0], rc[1]
@@ -264,10 +264,10 @@ func TestSendfileFids(t *testing.T) {
 	}
 }
 
-// TestSendfileWalkgetattr: a fid the wire layer answers reads of, replaced
-// by p9's Twalkgetattr (which the library accepts and which makes newfid
-// as Twalk does), is no longer answered from the old file: read unopened
-// it gets the library's EINVAL, opened it reads the new file's bytes.
+// TestSendfileWalkgetattr: a fid read with sendfile, replaced by p9's
+// Twalkgetattr (which makes newfid as Twalk does), is no longer answered
+// from the old file: read unopened it gets EINVAL, opened it reads the new
+// file's bytes.
 // With an xattr fid keeping the old file open, and without.
 func TestSendfileWalkgetattr(t *testing.T) {
 	if runtime.GOOS != "linux" {
@@ -277,7 +277,7 @@ func TestSendfileWalkgetattr(t *testing.T) {
 	_, addr := startServer(t, fsys, "tcp", ninep.Options{})
 	for _, keep := range []bool{false, true} {
 		c := openRaw(t, "tcp", addr, 1<<16, rootSmall)
-		for round := range 2 { // the second read is the wire layer's
+		for round := range 2 {
 			if b, err := c.read(2, 0, 40000); err != nil || !bytes.Equal(b, files[rootSmall][:40000]) {
 				t.Fatalf("keep %v round %d: read: %d bytes, %v", keep, round, len(b), err)
 			}
@@ -361,8 +361,8 @@ func mustLookup(t *testing.T, fsys *vfs.FS, name string) vfs.Node {
 	return n
 }
 
-// TestSendfilePipelined sends many Treads at once, on fids the wire layer
-// answers and fids the library answers, with a Tflush among them: every
+// TestSendfilePipelined sends many Treads at once, on fids read before
+// and fids not yet read, with a Tflush among them: every
 // reply is whole (replies never interleave), has its request's bytes, and
 // the flushed read's reply comes before Rflush.
 func TestSendfilePipelined(t *testing.T) {
@@ -380,7 +380,7 @@ func TestSendfilePipelined(t *testing.T) {
 	if _, _, err := c.lopen(3, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.read(2, 0, 20000); err != nil { // fid 2 is now answered by the wire layer
+	if _, err := c.read(2, 0, 20000); err != nil { // fid 2 has been read from
 		t.Fatal(err)
 	}
 	type req struct {
@@ -486,8 +486,7 @@ func TestSendfileObserved(t *testing.T) {
 }
 
 // TestSendfileStuckClient: a client that sends reads and never reads the
-// replies blocks only its own connection (the wire layer answers its
-// Treads in the reading goroutine), and Close still ends it.
+// replies blocks only its own connection, and Close still ends it.
 func TestSendfileStuckClient(t *testing.T) {
 	fsys, files := localFS(t, vfs.Options{})
 	srv, addr := startServer(t, fsys, "tcp", ninep.Options{})

@@ -7,13 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hugelgupf/p9/linux"
-	"github.com/hugelgupf/p9/p9"
 
 	"github.com/storefs/storefs/internal/clientstr"
 	"github.com/storefs/storefs/vfs"
@@ -49,8 +45,8 @@ const (
 // minimum); a smaller one gets Rversion "unknown".
 const MinMsize = 4096
 
-// maxMsize is the largest msize the p9 library can handle (its maximum
-// message length).
+// maxMsize is the largest msize the server grants: a Tread's reply is
+// built in one buffer of msize bytes.
 const maxMsize = 4 << 20
 
 // Options configure a Server. The zero value is the documented default of
@@ -60,48 +56,48 @@ type Options struct {
 	// for more gets this. Default DefaultMaxMsize; at most 4 MiB.
 	MaxMsize uint32
 
-	// MaxFids bounds the fid references one connection holds in the p9
-	// library; a request that would make more gets Rlerror EMFILE. The
-	// library keeps a reference for every name a walk passed through
-	// (each holding its parent) until the fid and every fid walked from
-	// it are clunked: a fid made by a Twalk of n names counts n, a clone
-	// (no names) or an xattr fid 1, a Tattach 1 plus its aname's
-	// components. Linux v9fs walks one name at a time from the parent's
-	// fid and holds one fid per cached dentry and open file, so for it
-	// this is its fid count. Each reference costs about 0.5 KiB of heap
-	// (the library's fidRef, fid table and path-tree entries, this
-	// package's File with its vfs node; measured by TestFidMemory), so the
-	// default DefaultMaxFids, 65 536, is about 32 MiB per connection. It
-	// stays that high because a guest mounting with cache=loose keeps a
-	// fid per cached dentry: tens of thousands after walking a large
-	// closure, and v9fs does not give fids back when refused.
+	// MaxFids bounds the walk-path entries one connection's fids hold; a
+	// request that would make more gets Rlerror EMFILE. A fid keeps the
+	// path it was walked along (for ".."), one entry per name a walk
+	// passed through, each holding its parent, until the fid and every
+	// fid walked from it are clunked: a fid made by a Twalk of n names
+	// counts n, a clone (no names), an xattr fid or a Tattach 1 (fids.go).
+	// Linux v9fs walks one name at a time from the parent's fid and holds
+	// one fid per cached dentry and open file, so for it this is its fid
+	// count. Each entry costs about 0.3 KiB of heap with its fid, less
+	// for fids made by long walks (measured by TestFidMemory: 260 bytes
+	// per fid of one name), so the default DefaultMaxFids, 65 536, is
+	// about 16 MiB per connection. It stays that high because a guest
+	// mounting with cache=loose keeps a fid per cached dentry: tens of
+	// thousands after walking a large closure, and v9fs does not give fids
+	// back when refused.
 	MaxFids int
 
-	// MaxServerFids bounds the fid references of all connections
+	// MaxServerFids bounds the walk-path entries of all connections
 	// together, counted as MaxFids counts them: beyond it requests that
 	// would make more get EMFILE, so that many connections, each within
-	// MaxFids, cannot hold more than this (about 0.5 KiB each). Each
+	// MaxFids, cannot hold more than this (about 0.3 KiB each). Each
 	// connection may hold its first 1 024 whatever the others hold, so
 	// that a new mount is served while others hold the rest: the bound is
-	// MaxServerFids plus 1 024 per connection (0.5 MiB each). Default
-	// DefaultMaxServerFids (262 144, about 128 MiB: four connections at
+	// MaxServerFids plus 1 024 per connection (0.3 MiB each). Default
+	// DefaultMaxServerFids (262 144, about 80 MiB: four connections at
 	// MaxFids, or many mounts of a few thousand fids each).
 	MaxServerFids int
 
 	// MaxRequests is how many requests of one connection are handled at
-	// once; the connection is not read further until one is answered.
+	// once, each in a goroutine of its own (requests answered without a
+	// store call, such as Tgetattr, are answered in turn and do not
+	// count); the connection is not read further until one is answered.
 	// Default DefaultMaxRequests.
 	MaxRequests int
 
-	// MaxReadBytes bounds the read buffers of one connection: the p9
-	// library gives every Tread and Treaddir it handles a buffer of msize
-	// bytes until its reply is sent, so at most MaxReadBytes/msize of
-	// them (at least one) are handled at once; the connection is read no
-	// further until one is answered. Reads the wire layer answers itself
-	// with sendfile take no buffer and do not count. Default
-	// DefaultMaxReadBytes (4 MiB: 4 reads of 1 MiB in flight, 64 of
-	// 64 KiB; with MaxRequests alone a client that takes no replies could
-	// pin 256 MiB per connection until WriteTimeout).
+	// MaxReadBytes bounds the read buffers of one connection: every Tread
+	// and Treaddir in flight may hold a buffer of msize bytes until its
+	// reply is sent, so at most MaxReadBytes/msize of them (at least one)
+	// are handled at once; the connection is read no further until one is
+	// answered. Default DefaultMaxReadBytes (4 MiB: 4 reads of 1 MiB in
+	// flight, 64 of 64 KiB; with MaxRequests alone a client that takes no
+	// replies could pin 256 MiB per connection until WriteTimeout).
 	MaxReadBytes int
 
 	// WriteTimeout bounds how long sending one reply may take; a client
@@ -117,8 +113,8 @@ type Options struct {
 	// bound there). Default DefaultMessageTimeout; negative: none.
 	MessageTimeout time.Duration
 
-	// NoSendfile sends every Rread from memory, as read into the p9
-	// library's buffer. By default (on Linux) a read of at least 16 KiB
+	// NoSendfile sends every Rread from memory, read into a buffer. By
+	// default (on Linux) a read of at least 16 KiB
 	// from a blob stored as a local file is sent with sendfile(2), page
 	// cache to socket; this option is for comparison and debugging.
 	NoSendfile bool
@@ -168,11 +164,11 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
-	conns     map[*wireConn]struct{}
+	conns     map[*conn]struct{}
 	wg        sync.WaitGroup // connection goroutines
 
 	spliced atomic.Int64 // Rread replies sent with sendfile (tests look)
-	fids    fidBudget    // the library's fid references, all connections
+	fids    fidBudget    // walk-path entries of all connections (fids.go)
 }
 
 // New returns a Server of fs. It serves nothing until Serve.
@@ -183,7 +179,7 @@ func New(fs *vfs.FS, opts Options) *Server {
 		opts:      opts,
 		log:       opts.Logger,
 		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*wireConn]struct{}),
+		conns:     make(map[*conn]struct{}),
 		fids:      fidBudget{max: int64(opts.MaxServerFids)},
 	}
 }
@@ -273,8 +269,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 // admit tracks a new connection. Admission (allow-list, connection cap,
 // handshake and idle deadlines) is the listener's: the daemon wraps every
 // listener in a netguard.Listener.
-func (s *Server) admit(ctx context.Context, conn net.Conn) (*wireConn, bool) {
-	wc := newWireConn(conn, s.fs, s.log.With("client", conn.RemoteAddr().String()), s.opts, &s.spliced, &s.fids)
+func (s *Server) admit(ctx context.Context, conn net.Conn) (*conn, bool) {
+	wc := newConn(s, conn)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || ctx.Err() != nil {
@@ -284,29 +280,6 @@ func (s *Server) admit(ctx context.Context, conn net.Conn) (*wireConn, bool) {
 	s.conns[wc] = struct{}{}
 	s.wg.Add(1)
 	return wc, true
-}
-
-// session is one connection's view of the filesystem: what its files need.
-type session struct {
-	fs      *vfs.FS
-	ctx     context.Context // done when the connection ends or the server stops
-	log     *slog.Logger
-	spliced *splicedReads // reads for the wire layer to sendfile; nil: none
-	panics  *panicLog
-}
-
-// recoverPanic, deferred by a p9.File method, turns a panic in it (in vfs,
-// the store or this package) into Rlerror EIO for the request, with one
-// log line at Error. The connection goes on: the panic unwound only the
-// method, whose state is its own fid's, and the library sends a whole
-// reply as usual.
-func (s *session) recoverPanic(request string, err *error) {
-	v := recover()
-	if v == nil {
-		return
-	}
-	*err = linux.EIO
-	s.panics.log("ninep: panic in a request; answered EIO", request, v)
 }
 
 // panicLog logs the panics recovered on one connection.
@@ -326,26 +299,16 @@ func (p *panicLog) log(msg, request string, v any) {
 }
 
 // serveConn serves one connection until it ends or ctx is done.
-func (s *Server) serveConn(ctx context.Context, wc *wireConn) {
-	defer s.wg.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(ctx, func() { wc.Close() })
+func (s *Server) serveConn(ctx context.Context, c *conn) {
 	defer func() {
-		stop()
-		cancel()
-		wc.Close()
 		s.mu.Lock()
-		delete(s.conns, wc)
+		delete(s.conns, c)
 		s.mu.Unlock()
+		s.wg.Done()
 	}()
-	sess := &session{fs: s.fs, ctx: ctx, log: wc.log, spliced: wc.spliced, panics: &wc.panics}
-	sess.log.Debug("ninep: connection")
-	// One p9.Server per connection: its path tree (which p9 never prunes)
-	// and its rename lock then live and die with the connection.
-	srv := p9.NewServer(attacher{sess}, p9.WithServerLogger(libLogger{wc.log}))
-	srv.Handle(wc, wc)
-	wc.release() // the library has closed every fid
-	sess.log.Debug("ninep: connection closed")
+	c.log.Debug("ninep: connection")
+	c.serve(ctx)
+	c.log.Debug("ninep: connection closed")
 }
 
 // Close stops every Serve, closes every connection and waits until their
@@ -364,36 +327,3 @@ func (s *Server) Close() error {
 	s.wg.Wait()
 	return nil
 }
-
-// libLogger takes the p9 library's log lines: its per-message trace at
-// debug level, a panic it recovered in a handler at error level, anything
-// else (send failures) as warnings. Lines are quoted and cut as clientstr
-// does, since they carry what clients sent (names, the trace's messages).
-type libLogger struct{ log *slog.Logger }
-
-// Printf implements ulog.Logger.
-func (l libLogger) Printf(format string, args ...any) {
-	level, msg := slog.LevelWarn, "ninep: p9"
-	switch {
-	case strings.HasPrefix(format, "send ") || strings.HasPrefix(format, "recv ") ||
-		strings.HasPrefix(format, "p9.recv") || strings.HasPrefix(format, "p9.send"):
-		// The message trace, and receive and send errors: a
-		// connection that ended (the wire layer logged why).
-		level = slog.LevelDebug
-	case strings.HasPrefix(format, "panic in handler"):
-		// Recovered; the request gets EIO (wireConn.correct).
-		level, msg = slog.LevelError, "ninep: p9: panic in a request; answered EIO"
-	}
-	if !l.log.Enabled(context.Background(), level) {
-		return
-	}
-	line := fmt.Sprintf(format, args...)
-	if level == slog.LevelError {
-		l.log.Error(msg, "detail", line) // the stack: not client data, kept whole
-		return
-	}
-	l.log.Log(context.Background(), level, msg, "detail", clientstr.Trim(line))
-}
-
-// Print implements ulog.Logger.
-func (l libLogger) Print(args ...any) { l.Printf("%s", fmt.Sprint(args...)) }

@@ -25,8 +25,8 @@ func closedWithin(c *rawConn, d time.Duration) bool {
 }
 
 // TestWriteTimeout: a client that sends reads and takes no reply loses
-// its connection after WriteTimeout, whether the library sends the
-// replies or the wire layer does (sendfile); other clients are served
+// its connection after WriteTimeout, whether replies are copied or
+// sent with sendfile; other clients are served
 // meanwhile.
 func TestWriteTimeout(t *testing.T) {
 	fsys, _ := localFS(t, vfs.Options{})
@@ -41,7 +41,7 @@ func TestWriteTimeout(t *testing.T) {
 			opts.NoSendfile = mode.noSendfile
 			_, addr := startServer(t, fsys, "tcp", opts)
 			c := openRaw(t, "tcp", addr, 1<<20, rootBig1)
-			if _, err := c.read(2, 0, 1<<20); err != nil { // sendfile: the wire layer answers from now on
+			if _, err := c.read(2, 0, 1<<20); err != nil { // sendfile
 				t.Fatal(err)
 			}
 			var out []byte
