@@ -92,6 +92,19 @@ func TestRemoteStore(t *testing.T) {
 		if err := back.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
+		// The signal is delivered asynchronously: wait until the backend
+		// is stopped (state T) before reading.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			stat, err := os.ReadFile("/proc/" + strconv.Itoa(back.cmd.Process.Pid) + "/stat")
+			if err == nil {
+				if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && f[0] == "T" {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the backend did not stop after SIGSTOP")
+			}
+		}
 		resumed := false
 		resume := func() {
 			if !resumed {
@@ -105,15 +118,23 @@ func TestRemoteStore(t *testing.T) {
 		_, err = f.ReadAt(p, off)
 		took := time.Since(t0)
 		if !errors.Is(err, syscall.EIO) {
-			t.Errorf("read while the backend is stopped: %v, want EIO", err)
+			t.Errorf("read while the backend is stopped: %v, want EIO; the daemon's log:\n%s", err, front.stderr)
 		}
 		if took > remoteTimeout+1500*time.Millisecond {
 			t.Errorf("read while the backend is stopped took %v; the backend timeout is %v", took, remoteTimeout)
 		}
+		// The daemon's stderr reaches the test through a pipe: give the
+		// line a moment to arrive.
 		var lines []string
-		for line := range strings.Lines(front.stderr.String()) {
-			if strings.Contains(line, digest) && strings.Contains(line, "level=ERROR") {
-				lines = append(lines, line)
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			lines = lines[:0]
+			for line := range strings.Lines(front.stderr.String()) {
+				if strings.Contains(line, digest) && strings.Contains(line, "level=ERROR") {
+					lines = append(lines, line)
+				}
+			}
+			if len(lines) > 0 || time.Now().After(deadline) {
+				break
 			}
 		}
 		if len(lines) != 1 || !strings.Contains(lines[0], "grpc+http://"+addr) || !strings.Contains(lines[0], "level=ERROR") {
