@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"math"
+	"syscall"
 
 	"github.com/storefs/storefs/storeclient"
 	"github.com/storefs/storefs/vfs"
@@ -342,7 +343,7 @@ func (c *conn) list(cl *call, w *xdrWriter, plus bool) error {
 		return errGarbage
 	}
 	if err == nil && !dir.IsDir() {
-		err = &vfs.Error{Op: "readdir", Errno: 20}
+		err = &vfs.Error{Op: "readdir", Errno: syscall.ENOTDIR}
 	}
 	if err != nil {
 		w.u32(statusOf(err))
