@@ -199,6 +199,7 @@ func (f *FS) fetchDirectory(ctx context.Context, d storeclient.Digest) (*cachedD
 		if errors.Is(err, storeclient.ErrCorrupt) {
 			f.log.Error("vfs: corrupt directory", "digest", d.String(), "err", err)
 		}
+		f.metadataFailed("directory", d.String(), err)
 		return nil, err
 	}
 	if !f.trusted {
@@ -274,6 +275,7 @@ func (f *FS) lookupRoot(ctx context.Context, name string) (Node, error) {
 		return Node{}, newError("lookup", name, syscall.ENOENT, err)
 	}
 	if err != nil {
+		f.metadataFailed("path info", name, err)
 		return Node{}, backendError("lookup", name, err)
 	}
 	if pi.StorePath.Digest != sp.Digest || pi.StorePath.Name != sp.Name {

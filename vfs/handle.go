@@ -116,6 +116,7 @@ func (f *FS) resolveHandle(ctx context.Context, h []byte) (Node, error) {
 			return stale(err)
 		}
 		if err != nil {
+			f.metadataFailed("path info", sp.String(), err)
 			return Node{}, backendError("resolve handle", sp.String(), err)
 		}
 		return topNode(sp, pi.Node), nil

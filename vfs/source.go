@@ -97,17 +97,37 @@ func (f *fsState) blobFailed(d storeclient.Digest, err error) {
 	case errors.Is(err, context.DeadlineExceeded):
 		kind = "timeout"
 	}
-	key := kind + string(d[:])
+	if f.firstReport(kind + string(d[:])) {
+		f.log.Error(msg, "digest", d.String(), "store", f.storeName, "err", err)
+	}
+}
+
+// firstReport reports whether the failure named key was not logged in the
+// last minute, and notes it as logged now.
+func (f *fsState) firstReport(key string) bool {
 	now := time.Now()
 	f.reportedMu.Lock()
-	last, seen := f.reported.Get(key)
-	if seen && now.Sub(last) < time.Minute {
-		f.reportedMu.Unlock()
-		return
+	defer f.reportedMu.Unlock()
+	if last, seen := f.reported.Get(key); seen && now.Sub(last) < time.Minute {
+		return false
 	}
 	f.reported.Add(key, now)
-	f.reportedMu.Unlock()
-	f.log.Error(msg, "digest", d.String(), "store", f.storeName, "err", err)
+	return true
+}
+
+// metadataFailed logs why a Directory or PathInfo (what, named by name)
+// could not be read from a store that failed (an error, a timeout), once
+// a minute each: the frontends answer EIO, and the log says why. Not
+// logged: a caller that gave up, corruption (logged where it is found),
+// and an absent object, which anyone who can send a forged handle could
+// otherwise make us log.
+func (f *fsState) metadataFailed(what, name string, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, storeclient.ErrCorrupt) || errors.Is(err, storeclient.ErrNotFound) {
+		return
+	}
+	if f.firstReport(what + name) {
+		f.log.Error("vfs: "+what+" read failed", "name", name, "store", f.storeName, "err", err)
+	}
 }
 
 // outboard returns the checked bao outboard of remote blob d, or an error
