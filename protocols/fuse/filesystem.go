@@ -79,7 +79,13 @@ func newFileSystem(fsys *vfs.FS, opts Options) (fuse.RawFileSystem, *filesystem)
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &filesystem{vfs: fsys.View("fuse"), log: log, noListingCache: opts.NoListingCache}
+	// A view the caller labelled (virtio-fs serves this filesystem too)
+	// keeps its label, so its operations are counted as its own.
+	view := fsys
+	if fsys.Protocol() == "" {
+		view = fsys.View("fuse")
+	}
+	s := &filesystem{vfs: view, log: log, noListingCache: opts.NoListingCache}
 	if s.vfs.LocalBlobFiles() {
 		s.pt = &passthrough{log: log}
 		if opts.NoPassthrough {
