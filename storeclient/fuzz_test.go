@@ -97,3 +97,36 @@ func FuzzUnmarshalPathInfo(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOutboard gives ParseOutboard and Verify an arbitrary outboard for a
+// real blob: they must never panic, an accepted outboard must not verify
+// bytes that are not the blob's, and the blob's own outboard verifies it.
+func FuzzOutboard(f *testing.F) {
+	blob := bytes.Repeat([]byte("storefs outboard fuzz "), 3*storeclient.BaoGroupSize/22+7)
+	enc, _, _ := storeclient.EncodeOutboard(bytes.NewReader(blob), int64(len(blob)))
+	f.Add(enc, int64(len(blob)), int64(0))
+	f.Add(enc[:8], int64(len(blob)), int64(storeclient.BaoGroupSize))
+	f.Add([]byte{}, int64(0), int64(0))
+	f.Fuzz(func(t *testing.T, enc []byte, size, off int64) {
+		size = min(max(size, 0), int64(len(blob)))
+		b := blob[:size]
+		d := storeclient.HashBytes(b)
+		ob, err := storeclient.ParseOutboard(d, size, enc)
+		if err != nil {
+			if !errors.Is(err, storeclient.ErrCorrupt) {
+				t.Fatalf("ParseOutboard: %v, want ErrCorrupt", err)
+			}
+			return
+		}
+		if size == 0 {
+			return
+		}
+		s, e := ob.GroupSpan(min(max(off, 0), size-1), 1)
+		_ = ob.Verify(b[s:e], s) // the honest bytes may fail a lying outboard
+		bad := bytes.Clone(b[s:e])
+		bad[0] ^= 1
+		if ob.Verify(bad, s) == nil {
+			t.Fatalf("an accepted outboard verified a flipped byte at %d", s)
+		}
+	})
+}

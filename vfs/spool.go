@@ -99,10 +99,7 @@ func (s *spool) release(b *spooledBlob) {
 
 // fill fetches blob d into a new spool file.
 func (s *spool) fill(ctx context.Context, d storeclient.Digest, size int64, fetch func(ctx context.Context, w io.Writer) error) error {
-	if s.hold(d) != nil { // spooled by a fill that just ended
-		s.mu.Lock()
-		b := s.blobs[d]
-		s.mu.Unlock()
+	if b := s.hold(d); b != nil { // spooled by a fill that just ended
 		s.release(b)
 		return nil
 	}

@@ -288,3 +288,42 @@ func TestDecompressUnsupported(t *testing.T) {
 		t.Fatalf("Decompress with compression br: %v, want errors.ErrUnsupported", err)
 	}
 }
+
+// FuzzDecompress feeds arbitrary bytes to detection and to the zstd and
+// bzip2 decoders: no panic, and a failure is ErrCorrupt (the input is an
+// in-memory reader that never fails). xz is left out: package xz reserves
+// whatever dictionary a block header asks for (up to 4 GiB), see
+// Decompress.
+func FuzzDecompress(f *testing.F) {
+	var zbuf bytes.Buffer
+	zw, _ := zstd.NewWriter(&zbuf)
+	zw.Write([]byte("nix-archive-1 and some more bytes"))
+	zw.Close()
+	f.Add(zbuf.Bytes())
+	if b, err := os.ReadFile("testdata/text.bz2"); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, _, err := nar.DetectCompression(bytes.NewReader(in))
+		if err != nil {
+			t.Fatalf("DetectCompression of an in-memory reader: %v", err)
+		}
+		if c == nar.CompressionXZ {
+			return
+		}
+		for _, c := range []nar.Compression{c, nar.CompressionZstd, nar.CompressionBzip2} {
+			if c == nar.CompressionXZ {
+				continue
+			}
+			d, err := nar.Decompress(bytes.NewReader(in), c)
+			if err == nil {
+				_, err = io.Copy(io.Discard, io.LimitReader(d, 1<<20))
+				d.Close()
+			}
+			if err != nil && !errors.Is(err, storeclient.ErrCorrupt) {
+				t.Fatalf("%s: %v, want ErrCorrupt", c, err)
+			}
+		}
+	})
+}
